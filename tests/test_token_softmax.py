@@ -6,9 +6,10 @@ import itertools
 from collections.abc import Sequence
 
 import torch
-from conformance import Case, ConformanceSuite, Potentials
 
 from structkd import TokenSoftmax
+
+from conformance import Case, ConformanceSuite, Potentials
 
 N_TAGS = 3
 

@@ -31,7 +31,9 @@ from torch import Tensor
 S = TypeVar("S", bound="Structure")
 
 
-def lengths_or_full(lengths: Tensor | None, batch: int, max_len: int, device: torch.device) -> Tensor:
+def lengths_or_full(
+    lengths: Tensor | None, batch: int, max_len: int, device: torch.device
+) -> Tensor:
     """Returns ``lengths`` as a LongTensor [B], defaulting to full length.
 
     Args:
