@@ -190,14 +190,17 @@ class SemiMarkovCRF(Structure):
             candidates = torch.cat([delta[j], spans.flatten(1)], 1)  # [B, k + (j+1) R k]
             best, arg = candidates.topk(k, dim=1)  # [B, k]
             delta.append(best)
-            pointers.append(arg.tolist())
-        final = torch.stack(delta, 1)[torch.arange(batch), self.lengths]  # [B, k]
+            pointers.append(arg)
+        rows = torch.arange(batch, device=scores.device)
+        final = torch.stack(delta, 1)[rows, self.lengths]  # [B, k]
         n_found = torch.isfinite(final).sum(1).tolist()
+        # One host transfer for all backpointers: [N][B][k].
+        pointer_list = torch.stack(pointers).tolist() if pointers else []
         out: list[list[Spans]] = [[] for _ in range(k)]
         for b, n in enumerate(self.lengths.tolist()):
             for rank in range(k):
                 out[rank].append(
-                    self._backtrack(pointers, b, n, min(rank, n_found[b] - 1), k, n_types)
+                    self._backtrack(pointer_list, b, n, min(rank, n_found[b] - 1), k, n_types)
                 )
         return out
 
@@ -246,8 +249,9 @@ class SemiMarkovCRF(Structure):
                 break
             end = (pos - 1).clamp(min=0)  # [B, k]
             rows = logits.gather(1, end[..., None].expand(-1, -1, logits.shape[-1]))  # [B, k, W]
-            probs = torch.softmax(rows, -1).reshape(batch * k, -1)
-            choice = torch.multinomial(probs, 1).view(batch, k)  # [B, k]
+            # Gumbel-max draw: much cheaper than torch.multinomial over many short rows.
+            uniform = torch.rand_like(rows).clamp_(min=torch.finfo(rows.dtype).tiny)
+            choice = (rows - (-uniform.log()).log()).argmax(-1)  # [B, k]
             choice = choice.masked_fill(~active, -1)
             ends.append(end)
             choices.append(choice)
