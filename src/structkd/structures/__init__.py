@@ -1,6 +1,7 @@
 """Structured distributions: pure tensor math with exact (or documented approximate) inference."""
 
 from structkd.structures.base import Structure
+from structkd.structures.semi_markov import SemiMarkovCRF
 from structkd.structures.token_softmax import TokenSoftmax
 
-__all__ = ["Structure", "TokenSoftmax"]
+__all__ = ["SemiMarkovCRF", "Structure", "TokenSoftmax"]
