@@ -211,6 +211,9 @@ class TestDetectScheme:
             # mixed: the richest scheme wins
             ([["I-PER", "I-PER", "B-PER"], ["S-LOC"]], "BIOES"),
             ([["I-PER", "O"], ["B-LOC"]], "BIO"),
+            # IOB1 never puts B- on an entity next to one of another type
+            ([["I-PER", "B-LOC"]], "BIO"),
+            ([["I-PER", "B-PER"]], "IOB1"),
         ],
     )
     def test_cases(self, corpus: list[list[str]], scheme: str) -> None:
