@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared_data import shared_file
 from structkd.data.conll import (
     Sentence,
     detect_format,
@@ -28,6 +27,8 @@ from structkd.data.conll import (
 from structkd.data.errors import DataError
 from structkd.data.resources import resource_path
 from structkd.data.tags import to_spans
+
+from shared_data import shared_file
 
 FIXTURES = Path(__file__).parent / "fixtures"
 # Tokens the column format must carry unchanged: non-ASCII, whitespace-like, line-break-like.

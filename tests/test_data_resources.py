@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from shared_data import shared_file
 from structkd.data.resources import UNLABELED_EN, WIKIANN_EN, resource_path
+
+from shared_data import shared_file
 
 ALL = [*WIKIANN_EN, UNLABELED_EN]
 

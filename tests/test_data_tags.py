@@ -7,7 +7,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from seqeval.metrics.sequence_labeling import get_entities
 
-from shared_data import shared_file
 from structkd.data.conll import read_conll
 from structkd.data.tags import (
     SCHEME_PREFIXES,
@@ -20,6 +19,8 @@ from structkd.data.tags import (
     parse_tag,
     to_spans,
 )
+
+from shared_data import shared_file
 
 ANY_TAG = st.sampled_from(["O"] + [f"{p}-{t}" for p in "BIES" for t in ("PER", "LOC", "ORG-X")])
 BIO_TAG = st.sampled_from(["O"] + [f"{p}-{t}" for p in "BI" for t in ("PER", "LOC")])

@@ -8,10 +8,11 @@ import warnings
 import pytest
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
-from shared_data import shared_file
 from structkd.data.conll import read_conll
 from structkd.data.tags import convert
 from structkd.metrics.span_f1 import SpanF1, prf
+
+from shared_data import shared_file
 
 
 def scores(gold: list[list[str]], pred: list[list[str]]) -> dict[str, object]:

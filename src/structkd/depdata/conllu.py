@@ -28,21 +28,13 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from structkd.data.errors import DataError
 from structkd.depdata.trees import find_cycles
 
-try:
-    from structkd.data.errors import DataError
-except ImportError:  # the data layer lives on another branch until it is merged
 
-    class DataError(ValueError):  # type: ignore[no-redef]
-        """A malformed input file: ``str`` is ``"{path}:{line}: {message}"``."""
-
-        def __init__(self, path: str | os.PathLike[str], line: int, message: str) -> None:
-            self.path = str(path)
-            self.line = line
-            self.message = message
-            super().__init__(f"{self.path}:{line}: {message}")
-
+def _error(path: str | os.PathLike[str], line: int | None, message: str) -> DataError:
+    """DataError in this module's (path, line, message) argument order."""
+    return DataError(path, message, line=line)
 
 FORMATS = ("conllu", "conllx", "malttab")
 _EXTENSIONS = {".conllu": "conllu", ".conllx": "conllx", ".conll": "conllx", ".malttab": "malttab"}
@@ -103,7 +95,7 @@ def _read_lines(path: str) -> Iterator[tuple[int, str]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                raise DataError(path, number, f"not UTF-8: {err.reason}") from None
+                raise _error(path, number, f"not UTF-8: {err.reason}") from None
             yield number, text.rstrip("\r\n")
 
 
@@ -123,29 +115,29 @@ def _blocks(path: str) -> Iterator[list[tuple[int, str]]]:
 def _check_fields(path: str, number: int, cols: list[str], expected: Sequence[int]) -> None:
     if len(cols) not in expected:
         want = " or ".join(str(e) for e in expected)
-        raise DataError(path, number, f"expected {want} tab-separated columns, got {len(cols)}")
+        raise _error(path, number, f"expected {want} tab-separated columns, got {len(cols)}")
     for i, col in enumerate(cols, start=1):
         if not col.strip():
-            raise DataError(path, number, f"column {i} is empty")
+            raise _error(path, number, f"column {i} is empty")
 
 
 def _parse_head(path: str, number: int, text: str) -> int:
     if not _WORD_ID.fullmatch(text):
-        raise DataError(path, number, f"head {text[:20]!r} is not a non-negative integer")
+        raise _error(path, number, f"head {text[:20]!r} is not a non-negative integer")
     return int(text)
 
 
 def _check_id(path: str, number: int, text: str, expected: int) -> None:
     """A word id must be the next integer: smaller ones were all seen already."""
     if not _WORD_ID.fullmatch(text):
-        raise DataError(path, number, f"word id {text[:20]!r} is not an integer")
+        raise _error(path, number, f"word id {text[:20]!r} is not an integer")
     value = int(text)
     if value == 0:
-        raise DataError(path, number, "word id 0 is reserved for the root")
+        raise _error(path, number, "word id 0 is reserved for the root")
     if value < expected:
-        raise DataError(path, number, f"duplicate word id {value}")
+        raise _error(path, number, f"duplicate word id {value}")
     if value > expected:
-        raise DataError(path, number, f"non-consecutive word id {value}, expected {expected}")
+        raise _error(path, number, f"non-consecutive word id {value}, expected {expected}")
 
 
 def _check_tree(path: str, heads: list[int], numbers: list[int], multiroot: bool) -> None:
@@ -153,16 +145,16 @@ def _check_tree(path: str, heads: list[int], numbers: list[int], multiroot: bool
     n = len(heads)
     for head, number in zip(heads, numbers):
         if head > n:
-            raise DataError(path, number, f"head {head} out of range 0..{n}")
+            raise _error(path, number, f"head {head} out of range 0..{n}")
     roots = [d for d, head in enumerate(heads, start=1) if head == 0]
     if not roots:
-        raise DataError(path, numbers[0], "no word is attached to the root (head 0)")
+        raise _error(path, numbers[0], "no word is attached to the root (head 0)")
     if len(roots) > 1 and not multiroot:
-        raise DataError(path, numbers[roots[1] - 1], f"several roots: words {roots}")
+        raise _error(path, numbers[roots[1] - 1], f"several roots: words {roots}")
     cycles = find_cycles(heads)
     if cycles:
         path_text = " -> ".join(str(d) for d in cycles[0] + cycles[0][:1])
-        raise DataError(path, numbers[cycles[0][0] - 1], f"cycle in the heads: {path_text}")
+        raise _error(path, numbers[cycles[0][0] - 1], f"cycle in the heads: {path_text}")
 
 
 def _parse_conll(
@@ -189,11 +181,11 @@ def _parse_conll(
         if token_range:
             first, last = int(token_range[1]), int(token_range[2])
             if first != expected or last <= first:
-                raise DataError(path, number, f"bad multiword range {cols[0]} at word {expected}")
+                raise _error(path, number, f"bad multiword range {cols[0]} at word {expected}")
             continue
         if empty_node:
             if int(empty_node[1]) != expected - 1 or int(empty_node[2]) == 0:
-                raise DataError(path, number, f"empty node {cols[0]} after word {expected - 1}")
+                raise _error(path, number, f"empty node {cols[0]} after word {expected - 1}")
             continue
         _check_id(path, number, cols[0], expected)
         heads.append(_parse_head(path, number, cols[_HEAD]))
@@ -204,7 +196,7 @@ def _parse_conll(
         numbers.append(number)
         word_lines.append(len(lines) - 1)
     if not words:
-        raise DataError(path, block[0][0], "sentence without words")
+        raise _error(path, block[0][0], "sentence without words")
     _check_tree(path, heads, numbers, multiroot)
     return DepSentence(
         words=words,
@@ -262,8 +254,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
             return "conllu"
         if len(cols) in (3, 4):
             return "malttab"
-        raise DataError(path, number, f"cannot tell the format from {len(cols)} columns")
-    raise DataError(path, 1, "empty file: no sentences")
+        raise _error(path, number, f"cannot tell the format from {len(cols)} columns")
+    raise _error(path, 1, "empty file: no sentences")
 
 
 def iter_dep(
@@ -299,7 +291,7 @@ def iter_dep(
             yield _parse_conll(path, block, fmt, multiroot)
             empty = False
     if empty:
-        raise DataError(path, 1, "empty file: no sentences")
+        raise _error(path, 1, "empty file: no sentences")
 
 
 def read_dep(
