@@ -326,6 +326,20 @@ def test_hard_constraints_with_minus_infinity() -> None:
         assert torch.isfinite(dist.score(heads)).all()
 
 
+def test_sampling_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A small memory budget splits the draws into passes; each draw is still a tree."""
+    from structkd.structures import sibling
+
+    pots, lengths = random_batch(16)
+    monkeypatch.setattr(sibling, "SAMPLE_BUDGET", 3 * 3 * 5**3)  # 3 draws per pass
+    draws = SiblingDependencyCRF(**pots, lengths=lengths).sample(10)
+    assert len(draws) == 10
+    for y in draws:
+        for b, n in enumerate(lengths.tolist()):
+            assert tuple(y[b, 1 : n + 1].tolist()) in projective_trees(n)
+            assert y[b, n + 1 :].eq(0).all() and y[b, 0] == 0
+
+
 def test_empty_sentences_and_empty_batch_shapes() -> None:
     pots, _ = random_batch(11, batch=2, max_len=3)
     lengths = torch.tensor([0, 2])

@@ -60,6 +60,7 @@ from structkd.structures.base import Structure, autograd_marginals, check_finite
 
 Inference = Literal["exact", "mfvi"]
 SiblingParts = tuple[Tensor, Tensor]
+SAMPLE_BUDGET = 2**25  # elements of replicated sibling scores per sampling pass
 
 
 def _inside_masks(lengths: Tensor, size: int) -> tuple[Tensor, Tensor]:
@@ -396,9 +397,18 @@ class SiblingDependencyCRF(Structure):
 
         Draws the head of word 1, 2, ... in turn from its marginal given the heads drawn so far,
         conditioning by setting the other heads' arc scores to -inf: n marginal computations on
-        a batch of B k sentences, O(B k n^4).
+        a batch of B k' sentences, O(B k n^4) in all, with k' <= k bounded so that the
+        replicated sibling scores stay near ``SAMPLE_BUDGET`` elements.
         """
         self._require_exact("sample")
+        batch, size = self.arc_scores.shape[:2]
+        chunk = max(1, SAMPLE_BUDGET // (batch * size**3 or 1))
+        draws: list[Tensor] = []
+        for start in range(0, k, chunk):
+            draws += self._sample_chunk(min(chunk, k - start))
+        return draws
+
+    def _sample_chunk(self, k: int) -> list[Tensor]:
         batch, size = self.arc_scores.shape[:2]
         arc = self.arc_scores.detach().repeat(k, 1, 1)  # [k*B, N+1, N+1]
         sib = self.sib_scores.detach().repeat(k, 1, 1, 1)  # [k*B, N+1, N+1, N+1]
