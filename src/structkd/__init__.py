@@ -4,7 +4,7 @@ Wang et al., ACL 2021, "Structural Knowledge Distillation: Tractably Distilling 
 Structured Predictor".
 """
 
-from structkd.structures import SemiMarkovCRF, Structure, TokenSoftmax
+from structkd.structures import SemiMarkovCRF, SiblingDependencyCRF, Structure, TokenSoftmax
 
-__all__ = ["SemiMarkovCRF", "Structure", "TokenSoftmax"]
+__all__ = ["SemiMarkovCRF", "SiblingDependencyCRF", "Structure", "TokenSoftmax"]
 __version__ = "0.1.0"

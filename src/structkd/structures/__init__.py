@@ -2,6 +2,7 @@
 
 from structkd.structures.base import Structure
 from structkd.structures.semi_markov import SemiMarkovCRF
+from structkd.structures.sibling import SiblingDependencyCRF
 from structkd.structures.token_softmax import TokenSoftmax
 
-__all__ = ["SemiMarkovCRF", "Structure", "TokenSoftmax"]
+__all__ = ["SemiMarkovCRF", "SiblingDependencyCRF", "Structure", "TokenSoftmax"]
