@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import pytest
 import torch
@@ -81,10 +81,10 @@ def enumerate_tags(n: int) -> list[tuple[int, ...]]:
     return list(itertools.product(range(N_TAGS), repeat=n))
 
 
-def make_case(draw: object, min_len: int) -> Case:
+def make_case(draw: Callable[[torch.Generator, int, int], Potentials], min_len: int) -> Case:
     return Case(
         make=LinearChainCRF,
-        draw=draw,  # type: ignore[arg-type]
+        draw=draw,
         enumerate=enumerate_tags,
         brute_score=brute_score,
         indicator=indicator,
