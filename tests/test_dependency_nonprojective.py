@@ -130,3 +130,18 @@ def test_extreme_scores_match_brute_force(multiroot: bool) -> None:
         expected = sum(p * indicator(y, 4) for p, y in zip(probs, ys))
         torch.testing.assert_close(dist.marginals[b], expected, atol=1e-9, rtol=0)
         torch.testing.assert_close(dist.log_partition[b], torch.logsumexp(tree_scores, 0))
+
+
+@pytest.mark.parametrize("multiroot", [False, True])
+def test_samples_at_extreme_scores_follow_the_distribution(multiroot: bool) -> None:
+    """At x1000 nearly all mass sits on the best tree; the sampler must draw it even for
+    sentences whose determinant route is unusable (it once drew a tree e^-855 less likely)."""
+    for seed in range(3):
+        gen = torch.Generator().manual_seed(seed)
+        scores = torch.randn(4, 21, 21, generator=gen, dtype=torch.float64) * 1000
+        dist = DependencyCRF(scores, torch.tensor([20, 13, 5, 0]), False, multiroot)
+        best = dist.argmax
+        certain = (dist.score(best) - dist.log_partition).exp() > 0.999  # [B]
+        assert bool(certain.any())
+        for y in dist.sample(3):
+            assert torch.equal(y[certain], best[certain])

@@ -86,3 +86,18 @@ def test_long_sentences_stay_normalized(multiroot: bool) -> None:
         torch.testing.assert_close(root_children, torch.ones(2), atol=1e-4, rtol=0)
     best = dist.argmax
     assert torch.allclose(dist.score(best), dist.score(dist.topk(1)[0]))
+
+
+def test_topk_repeats_last_tree_when_fewer_trees() -> None:
+    """One word has a single tree and two words have two (single root): the surplus entries
+    repeat the last tree; a longer sentence gets k distinct trees, best first."""
+    scores = torch.randn(3, 6, 6)
+    dist = DependencyCRF(scores, torch.tensor([1, 2, 5]))
+    kbest = dist.topk(4)
+    assert all(y[0, 1].item() == 0 for y in kbest)
+    assert len({tuple(y[1, 1:3].tolist()) for y in kbest}) == 2
+    assert torch.equal(kbest[1][1], kbest[3][1])
+    assert len({tuple(y[2].tolist()) for y in kbest}) == 4
+    values = torch.stack([dist.score(y)[2] for y in kbest])
+    assert (values[:-1] >= values[1:]).all()
+    assert torch.equal(kbest[0], dist.argmax)

@@ -184,12 +184,50 @@ def heads_from_indicator(indicator: Tensor, lengths: Tensor) -> Tensor:
     return heads.masked_fill((words == 0) | (words[None] > lengths[:, None]), 0)
 
 
+Chooser = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor], tuple[Tensor, Tensor, Tensor]]
+"""(sentence, head, end, is_complete, rank) of pending spans -> (split, first rank, second rank)."""
+
+
+def _walk(
+    batch_of_row: Tensor, start: Tensor, start_rank: Tensor, size: int, choose: Chooser
+) -> Tensor:
+    """Expands derivations top-down, all pending spans of all rows at once.
+
+    A row is one derivation of sentence ``batch_of_row[row]`` starting from ``C[0, start[row]]``
+    at rank ``start_rank[row]`` (skipped when ``start`` is 0). ``choose`` picks every pending
+    span's split point ``r`` and the ranks its two children take (k-best); the children follow
+    the recurrences of the module docstring: a complete span ``(h, e)`` splits into ``I[h, r]``
+    and ``C[r, e]``, an incomplete span ``h -> e`` over ``[lo, hi]`` into ``C[lo, r]`` and
+    ``C[hi, r + 1]`` and records the arc. At most ``2N + 1`` rounds of O(rows N) work.
+
+    Returns:
+        LongTensor [rows, L] of heads.
+    """
+    device = start.device
+    heads = torch.zeros(len(start), size, dtype=torch.long, device=device)
+    (row,) = (start > 0).nonzero(as_tuple=True)
+    head, end, rank = torch.zeros_like(row), start[row], start_rank[row]
+    is_complete = torch.ones_like(row, dtype=torch.bool)
+    while row.numel():
+        split, first_rank, second_rank = choose(batch_of_row[row], head, end, is_complete, rank)
+        arcs = ~is_complete
+        heads[row[arcs], end[arcs]] = head[arcs]
+        lo, hi = torch.minimum(head, end), torch.maximum(head, end)
+        row = torch.cat([row, row])
+        head = torch.cat([torch.where(is_complete, head, lo), torch.where(is_complete, split, hi)])
+        end = torch.cat([split, torch.where(is_complete, end, split + 1)])
+        rank = torch.cat([first_rank, second_rank])
+        is_complete = torch.cat([arcs, torch.ones_like(arcs)])
+        keep = ~is_complete | (head != end)  # complete one-word spans are leaves
+        row, head, end, rank, is_complete = (t[keep] for t in (row, head, end, rank, is_complete))
+    return heads
+
+
 def sample(chart: EisnerChart, k: int) -> Tensor:
     """``k`` exact samples per sentence by top-down sampling through a log-sum-exp chart.
 
-    Each pending span picks its split with probability ``exp(children - span)`` (Gumbel-max),
-    the children become pending in turn; all pending spans of all samples move together, so the
-    loop runs at most ``2N + 1`` times. O(k B N^2) work.
+    Each pending span picks its split with probability ``exp(children - span)`` (Gumbel-max)
+    and its children are expanded in turn (``_walk``). O(k B N^2) work, at most 2N + 1 rounds.
 
     Returns:
         LongTensor [k, B, L] of heads.
@@ -197,45 +235,28 @@ def sample(chart: EisnerChart, k: int) -> Tensor:
     complete = chart.complete.permute(2, 0, 1)  # [B, L, L] (head, end)
     incomplete = chart.incomplete.permute(2, 0, 1)  # [B, L, L] (head, end)
     batch, size, _ = complete.shape
-    device = complete.device
-    heads = torch.zeros(k * batch, size, dtype=torch.long, device=device)
-    rows = torch.arange(k * batch, device=device)  # sample-major: row = draw * B + b
-    sent = rows % batch
-    start = chart.lengths[sent] > 0
-    # pending spans: (row, head, end, is_complete)
-    row, head, end = rows[start], torch.zeros_like(rows[start]), chart.lengths[sent][start]
-    is_complete = torch.ones_like(row, dtype=torch.bool)
-    r = torch.arange(size, device=device)  # candidate split points
-    while row.numel():
-        b = sent[row]
-        lo, hi = torch.minimum(head, end), torch.maximum(head, end)
-        # complete span (head, end): children I[head, r] + C[r, end], r beyond head up to end
+    r = torch.arange(size, device=complete.device)  # candidate split points
+
+    def choose(
+        b: Tensor, head: Tensor, end: Tensor, is_complete: Tensor, rank: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        lo, hi = torch.minimum(head, end)[:, None], torch.maximum(head, end)[:, None]
+        # complete (head, end): I[head, r] + C[r, end], r beyond head up to end
         c_logits = incomplete[b, head] + complete[b, :, end]  # [M, L]
-        c_valid = torch.where(
-            (head < end)[:, None],
-            (r > lo[:, None]) & (r <= hi[:, None]),
-            (r >= lo[:, None]) & (r < hi[:, None]),
-        )
-        # incomplete span head -> end: children C[lo, r] + C[hi, r + 1], lo <= r < hi
-        right_of = torch.cat([complete[b, hi, 1:], complete.new_full((len(b), 1), NEG)], 1)
-        i_logits = complete[b, lo] + right_of  # [M, L]
-        i_valid = (r >= lo[:, None]) & (r < hi[:, None])
+        c_valid = torch.where((head < end)[:, None], (r > lo) & (r <= hi), (r >= lo) & (r < hi))
+        # incomplete head -> end: C[lo, r] + C[hi, r + 1], lo <= r < hi
+        next_end = torch.cat([complete[b, hi[:, 0], 1:], complete.new_full((len(b), 1), NEG)], 1)
+        i_logits = complete[b, lo[:, 0]] + next_end  # [M, L]
         logits = torch.where(is_complete[:, None], c_logits, i_logits)
-        valid = torch.where(is_complete[:, None], c_valid, i_valid)
+        valid = torch.where(is_complete[:, None], c_valid, (r >= lo) & (r < hi))
         gumbel = -torch.empty_like(logits).exponential_().log()
         split = torch.where(valid, logits + gumbel, -torch.inf).argmax(-1)  # [M]
-        heads[row[~is_complete], end[~is_complete]] = head[~is_complete]
-        # children: complete -> (I[head, r], C[r, end]); incomplete -> (C[lo, r], C[hi, r + 1])
-        first_head = torch.where(is_complete, head, lo)
-        second_head = torch.where(is_complete, split, hi)
-        second_end = torch.where(is_complete, end, split + 1)
-        row = torch.cat([row, row])
-        head = torch.cat([first_head, second_head])
-        end = torch.cat([split, second_end])
-        is_complete = torch.cat([~is_complete, torch.ones_like(is_complete)])
-        keep = ~is_complete | (head != end)  # complete single-word spans are leaves
-        row, head, end, is_complete = row[keep], head[keep], end[keep], is_complete[keep]
-    return heads.view(k, batch, size)
+        return split, rank, rank
+
+    rows = torch.arange(k * batch, device=complete.device) % batch  # draw-major
+    return _walk(rows, chart.lengths[rows], torch.zeros_like(rows), size, choose).view(
+        k, batch, size
+    )
 
 
 class LogPartition(torch.autograd.Function):
@@ -284,12 +305,12 @@ class ArcMarginals(torch.autograd.Function):
 def kbest(scores: Tensor, lengths: Tensor, multiroot: bool, k: int) -> list[Tensor]:
     """The ``k`` best projective trees, best first (exact k-best Eisner).
 
-    Each chart cell keeps its ``k`` best values (Huang and Chiang, IWPT 2005, algorithm 0):
-    combining two cells only needs the pairs of ranks ``(a, b)`` with ``(a + 1)(b + 1) <= k``,
-    since any other pair is beaten by at least ``k`` pairs of lower ranks. The j-th best value is
-    a sum of arc scores along one derivation, and Eisner derivations are in one-to-one
-    correspondence with trees, so the gradient of that value (autograd) is the j-th tree's
-    indicator. O(B N^3 k log k) time, k backward passes.
+    Each chart cell keeps its ``k`` best values and, for each, the split point and the ranks of
+    the two children it came from (Huang and Chiang, IWPT 2005). Combining two cells only needs
+    the rank pairs ``(a, b)`` with ``(a + 1)(b + 1) <= k``: any other pair is beaten by at least
+    ``k`` pairs of lower ranks. Eisner derivations are in one-to-one correspondence with trees,
+    so the ``k`` best root values are ``k`` distinct trees, read off top-down by ``_walk``.
+    O(B N^3 k log k) time.
 
     Args:
         scores: [B, L, L] arc scores (dep, head), ``NEG`` on invalid arcs.
@@ -301,44 +322,62 @@ def kbest(scores: Tensor, lengths: Tensor, multiroot: bool, k: int) -> list[Tens
         ``k`` LongTensors [B, L] of heads; a sentence with fewer than ``k`` trees repeats its last.
     """
     batch, size, _ = scores.shape
+    device = scores.device
     pairs = [(a, b) for a in range(k) for b in range(k) if (a + 1) * (b + 1) <= k]
-    rank_a = torch.tensor([a for a, _ in pairs], device=scores.device)
-    rank_b = torch.tensor([b for _, b in pairs], device=scores.device)
+    rank_a = torch.tensor([a for a, _ in pairs], device=device)
+    rank_b = torch.tensor([b for _, b in pairs], device=device)
+    n_pairs = len(pairs)
 
-    def combine(x: Tensor, y: Tensor) -> Tensor:
-        # x, y [n, w, B, k] -> the k best sums over splits and rank pairs [B, k, n]
-        n, w = x.shape[:2]
+    def combine(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        # x, y [n, w, B, k] -> k best sums over (split, rank pair) and their flat index [B, k, n]
+        n = x.shape[0]
         cand = (x[..., rank_a] + y[..., rank_b]).permute(0, 2, 1, 3)  # [n, B, w, P]
-        return cand.reshape(n, batch, -1).topk(k, -1).values.permute(1, 2, 0)
+        best, index = cand.reshape(n, batch, -1).topk(k, -1)  # [n, B, k]
+        return best.permute(1, 2, 0), index.permute(1, 2, 0)
 
-    with torch.enable_grad():
-        leaf = scores.detach().requires_grad_()
-        arcs = leaf.permute(2, 1, 0)[:, :, :, None]  # [L, L, B, 1] (head, dep)
-        complete = scores.new_full((size, size, batch, k), NEG)  # [L, L, B, k]
-        incomplete = scores.new_full((size, size, batch, k), NEG)  # [L, L, B, k]
-        complete.diagonal()[:, 0].fill_(0.0)
-        for w in range(1, size):
-            n = size - w
-            span = combine(stripe(complete, n, w), stripe(complete, n, w, (w, 1)))  # [B, k, n]
-            incomplete.diagonal(-w).copy_(span + arcs.diagonal(-w))
-            incomplete.diagonal(w).copy_(span + arcs.diagonal(w))
-            left = combine(stripe(complete, n, w, (0, 0), 0), stripe(incomplete, n, w, (w, 0)))
-            complete.diagonal(-w).copy_(left)
-            right = combine(stripe(incomplete, n, w, (0, 1)), stripe(complete, n, w, (1, w), 0))
-            complete.diagonal(w).copy_(right)
-            if not multiroot:
-                complete[0, w].masked_fill_((lengths != w)[:, None], NEG)
-        values = complete[0, lengths, torch.arange(batch, device=scores.device)]  # [B, k]
-        trees: list[Tensor] = []
-        for j in range(k):
-            if values.requires_grad:
-                (grad,) = torch.autograd.grad(values[:, j].sum(), leaf, retain_graph=j < k - 1)
-            else:  # one-word padded length: no arcs at all
-                grad = torch.zeros_like(leaf)
-            heads = heads_from_indicator(grad, lengths)
-            if j:
-                # fewer than k trees: the surplus (values of order NEG) repeats the last tree
-                ghost = values[:, j].detach() < NEG / 2
-                heads = torch.where(ghost[:, None], trees[-1], heads)
-            trees.append(heads)
-    return trees
+    arcs = scores.permute(2, 1, 0)[:, :, :, None]  # [L, L, B, 1] (head, dep)
+    complete = scores.new_full((size, size, batch, k), NEG)  # [L, L, B, k]
+    incomplete = scores.new_full((size, size, batch, k), NEG)  # [L, L, B, k]
+    complete.diagonal()[:, 0].fill_(0.0)
+    back_c = torch.zeros(size, size, batch, k, dtype=torch.long, device=device)
+    back_i = torch.zeros(size, size, batch, k, dtype=torch.long, device=device)
+    for w in range(1, size):
+        n = size - w
+        span, index = combine(stripe(complete, n, w), stripe(complete, n, w, (w, 1)))
+        incomplete.diagonal(-w).copy_(span + arcs.diagonal(-w))
+        incomplete.diagonal(w).copy_(span + arcs.diagonal(w))
+        back_i.diagonal(-w).copy_(index)
+        back_i.diagonal(w).copy_(index)
+        span, index = combine(stripe(complete, n, w, (0, 0), 0), stripe(incomplete, n, w, (w, 0)))
+        complete.diagonal(-w).copy_(span)
+        back_c.diagonal(-w).copy_(index)
+        span, index = combine(stripe(incomplete, n, w, (0, 1)), stripe(complete, n, w, (1, w), 0))
+        complete.diagonal(w).copy_(span)
+        back_c.diagonal(w).copy_(index)
+        if not multiroot:
+            complete[0, w].masked_fill_((lengths != w)[:, None], NEG)
+    values = complete[0, lengths, torch.arange(batch, device=device)]  # [B, k]
+
+    def choose(
+        b: Tensor, head: Tensor, end: Tensor, is_complete: Tensor, rank: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        index = torch.where(is_complete, back_c[head, end, b, rank], back_i[head, end, b, rank])
+        offset, pair = index // n_pairs, index % n_pairs
+        first, second = rank_a[pair], rank_b[pair]
+        lo = torch.minimum(head, end)
+        right = is_complete & (head < end)
+        left = is_complete & (head > end)
+        # right C[h, e]: I[h, r] (rank a) + C[r, e] (rank b), r = h + 1 + offset;
+        # left C[h, e]: C[r, e] (rank a) + I[h, r] (rank b), r = e + offset;
+        # incomplete: C[lo, r] (rank a) + C[hi, r + 1] (rank b), r = lo + offset
+        split = lo + offset + right.long()
+        return split, torch.where(left, second, first), torch.where(left, first, second)
+
+    rows = torch.arange(k * batch, device=device)  # rank-major: row = j * B + b
+    ranks = rows // batch
+    heads = _walk(rows % batch, lengths.repeat(k), ranks, size, choose)
+    # a sentence with fewer than k trees: its surplus ranks (values of order NEG) repeat its last
+    last = ((values > NEG / 2).sum(-1) - 1).clamp_min(0)  # [B]
+    keep = torch.minimum(ranks.view(k, batch), last[None, :])  # [k, B]
+    heads = heads.view(k, batch, size)
+    return list(heads.gather(0, keep[:, :, None].expand(k, batch, size)).unbind(0))

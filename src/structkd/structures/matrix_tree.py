@@ -41,48 +41,89 @@ def _word_mask(lengths: Tensor, size: int) -> Tensor:
     return torch.arange(1, size, device=lengths.device)[None, :] <= lengths[:, None]
 
 
+def _weights(scores: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Arc weights shifted per word: (weights [B, N, L], shift [B, N], words [B, N]).
+
+    ``weights[b, d - 1, h] = exp(s(h -> d) - shift[b, d - 1])`` with the word's best incoming
+    score as shift, so every word's best arc weighs 1; invalid arcs underflow to 0.
+    """
+    words = _word_mask(lengths, scores.shape[-1])  # [B, N]
+    arcs = scores[:, 1:]  # [B, N, L] (dep word, head incl. ROOT)
+    shift = arcs.detach().amax(-1).where(words, 0.0)  # [B, N]
+    return (arcs - shift[..., None]).exp(), shift, words
+
+
+def _laplacian(weights: Tensor, words: Tensor, multiroot: bool) -> Tensor:
+    """Transposed Laplacian ``K = M^T`` [B, N, N] (rows are dependents), identity on padding."""
+    root, word_arcs = weights[..., 0], weights[..., 1:]  # [B, N], [B, N, N] (dep, head)
+    in_weight = word_arcs.sum(-1) + (root if multiroot else 0.0)  # [B, N]
+    lap_t = torch.diag_embed(in_weight) - word_arcs  # [B, N, N]
+    if not multiroot:  # Koo et al.: the first word's row of M (column of K) holds the root weights
+        lap_t = torch.cat([root[..., None], lap_t[..., 1:]], -1)
+    return lap_t + torch.diag_embed((~words).to(lap_t.dtype))
+
+
+def _marginals_from_inverse(
+    weights: Tensor, inv_rows: Tensor, dep: Tensor, multiroot: bool
+) -> Tensor:
+    """Closed-form arc marginals of some words (Koo et al., sec. 3.3), [B, M, L] (dep, head).
+
+    Args:
+        weights: [B, M, L] the words' arc weights (``_weights`` rows ``dep``).
+        inv_rows: [B, M, N] the same rows of ``X = M^-1``.
+        dep: LongTensor [M], the words' indices 0..N-1.
+        multiroot: allow several words to attach to ROOT.
+    """
+    root, word_arcs = weights[..., 0], weights[..., 1:]  # [B, M], [B, M, N]
+    diag_x = inv_rows.gather(-1, dep[None, :, None].expand(len(inv_rows), -1, 1)).squeeze(-1)
+    if multiroot:
+        mu_root = root * diag_x
+        mu_words = word_arcs * (diag_x[..., None] - inv_rows)
+    else:
+        later = (torch.arange(inv_rows.shape[-1], device=dep.device) > 0).to(inv_rows.dtype)
+        mu_root = root * inv_rows[..., 0]
+        mu_words = word_arcs * ((diag_x * (dep > 0))[..., None] - inv_rows * later)
+    return torch.cat([mu_root[..., None], mu_words], -1)
+
+
+def _valid(mu: Tensor) -> Tensor:
+    """[...]: a word's marginals over heads [..., L] look like a distribution."""
+    return (
+        torch.isfinite(mu).all(-1)
+        & (mu >= -_ROW_SUM_TOL).all(-1)
+        & (mu <= 1 + _ROW_SUM_TOL).all(-1)
+        & ((mu.sum(-1) - 1).abs() <= _ROW_SUM_TOL)
+    )
+
+
+def _invert(weights: Tensor, words: Tensor, multiroot: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """``X = M^-1`` [B, N, N], ``log |det M|`` [B] and whether to trust them [B].
+
+    Untrusted: a non-positive determinant, or marginals that are not distributions.
+    """
+    size = weights.shape[1]
+    lu, pivots, _ = torch.linalg.lu_factor_ex(_laplacian(weights, words, multiroot))
+    eye = torch.eye(size, dtype=lu.dtype, device=lu.device)
+    inv = torch.linalg.lu_solve(lu, pivots, eye).mT  # [B, N, N] (singular: caught below)
+    diag_u = lu.diagonal(dim1=-2, dim2=-1)  # [B, N]
+    swaps = pivots != torch.arange(1, size + 1, device=pivots.device, dtype=pivots.dtype)
+    negative = ((diag_u < 0).sum(-1) + swaps.sum(-1)) % 2 == 1  # [B], sign of det M
+    log_det = diag_u.abs().log().sum(-1)  # [B]
+    dep = torch.arange(size, device=weights.device)
+    inner = _marginals_from_inverse(weights.detach(), inv.detach(), dep, multiroot)
+    trusted = ~negative & torch.isfinite(log_det.detach()) & (_valid(inner) | ~words).all(-1)
+    return inv, log_det, trusted
+
+
 def _closed_form(scores: Tensor, lengths: Tensor, multiroot: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Determinant and inverse route in float64: (log Z [B], marginals [B, L, L], trusted [B])."""
     batch, size, _ = scores.shape
-    words = _word_mask(lengths, size)  # [B, N]
-    arcs = scores[:, 1:]  # [B, N, L] (dep word, head incl. ROOT)
-    shift = arcs.detach().amax(-1).where(words, 0.0)  # [B, N]
-    weights = (arcs - shift[..., None]).exp()  # [B, N, L]; invalid arcs underflow to 0
-    root, word_arcs = weights[..., 0], weights[..., 1:]  # [B, N], [B, N, N] (dep, head)
-    in_weight = word_arcs.sum(-1) + (root if multiroot else 0.0)  # [B, N]
-    # Laplacian transposed (K = M^T, rows are dependents) so that no transpose is materialized
-    lap_t = torch.diag_embed(in_weight) - word_arcs  # [B, N, N]
-    if not multiroot:
-        lap_t = torch.cat([root[..., None], lap_t[..., 1:]], -1)
-    lap_t = lap_t + torch.diag_embed((~words).to(lap_t.dtype))  # identity block on padding
-    lu, pivots, _ = torch.linalg.lu_factor_ex(lap_t)  # singular: caught below, not raised
-    inv = torch.linalg.lu_solve(lu, pivots, torch.eye(size - 1, dtype=lu.dtype, device=lu.device))
-    inv = inv.mT  # [B, N, N] = M^-1, X[d, h]
-    diag_u = lu.diagonal(dim1=-2, dim2=-1)  # [B, N]
-    swaps = pivots != torch.arange(1, size, device=pivots.device, dtype=pivots.dtype)
-    negative = ((diag_u < 0).sum(-1) + swaps.sum(-1)) % 2 == 1  # [B], sign of det M
-    log_z = diag_u.abs().log().sum(-1) + (shift * words).sum(-1)  # [B]
-    diag_x = inv.diagonal(dim1=-2, dim2=-1)  # [B, N]
-    if multiroot:
-        mu_root = root * diag_x
-        mu_words = word_arcs * (diag_x[..., None] - inv)
-    else:
-        later = torch.ones(size - 1, dtype=lu.dtype, device=lu.device)  # words other than the 1st
-        later[0] = 0.0
-        mu_root = root * inv[..., 0]
-        mu_words = word_arcs * ((diag_x * later)[..., None] - inv * later)
-    inner = torch.cat([mu_root[..., None], mu_words], -1)  # [B, N, L]
+    weights, shift, words = _weights(scores, lengths)
+    inv, log_det, trusted = _invert(weights, words, multiroot)
+    dep = torch.arange(size - 1, device=scores.device)
+    inner = _marginals_from_inverse(weights, inv, dep, multiroot)  # [B, N, L]
     marginals = torch.cat([inner.new_zeros(batch, 1, size), inner], 1)  # [B, L, L]
-    mu = inner.detach()
-    trusted = (
-        ~negative
-        & torch.isfinite(log_z.detach())
-        & torch.isfinite(mu).all(-1).all(-1)
-        & (mu >= -_ROW_SUM_TOL).all(-1).all(-1)
-        & (mu <= 1 + _ROW_SUM_TOL).all(-1).all(-1)
-        & (((mu.sum(-1) - 1).abs() <= _ROW_SUM_TOL) | ~words).all(-1)
-    )
-    return log_z, marginals, trusted
+    return log_det + (shift * words).sum(-1), marginals, trusted
 
 
 def _eliminate(log_arcs: Tensor, log_root: Tensor) -> Tensor:
@@ -248,8 +289,11 @@ def sample(scores: Tensor, lengths: Tensor, multiroot: bool, k: int) -> Tensor:
     """``k`` exact samples per sentence, heads LongTensor [k, B, L].
 
     Words draw their heads one after the other from the arc marginals of the trees that agree
-    with the heads drawn so far (chain rule; a drawn head is fixed by giving the word's other
-    arcs ``NEG``). O(k B N^4): N matrix-tree computations on k B sentences.
+    with the heads drawn so far (chain rule). Fixing word ``d``'s head changes one column of the
+    Laplacian, so ``M^-1`` follows by a Sherman-Morrison update, O(N^2); its denominator is the
+    drawn arc's probability, and where that is small the inverse is recomputed. Sentences whose
+    inverse is not trusted (see ``_invert``) take the exact log-space route at every word.
+    O(k B N^3) in N Python steps (O(k B N^4) for untrusted sentences).
 
     Args:
         scores: [B, L, L] arc scores (dep, head), ``NEG`` on invalid arcs.
@@ -258,16 +302,38 @@ def sample(scores: Tensor, lengths: Tensor, multiroot: bool, k: int) -> Tensor:
         k: number of samples.
     """
     batch, size, _ = scores.shape
-    work = scores.detach().repeat(k, 1, 1)  # [k*B, L, L], draw-major
-    lens = lengths.repeat(k)  # [k*B]
+    work = scores.detach().double().repeat(k, 1, 1)  # [R, L, L], draw-major rows
+    lens = lengths.repeat(k)  # [R]
+    weights, _, words = _weights(work, lens)  # [R, N, L]
+    inv, _, trusted = _invert(weights, words, multiroot)  # [R, N, N]
     heads = torch.zeros(k * batch, size, dtype=torch.long, device=scores.device)
     pos = torch.arange(size, device=scores.device)
     for d in range(1, size):
-        active = lens >= d  # [k*B]
-        probs = log_partition_and_marginals(work, lens, multiroot)[1][:, d].clamp_min(0)  # [k*B, L]
-        probs = torch.where(active[:, None], probs, (pos == 0).to(probs.dtype))
-        choice = torch.multinomial(probs, 1).squeeze(-1)  # [k*B]
+        i = d - 1
+        active = lens >= d  # [R]
+        dep = torch.tensor([i], device=scores.device)
+        probs = _marginals_from_inverse(weights[:, i, None], inv[:, i, None], dep, multiroot)
+        probs = probs[:, 0]  # [R, L]
+        (redo,) = (active & ~(trusted & _valid(probs))).nonzero(as_tuple=True)
+        if len(redo):
+            exact = log_partition_and_marginals(work[redo], lens[redo], multiroot)[1]
+            probs[redo] = exact[:, d].double()
+        probs = torch.where(active[:, None], probs.clamp_min(0), (pos == 0).double())
+        choice = torch.multinomial(probs, 1).squeeze(-1)  # [R]
         heads[:, d] = choice.masked_fill(~active, 0)
-        drop = active[:, None] & (pos[None, :] != choice[:, None])  # [k*B, L]
+        drop = active[:, None] & (pos[None, :] != choice[:, None])  # [R, L]
         work[:, d] = work[:, d].masked_fill(drop, NEG)
+        # M is linear in word i's weights: column i changes by the dropped weights' part
+        removed = torch.where(drop, -weights[:, i], 0.0)  # [R, L]
+        weights[:, i] += removed
+        change = -removed[:, 1:]  # [R, N] off-diagonal entries of column i of M
+        change[:, i] = removed[:, 1:].sum(-1) + (removed[:, 0] if multiroot else 0.0)
+        if not multiroot:  # the first word's row of M holds the root weights
+            change[:, 0] = removed[:, 0]
+        moved = torch.einsum("rnm,rm->rn", inv, change)  # [R, N] = X c
+        ratio = 1 + moved[:, i]  # = P(drawn head) in exact arithmetic
+        inv = inv - moved[:, :, None] * inv[:, None, i] / ratio[:, None, None]
+        (stale,) = (active & trusted & (ratio < 1e-3)).nonzero(as_tuple=True)
+        if len(stale):
+            inv[stale], _, trusted[stale] = _invert(weights[stale], words[stale], multiroot)
     return heads.view(k, batch, size)
