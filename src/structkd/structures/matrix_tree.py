@@ -87,17 +87,19 @@ def _marginals_from_inverse(
 
 
 def _valid(mu: Tensor) -> Tensor:
-    """[...]: a word's marginals over heads [..., L] look like a distribution."""
+    """[...]: a word's marginals over heads [..., L] look like a distribution (NaN fails)."""
     return (
-        torch.isfinite(mu).all(-1)
-        & (mu >= -_ROW_SUM_TOL).all(-1)
-        & (mu <= 1 + _ROW_SUM_TOL).all(-1)
+        (mu.amin(-1) >= -_ROW_SUM_TOL)
+        & (mu.amax(-1) <= 1 + _ROW_SUM_TOL)
         & ((mu.sum(-1) - 1).abs() <= _ROW_SUM_TOL)
     )
 
 
-def _invert(weights: Tensor, words: Tensor, multiroot: bool) -> tuple[Tensor, Tensor, Tensor]:
-    """``X = M^-1`` [B, N, N], ``log |det M|`` [B] and whether to trust them [B].
+def _invert(
+    weights: Tensor, words: Tensor, multiroot: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``X = M^-1`` [B, N, N], ``log |det M|`` [B], the words' marginals [B, N, L] and whether to
+    trust them [B].
 
     Untrusted: a non-positive determinant, or marginals that are not distributions.
     """
@@ -110,18 +112,17 @@ def _invert(weights: Tensor, words: Tensor, multiroot: bool) -> tuple[Tensor, Te
     negative = ((diag_u < 0).sum(-1) + swaps.sum(-1)) % 2 == 1  # [B], sign of det M
     log_det = diag_u.abs().log().sum(-1)  # [B]
     dep = torch.arange(size, device=weights.device)
-    inner = _marginals_from_inverse(weights.detach(), inv.detach(), dep, multiroot)
-    trusted = ~negative & torch.isfinite(log_det.detach()) & (_valid(inner) | ~words).all(-1)
-    return inv, log_det, trusted
+    inner = _marginals_from_inverse(weights, inv, dep, multiroot)  # [B, N, L]
+    rows_ok = _valid(inner.detach()) | ~words  # [B, N]
+    trusted = ~negative & torch.isfinite(log_det.detach()) & rows_ok.all(-1)
+    return inv, log_det, inner, trusted
 
 
 def _closed_form(scores: Tensor, lengths: Tensor, multiroot: bool) -> tuple[Tensor, Tensor, Tensor]:
     """Determinant and inverse route in float64: (log Z [B], marginals [B, L, L], trusted [B])."""
     batch, size, _ = scores.shape
     weights, shift, words = _weights(scores, lengths)
-    inv, log_det, trusted = _invert(weights, words, multiroot)
-    dep = torch.arange(size - 1, device=scores.device)
-    inner = _marginals_from_inverse(weights, inv, dep, multiroot)  # [B, N, L]
+    _, log_det, inner, trusted = _invert(weights, words, multiroot)
     marginals = torch.cat([inner.new_zeros(batch, 1, size), inner], 1)  # [B, L, L]
     return log_det + (shift * words).sum(-1), marginals, trusted
 
@@ -305,7 +306,7 @@ def sample(scores: Tensor, lengths: Tensor, multiroot: bool, k: int) -> Tensor:
     work = scores.detach().double().repeat(k, 1, 1)  # [R, L, L], draw-major rows
     lens = lengths.repeat(k)  # [R]
     weights, _, words = _weights(work, lens)  # [R, N, L]
-    inv, _, trusted = _invert(weights, words, multiroot)  # [R, N, N]
+    inv, _, _, trusted = _invert(weights, words, multiroot)  # [R, N, N]
     heads = torch.zeros(k * batch, size, dtype=torch.long, device=scores.device)
     pos = torch.arange(size, device=scores.device)
     for d in range(1, size):
@@ -335,5 +336,5 @@ def sample(scores: Tensor, lengths: Tensor, multiroot: bool, k: int) -> Tensor:
         inv = inv - moved[:, :, None] * inv[:, None, i] / ratio[:, None, None]
         (stale,) = (active & trusted & (ratio < 1e-3)).nonzero(as_tuple=True)
         if len(stale):
-            inv[stale], _, trusted[stale] = _invert(weights[stale], words[stale], multiroot)
+            inv[stale], _, _, trusted[stale] = _invert(weights[stale], words[stale], multiroot)
     return heads.view(k, batch, size)
