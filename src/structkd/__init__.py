@@ -5,6 +5,8 @@ Structured Predictor".
 """
 
 from structkd.structures import (
+    DependencyCRF,
+    HeadSelection,
     LinearChainCRF,
     SemiMarkovCRF,
     SiblingDependencyCRF,
@@ -12,5 +14,13 @@ from structkd.structures import (
     TokenSoftmax,
 )
 
-__all__ = ["LinearChainCRF", "SemiMarkovCRF", "SiblingDependencyCRF", "Structure", "TokenSoftmax"]
+__all__ = [
+    "DependencyCRF",
+    "HeadSelection",
+    "LinearChainCRF",
+    "SemiMarkovCRF",
+    "SiblingDependencyCRF",
+    "Structure",
+    "TokenSoftmax",
+]
 __version__ = "0.1.0"
