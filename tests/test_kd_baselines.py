@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_kd import LENGTHS, MAX_LEN, PAIRS, crf, span_to_tags, token
 
 import structkd as sk
+from test_kd import LENGTHS, MAX_LEN, PAIRS, crf, span_to_tags, token
 
 
 def _pair(name: str, seed: int = 0) -> tuple[object, object, dict, dict]:
@@ -51,23 +51,31 @@ def test_topk_kd_matches_brute_force(pair: str, weighted: bool) -> None:
     teacher, student, tp, sp = _pair(pair, seed=4)
     t_cls, _, space, s_cls, _, scheme, tag_scheme = PAIRS[pair]
     k = 3
-    loss = sk.kd.topk_kd_loss(teacher, student, k, weighted=weighted, reduction="none",
-                              tag_scheme=tag_scheme)
+    loss = sk.kd.topk_kd_loss(
+        teacher, student, k, weighted=weighted, reduction="none", tag_scheme=tag_scheme
+    )
     for b, n in enumerate(LENGTHS.tolist()):
         lengths = torch.tensor([n])
         shared = {"transitions", "start", "end"}
-        t_b = t_cls(**{k_: v if k_ in shared else v[b : b + 1] for k_, v in tp.items()},
-                    lengths=lengths)
-        s_b = s_cls(**{k_: v if k_ in shared else v[b : b + 1] for k_, v in sp.items()},
-                    lengths=lengths)
+        t_b = t_cls(
+            **{k_: v if k_ in shared else v[b : b + 1] for k_, v in tp.items()}, lengths=lengths
+        )
+        s_b = s_cls(
+            **{k_: v if k_ in shared else v[b : b + 1] for k_, v in sp.items()}, lengths=lengths
+        )
         outputs = list(space(n))
         scores = torch.stack([t_b.score(y)[0] for y in outputs])
         best = scores.argsort(descending=True)[:k]
-        nll = torch.stack([
-            -s_b.log_prob(outputs[i] if scheme is None else span_to_tags(outputs[i], n, scheme))[0]
-            for i in best.tolist()
-        ])
-        weights = torch.softmax(scores[best], 0) if weighted else torch.full((k,), 1 / k)
+        nll = torch.stack(
+            [
+                -s_b.log_prob(
+                    outputs[i] if scheme is None else span_to_tags(outputs[i], n, scheme)
+                )[0]
+                for i in best.tolist()
+            ]
+        )
+        m = len(best)  # a sentence may have fewer than k structures
+        weights = torch.softmax(scores[best], 0) if weighted else torch.full((m,), 1 / m)
         torch.testing.assert_close(loss[b], (weights.double() * nll).sum())
 
 
@@ -76,8 +84,9 @@ def test_topk_with_fewer_structures_than_k_uses_the_distinct_ones() -> None:
     logits = torch.randn(2, MAX_LEN, 2, generator=gen, dtype=torch.float64)
     lengths = torch.tensor([3, 1])  # the second sentence has only 2 tag sequences
     teacher = sk.TokenSoftmax(logits, lengths)
-    student = sk.TokenSoftmax(torch.randn(2, MAX_LEN, 2, generator=gen, dtype=torch.float64),
-                              lengths)
+    student = sk.TokenSoftmax(
+        torch.randn(2, MAX_LEN, 2, generator=gen, dtype=torch.float64), lengths
+    )
     loss = sk.kd.topk_kd_loss(teacher, student, 4, weighted=False, reduction="none")
     nll = -torch.log_softmax(student.logits[1, 0], -1)
     torch.testing.assert_close(loss[1], nll.mean())
@@ -98,5 +107,6 @@ def test_baselines_reject_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="same shape"):
         sk.kd.token_kd_loss(sk.TokenSoftmax(**token(gen, 5)), sk.LinearChainCRF(**crf(gen)))
     with pytest.raises(TypeError, match="per-token scores"):
-        sk.kd.substructure_mse_loss(sk.SemiMarkovCRF(torch.zeros(1, 2, 2, 1)),
-                                    sk.TokenSoftmax(**token(gen)))
+        sk.kd.substructure_mse_loss(
+            sk.SemiMarkovCRF(torch.zeros(1, 2, 2, 1)), sk.TokenSoftmax(**token(gen))
+        )

@@ -4,6 +4,8 @@ Wang et al., ACL 2021, "Structural Knowledge Distillation: Tractably Distilling 
 Structured Predictor".
 """
 
+from structkd import kd
+from structkd.kd import structural_kd_loss
 from structkd.structures import (
     DependencyCRF,
     HeadSelection,
@@ -22,5 +24,7 @@ __all__ = [
     "SiblingDependencyCRF",
     "Structure",
     "TokenSoftmax",
+    "kd",
+    "structural_kd_loss",
 ]
 __version__ = "0.1.0"

@@ -191,7 +191,10 @@ def local_temper(marginals: Any, temperature: float) -> Any:
 
 def _temper_last(q: Tensor, temperature: float) -> Tensor:
     alive = q > 0
-    logits = torch.where(alive, q.clamp_min(torch.finfo(q.dtype).tiny).log() / temperature,
-                         torch.full_like(q, float("-inf")))
+    logits = torch.where(
+        alive,
+        q.clamp_min(torch.finfo(q.dtype).tiny).log() / temperature,
+        torch.full_like(q, float("-inf")),
+    )
     tempered = torch.softmax(logits, dim=-1)
     return torch.where(alive.any(-1, keepdim=True), tempered, torch.zeros_like(q))
