@@ -254,7 +254,8 @@ REPORT = """# Benchmarks
 `python benchmarks/bench_structures.py --out benchmarks/README.md` (or `make bench`) regenerates
 this page. Batch 32, float32, random potentials that require grad; each cell is the fastest of
 {repeats} runs (libraries interleaved round by round) of `log Z + marginals` (the KL row:
-`kl(p, q).sum().backward()`), all libraries measured in the same run. Peers: torch-struct 0.5 and SuPar 1.1.4 (`pip install -e .[bench]`).
+`kl(p, q).sum().backward()`), all libraries measured in the same run. Peers: torch-struct 0.5
+and SuPar 1.1.4 (`pip install -e .[bench]`).
 
 Machine: {machine}.
 
