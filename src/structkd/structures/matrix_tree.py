@@ -81,7 +81,7 @@ def _marginals_from_inverse(
         mu_words = word_arcs * (diag_x[..., None] - inv_rows)
     else:
         later = (torch.arange(inv_rows.shape[-1], device=dep.device) > 0).to(inv_rows.dtype)
-        mu_root = root * inv_rows[..., 0]
+        mu_root = root * inv_rows[..., :1].sum(-1)  # column 0 of X; [..., :1] allows N = 0
         mu_words = word_arcs * ((diag_x * (dep > 0))[..., None] - inv_rows * later)
     return torch.cat([mu_root[..., None], mu_words], -1)
 
