@@ -226,3 +226,30 @@ def test_nan_in_a_potential_is_named(name: str, arg: str) -> None:
     pots[arg][spec.nan_at[arg]] = float("nan")
     with pytest.raises(ValueError, match=rf"^{arg} contains NaN"):
         spec.make(**pots, lengths=torch.tensor([5, 3])).marginals  # noqa: B018
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("projective", [True, False])
+def test_a_300_word_sentence(dtype: torch.dtype, projective: bool) -> None:
+    """Eisner (O(N^3) charts) and the matrix-tree on one 300-word sentence: log Z, marginals
+    and the gradient of log Z all finite, and every word has one head. Peak memory of the same
+    computation: benchmarks/memory.py (docs/reliability.md)."""
+    threads = torch.get_num_threads()
+    # One thread: on a loaded 2-core machine OpenMP oversubscription makes Eisner's 300 small
+    # steps 30x slower (5 s instead of 0.2 s), which says nothing about the code under test.
+    torch.set_num_threads(1)
+    try:
+        _run_300_words(dtype, projective)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_300_words(dtype: torch.dtype, projective: bool) -> None:
+    gen = torch.Generator().manual_seed(3)
+    scores = (torch.randn(1, 301, 301, generator=gen, dtype=torch.float64) * 5).to(dtype)
+    scores.requires_grad_()
+    dist = DependencyCRF(scores, projective=projective)
+    spec = SPECS["eisner" if projective else "matrix_tree"]
+    _check_normalised(spec, dist, dtype)
+    (grad,) = torch.autograd.grad(dist.log_partition.sum(), scores)
+    torch.testing.assert_close(grad, dist.marginals.detach(), atol=TOL, rtol=0)
