@@ -177,7 +177,9 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
                 return _convert(option, value, where)
             except ConfigError:
                 continue
-        raise ConfigError(f"{where}: expected {' or '.join(map(_type_name, options))}, got {value!r}")
+        raise ConfigError(
+            f"{where}: expected {' or '.join(map(_type_name, options))}, got {value!r}"
+        )
     if origin is Literal:
         if value not in typing.get_args(tp):
             raise ConfigError(f"{where}: expected one of {_type_name(tp)}, got {value!r}")
@@ -210,10 +212,12 @@ def from_dict(cls: type[T], data: Any, where: str = "") -> T:
     known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in data:
         if key not in known:
-            raise ConfigError(
-                f"unknown key {where + '.' if where else ''}{key} (known: {', '.join(sorted(known))})"
-            )
-    kwargs = {k: _convert(hints[k], v, f"{where}.{k}" if where else str(k)) for k, v in data.items()}
+            prefix = f"{where}." if where else ""
+            known_list = ", ".join(sorted(known))
+            raise ConfigError(f"unknown key {prefix}{key} (known: {known_list})")
+    kwargs = {
+        k: _convert(hints[k], v, f"{where}.{k}" if where else str(k)) for k, v in data.items()
+    }
     return cls(**kwargs)
 
 

@@ -69,7 +69,9 @@ class CRFHead(MaxEntHead):
 
     def forward(self, hidden: Tensor, lengths: Tensor) -> LinearChainCRF:  # type: ignore[override]
         """LinearChainCRF over emissions [B, N, L] and transitions [L, L]."""
-        return LinearChainCRF(self.emissions(hidden), self.transitions, lengths, self.start, self.end)
+        return LinearChainCRF(
+            self.emissions(hidden), self.transitions, lengths, self.start, self.end
+        )
 
 
 class SpanHead(nn.Module):

@@ -86,7 +86,9 @@ class WordEmbedding(nn.Module):
                 if vector is None or row == 0:
                     continue
                 if vector.numel() != self.dim:
-                    raise ValueError(f"pretrained vectors have size {vector.numel()}, not {self.dim}")
+                    raise ValueError(
+                        f"pretrained vectors have size {vector.numel()}, not {self.dim}"
+                    )
                 self.table.weight[row] = vector
                 found += 1
         return found
@@ -110,7 +112,12 @@ class CharCNN(nn.Module):
     """
 
     def __init__(
-        self, num_chars: int, char_dim: int, filters: int, kernel_size: int = 3, dropout: float = 0.0
+        self,
+        num_chars: int,
+        char_dim: int,
+        filters: int,
+        kernel_size: int = 3,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.embed = nn.Embedding(num_chars, char_dim, padding_idx=0)

@@ -34,7 +34,7 @@ class BiLSTM(nn.Module):
         self.dim = 2 * hidden
 
     def forward(self, inputs: Tensor, lengths: Tensor) -> Tensor:
-        """Encodes inputs [B, N, D] with lengths LongTensor [B]; returns [B, N, 2H], 0 on padding."""
+        """Encodes inputs [B, N, D] of lengths LongTensor [B] into [B, N, 2H] (0 on padding)."""
         max_len = inputs.shape[1]
         # pack_padded_sequence rejects empty sentences; they get one (masked) step instead.
         packed = pack_padded_sequence(

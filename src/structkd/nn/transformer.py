@@ -63,7 +63,10 @@ class TransformerEmbedder(nn.Module):
     """
 
     def __init__(
-        self, path: str | Path, pretrained: bool = True, fine_tune: bool = True,
+        self,
+        path: str | Path,
+        pretrained: bool = True,
+        fine_tune: bool = True,
         max_subwords: int = 512,
     ) -> None:
         super().__init__()
@@ -77,7 +80,9 @@ class TransformerEmbedder(nn.Module):
                 hf.AutoConfig.from_pretrained(path, local_files_only=True)
             )
         self.model.requires_grad_(fine_tune)
-        self.max_subwords = min(max_subwords, getattr(self.model.config, "max_position_embeddings", 512))
+        self.max_subwords = min(
+            max_subwords, getattr(self.model.config, "max_position_embeddings", 512)
+        )
         self.dim = int(self.model.config.hidden_size)
         self._cache: dict[str, list[int]] = {}
 
@@ -117,7 +122,9 @@ class TransformerEmbedder(nn.Module):
         ids.append(tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id)
         return ids, first
 
-    def forward(self, subword_ids: Tensor, subword_lengths: Tensor, first_subword: Tensor) -> Tensor:
+    def forward(
+        self, subword_ids: Tensor, subword_lengths: Tensor, first_subword: Tensor
+    ) -> Tensor:
         """Word vectors [B, N, H].
 
         Args:
