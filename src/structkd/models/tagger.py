@@ -68,6 +68,10 @@ class Tagger(nn.Module):
         batch = batch.to(self.device)
         return self.head(self.encoder(batch), batch.lengths)
 
+    def forward(self, batch: Batch) -> Structure:
+        """Same as ``structure`` (so that DistributedDataParallel can wrap a tagger)."""
+        return self.structure(batch)
+
     def nll(self, batch: Batch, structure: Structure | None = None) -> Tensor:
         """Gold negative log-likelihood ``-log P(gold)`` [B]; 0 for unlabeled sentences.
 
