@@ -50,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     distill = commands.add_parser("distill", help="train a student from teachers")
     _add_overrides(distill)
     distill.add_argument(
-        "--teacher", action="append", required=True, help="teacher model directory (repeatable)"
+        "--teacher",
+        action="append",
+        help="teacher model directory (repeatable; replaces distill.teachers)",
     )
     distill.add_argument("--method", choices=KDMethod.__args__, help="KD loss")  # type: ignore[attr-defined]
     evaluate = commands.add_parser("evaluate", help="span F1 of a model on labeled data")
@@ -78,6 +80,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
         "train.seed": args.seed,
         "train.max_epochs": args.max_epochs,
         "distill.method": getattr(args, "method", None),
+        "distill.teachers": getattr(args, "teacher", None),
         "train.progress": False if args.no_progress else None,
     }
     if not os.path.isfile(args.config):
@@ -98,7 +101,10 @@ def _run(args: argparse.Namespace) -> int:
         from structkd.train.run import run
 
         config = _config(args)
-        metrics = run(config, args.teacher if args.command == "distill" else (), args.resume)
+        if args.command == "distill" and not config.distill.teachers:
+            raise ConfigError("distill needs a teacher: --teacher DIR or distill.teachers")
+        teachers = config.distill.teachers if args.command == "distill" else []
+        metrics = run(config, teachers, args.resume)
         _print_metrics(metrics)
         print(f"model saved in {config.out}/model")
     elif args.command == "evaluate":

@@ -139,6 +139,7 @@ class DistillConfig:
         teacher_binding: ``corpus`` (teacher i distils corpus i) or ``average`` (average of the
             teachers' projected marginals).
         cache_dir: where teacher marginals are cached (default: OUT/cache).
+        teachers: teacher model directories (``--teacher`` on the command line replaces them).
     """
 
     method: KDMethod = "structural"
@@ -149,6 +150,7 @@ class DistillConfig:
     k: int = 5
     teacher_binding: Literal["corpus", "average"] = "corpus"
     cache_dir: str | None = None
+    teachers: list[str] = field(default_factory=list)
 
 
 @dataclass
