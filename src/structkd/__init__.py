@@ -4,7 +4,13 @@ Wang et al., ACL 2021, "Structural Knowledge Distillation: Tractably Distilling 
 Structured Predictor".
 """
 
-from structkd.structures import Structure, TokenSoftmax
+from structkd.structures import (
+    LinearChainCRF,
+    SemiMarkovCRF,
+    SiblingDependencyCRF,
+    Structure,
+    TokenSoftmax,
+)
 
-__all__ = ["Structure", "TokenSoftmax"]
+__all__ = ["LinearChainCRF", "SemiMarkovCRF", "SiblingDependencyCRF", "Structure", "TokenSoftmax"]
 __version__ = "0.1.0"

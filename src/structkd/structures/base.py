@@ -100,6 +100,8 @@ def autograd_marginals(
         else:
             inputs = [p.detach().requires_grad_() for p in potentials]
         log_z = log_partition_fn(*inputs)
+        if not log_z.requires_grad:  # e.g. a batch of empty sentences: log Z is constant
+            return [torch.zeros_like(p) for p in potentials]
         grads = torch.autograd.grad(
             log_z.sum(), inputs, create_graph=differentiable, allow_unused=True
         )

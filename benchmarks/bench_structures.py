@@ -1,0 +1,256 @@
+"""Speed of structkd's structures against torch-struct 0.5 and SuPar 1.1.4, in one run.
+
+Each task times ``log Z + marginals`` (the work of one Structural KD step on the teacher side and
+of one training step's forward on the student side) on random float32 potentials that require
+grad, batch 32, on the CPU; the KL task times ``kl(p, q)`` plus its backward pass. Peers that are
+not installed are skipped (``pip install -e .[bench]`` installs them). The median of several
+repeats is reported, and the ratio ours / fastest peer is written to benchmarks/README.md.
+
+Usage: python benchmarks/bench_structures.py [--quick] [--threads 2] [--out benchmarks/README.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import structkd as sk
+
+BATCH = 32
+
+
+def _peer(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except Exception:  # a missing or broken optional peer is skipped, not fatal
+        return None
+
+
+TS = _peer("torch_struct")
+SUPAR = _peer("supar.structs")
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _leaf(*shape: int) -> torch.Tensor:
+    return torch.randn(*shape).requires_grad_()
+
+
+def chain_task(n: int, n_tags: int) -> dict[str, Callable[[], Any]]:
+    emissions, transitions = _leaf(BATCH, n, n_tags), _leaf(n_tags, n_tags)
+    lengths = torch.full((BATCH,), n, dtype=torch.long)
+
+    def ours() -> Any:
+        dist = sk.LinearChainCRF(emissions, transitions, lengths)
+        return dist.log_partition, dist.marginals
+
+    tasks = {"structkd": ours}
+    if TS is not None:
+        def torch_struct() -> Any:
+            edges = emissions[:, 1:, None, :] + transitions[None, None]  # [B, N-1, L, L]
+            first = torch.cat([edges[:, :1] + emissions[:, :1, :, None], edges[:, 1:]], 1)
+            dist = TS.LinearChainCRF(first, lengths)
+            return dist.partition, dist.marginals
+
+        tasks["torch-struct"] = torch_struct
+    if SUPAR is not None:
+        trans = torch.nn.functional.pad(transitions, (0, 1, 0, 1))
+
+        def supar() -> Any:
+            dist = SUPAR.LinearChainCRF(emissions, trans, lengths)
+            return dist.log_partition, dist.marginals
+
+        tasks["supar"] = supar
+    return tasks
+
+
+def kl_task(n: int, n_tags: int) -> dict[str, Callable[[], Any]]:
+    e1, e2 = _leaf(BATCH, n, n_tags), _leaf(BATCH, n, n_tags)
+    t1, t2 = _leaf(n_tags, n_tags), _leaf(n_tags, n_tags)
+    lengths = torch.full((BATCH,), n, dtype=torch.long)
+
+    def ours() -> Any:
+        p = sk.LinearChainCRF(e1, t1, lengths)
+        q = sk.LinearChainCRF(e2, t2, lengths)
+        p.kl(q).sum().backward()
+
+    tasks = {"structkd": ours}
+    if TS is not None:
+        def torch_struct() -> Any:
+            def edges(e: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                out = e[:, 1:, None, :] + t[None, None]
+                return torch.cat([out[:, :1] + e[:, :1, :, None], out[:, 1:]], 1)
+
+            p = TS.LinearChainCRF(edges(e1, t1), lengths)
+            q = TS.LinearChainCRF(edges(e2, t2), lengths)
+            p.kl(q).sum().backward()
+
+        tasks["torch-struct"] = torch_struct
+    if SUPAR is not None:
+        def supar() -> Any:
+            pad = torch.nn.functional.pad
+            p = SUPAR.LinearChainCRF(e1, pad(t1, (0, 1, 0, 1)), lengths)
+            q = SUPAR.LinearChainCRF(e2, pad(t2, (0, 1, 0, 1)), lengths)
+            p.kl(q).sum().backward()
+
+        tasks["supar"] = supar
+    return tasks
+
+
+def _torch_struct_arcs(arcs: torch.Tensor) -> torch.Tensor:
+    """Our [B, n+1, n+1] (dep, head) layout -> torch-struct's [B, n, n] (head, dep), root on the
+    diagonal."""
+    words = arcs[:, 1:, 1:].transpose(1, 2)  # [B, n, n] head, dep
+    root = torch.diag_embed(arcs[:, 1:, 0])
+    eye = torch.eye(words.shape[-1], dtype=torch.bool)
+    return torch.where(eye, root, words)
+
+
+def tree_task(n: int, projective: bool) -> dict[str, Callable[[], Any]]:
+    arcs = _leaf(BATCH, n + 1, n + 1)
+    lengths = torch.full((BATCH,), n, dtype=torch.long)
+
+    def ours() -> Any:
+        dist = sk.DependencyCRF(arcs, lengths, projective=projective)
+        return dist.log_partition, dist.marginals
+
+    tasks = {"structkd": ours}
+    if TS is not None:
+        cls = TS.DependencyCRF if projective else TS.NonProjectiveDependencyCRF
+
+        def torch_struct() -> Any:
+            dist = cls(_torch_struct_arcs(arcs), lengths)
+            return dist.partition, dist.marginals
+
+        tasks["torch-struct"] = torch_struct
+    if SUPAR is not None:
+        cls2 = SUPAR.DependencyCRF if projective else SUPAR.MatrixTree
+
+        def supar() -> Any:
+            dist = cls2(arcs, lengths)
+            return dist.log_partition, dist.marginals
+
+        tasks["supar"] = supar
+    return tasks
+
+
+def sibling_task(n: int) -> dict[str, Callable[[], Any]]:
+    arcs, sibs = _leaf(BATCH, n + 1, n + 1), _leaf(BATCH, n + 1, n + 1, n + 1)
+    lengths = torch.full((BATCH,), n, dtype=torch.long)
+
+    def ours() -> Any:
+        dist = sk.SiblingDependencyCRF(arcs, sibs, lengths)
+        return dist.log_partition, dist.marginals
+
+    tasks = {"structkd": ours}
+    if SUPAR is not None:
+        def supar() -> Any:
+            dist = SUPAR.Dependency2oCRF((arcs, sibs), lengths)
+            return dist.log_partition, dist.marginals
+
+        tasks["supar"] = supar
+    return tasks
+
+
+def matrix_tree_nan_check(scale: float) -> dict[str, str]:
+    """Whether each library's matrix-tree marginals stay finite at large scores (float32)."""
+    torch.manual_seed(0)
+    arcs = torch.randn(4, 21, 21) * scale
+    lengths = torch.full((4,), 20, dtype=torch.long)
+    results = {}
+    ours = sk.DependencyCRF(arcs, lengths, projective=False).marginals
+    results["structkd"] = "finite" if torch.isfinite(ours).all() else "NaN/inf"
+    if TS is not None:
+        try:
+            marg = TS.NonProjectiveDependencyCRF(_torch_struct_arcs(arcs), lengths).marginals
+            results["torch-struct"] = "finite" if torch.isfinite(marg).all() else "NaN/inf"
+        except Exception as err:  # report the peer's failure, do not stop the benchmark
+            results["torch-struct"] = f"error: {type(err).__name__}"
+    if SUPAR is not None:
+        marg = SUPAR.MatrixTree(arcs.requires_grad_(), lengths).marginals
+        results["supar"] = "finite" if torch.isfinite(marg).all() else "NaN/inf"
+    return results
+
+
+TASKS: list[tuple[str, Callable[[], dict[str, Callable[[], Any]]], float]] = [
+    # (name, task builder, target ratio ours / fastest peer)
+    ("linear chain N=40 L=17", lambda: chain_task(40, 17), 0.5),
+    ("linear chain N=128 L=9", lambda: chain_task(128, 9), 0.5),
+    ("KL of two CRFs N=40 L=17 (+backward)", lambda: kl_task(40, 17), 0.5),
+    ("projective tree n=30", lambda: tree_task(30, True), 0.5),
+    ("projective tree n=60", lambda: tree_task(60, True), 0.5),
+    ("2nd-order sibling tree n=30", lambda: sibling_task(30), 0.5),
+    ("matrix-tree n=30", lambda: tree_task(30, False), 1.0),
+    ("matrix-tree n=60", lambda: tree_task(60, False), 1.0),
+]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default=None, help="write a markdown report here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    repeats = 3 if args.quick else 10
+
+    header = "| task | structkd (ms) | torch-struct (ms) | supar (ms) | ours / best peer | target |"
+    lines = [header, "|---|---|---|---|---|---|"]
+    for name, build, target in TASKS:
+        tasks = build()
+        ms = {lib: 1000 * median_seconds(fn, repeats) for lib, fn in tasks.items()}
+        peers = [v for k, v in ms.items() if k != "structkd"]
+        ratio = f"{ms['structkd'] / min(peers):.2f}x" if peers else "n/a"
+        cells = [f"{ms[k]:.1f}" if k in ms else "-" for k in ("structkd", "torch-struct", "supar")]
+        row = f"| {name} | {' | '.join(cells)} | {ratio} | <= {target}x |"
+        lines.append(row)
+        print(row, flush=True)
+
+    lines += ["", "Matrix-tree marginals at large scores (float32, n=20):", "",
+              "| scale | structkd | torch-struct | supar |", "|---|---|---|---|"]
+    for scale in (50.0, 1000.0):
+        res = matrix_tree_nan_check(scale)
+        lines.append(f"| x{scale:g} | " + " | ".join(
+            res.get(k, "-") for k in ("structkd", "torch-struct", "supar")) + " |")
+        print(lines[-1], flush=True)
+
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+               f"{args.threads} torch threads, torch {torch.__version__}, "
+               f"Python {platform.python_version()}")
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(REPORT.format(machine=machine, repeats=repeats, table="\n".join(lines)))
+        print(f"wrote {args.out}")
+
+
+REPORT = """# Benchmarks
+
+`python benchmarks/bench_structures.py --out benchmarks/README.md` (or `make bench`) regenerates
+this page. Batch 32, float32, random potentials that require grad; each cell is the median of
+{repeats} runs of `log Z + marginals` (the KL row: `kl(p, q).sum().backward()`), all libraries
+measured in the same run. Peers: torch-struct 0.5 and SuPar 1.1.4 (`pip install -e .[bench]`).
+
+Machine: {machine}.
+
+{table}
+"""
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""Dependency parsing as sequence labeling, relative-offset encoding (Strzyz, Vilares &
+Gomez-Rodriguez, NAACL 2019, "Viable Dependency Parsing as Sequence Labeling", encoding 2).
+
+Each word gets one label that names its head by a signed offset and, optionally, its relation:
+
+* ``"+2@obj"``: the head is 2 words to the right (``head = d + 2``), relation ``obj``;
+* ``"-1@det"``: the head is the previous word;
+* ``"ROOT@root"``: the head is the artificial root 0. The root gets its own symbol rather than
+  the offset ``-d`` so that one label serves every position;
+* without relations (an unlabeled parser or a file without DEPREL) the ``@rel`` part is absent:
+  ``"+2"``, ``"ROOT"``.
+
+The offset is never 0 (a word is not its own head) and the relation is everything after the first
+``@``. A tagger's output need not be a tree; ``decode_labels`` (hard labels) and ``decode_scores``
+(label distributions, through a maximum spanning tree) always return one.
+
+For distillation, ``arc_marginals_to_label_marginals`` turns a graph-based teacher's arc (and
+relation) marginals into the marginals of the student's labels, reporting the mass the student's
+label inventory cannot express.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from structkd.depdata.trees import chu_liu_edmonds, find_cycles
+
+ROOT_LABEL = "ROOT"
+REL_SEPARATOR = "@"
+
+
+def format_label(offset: int | None, rel: str | None = None) -> str:
+    """The label of head offset ``offset`` (None = the root) and relation ``rel``.
+
+    Raises:
+        ValueError: on offset 0 or an empty relation.
+    """
+    if offset == 0:
+        raise ValueError("offset 0 would make a word its own head")
+    if rel is not None and not rel:
+        raise ValueError("empty relation")
+    head = ROOT_LABEL if offset is None else f"{offset:+d}"
+    return head if rel is None else f"{head}{REL_SEPARATOR}{rel}"
+
+
+def parse_label(label: str) -> tuple[int | None, str | None]:
+    """(offset, relation) of a label; offset None = the root, relation None = unlabeled.
+
+    Raises:
+        ValueError: when ``label`` is not of the form ``(ROOT|+k|-k)[@rel]`` with k >= 1.
+    """
+    head, sep, rel = label.partition(REL_SEPARATOR)
+    if sep and not rel:
+        raise ValueError(f"label {label!r} has an empty relation")
+    if head == ROOT_LABEL:
+        offset = None
+    else:
+        digits = head[1:] if head[:1] in ("+", "-") else head
+        if not (digits.isascii() and digits.isdigit()) or int(digits) == 0:
+            raise ValueError(f"label {label!r} is not ROOT or a nonzero signed offset")
+        offset = int(head)
+    return offset, rel if sep else None
+
+
+def encode_relative(heads: Sequence[int], rels: Sequence[str] | None = None) -> list[str]:
+    """One label per word: ``format_label(head - d, rel)``, ``ROOT`` for head 0. O(n).
+
+    Args:
+        heads: n heads, 1-based, 0 = root.
+        rels: n relations, or None for unlabeled labels.
+
+    Raises:
+        ValueError: on a head outside 0..n, a self-loop or a length mismatch.
+    """
+    n = len(heads)
+    if rels is not None and len(rels) != n:
+        raise ValueError(f"{n} heads but {len(rels)} relations")
+    labels = []
+    for d, head in enumerate(heads, start=1):
+        if not 0 <= head <= n or head == d:
+            raise ValueError(f"word {d} has head {head}, not in 0..{n} without itself")
+        offset = None if head == 0 else head - d
+        labels.append(format_label(offset, None if rels is None else rels[d - 1]))
+    return labels
+
+
+def _nearest_other(d: int, target: int, n: int) -> int | None:
+    """The word in 1..n closest to ``target`` that is not ``d`` (None when n = 1)."""
+    head = min(max(target, 1), n)
+    if head != d:
+        return head
+    if n == 1:
+        return None
+    return d + 1 if d < n else d - 1
+
+
+def decode_labels(
+    labels: Sequence[str], confidences: Sequence[float] | None = None
+) -> tuple[list[int], list[str] | None]:
+    """A well-formed tree (heads in 0..n, exactly one root, no cycle) from hard labels.
+
+    Repairs, in this order:
+
+    1. an offset pointing outside the sentence attaches to the nearest word in range (not the
+       word itself); a malformed label leaves the word unattached;
+    2. the root word is the most confident ``ROOT`` word; without one, the most confident
+       unattached word; without one, the most confident word of the first cycle;
+    3. the other ``ROOT`` words and the unattached words attach to the root word;
+    4. each remaining cycle is broken by attaching its least confident word to the root word
+       (its path then ends at the root, and no new cycle can form).
+
+    Ties and missing ``confidences`` go to the first word. A tree is returned unchanged. O(n).
+
+    Args:
+        labels: n labels (see the module docstring).
+        confidences: n scores of the chosen labels (e.g. their log-probabilities), or None.
+
+    Returns:
+        n heads (1-based, 0 = root) and n relations (``"_"`` where a label had none), or None
+        when no label carries a relation.
+    """
+    n = len(labels)
+    conf = [0.0] * n if confidences is None else [float(c) for c in confidences]
+    if len(conf) != n:
+        raise ValueError(f"{n} labels but {len(conf)} confidences")
+    heads: list[int | None] = []
+    rels: list[str | None] = []
+    for d, label in enumerate(labels, start=1):
+        try:
+            offset, rel = parse_label(label)
+        except ValueError:
+            offset, rel = 0, None  # 0 marks a malformed label here
+        rels.append(rel)
+        if offset is None:
+            heads.append(0)
+        else:
+            heads.append(None if offset == 0 else _nearest_other(d, d + offset, n))
+    if n == 0:
+        return [], None
+
+    def most(words: Sequence[int]) -> int:
+        return max(words, key=lambda d: (conf[d - 1], -d))
+
+    roots = [d for d in range(1, n + 1) if heads[d - 1] == 0]
+    unattached = [d for d in range(1, n + 1) if heads[d - 1] is None]
+    root = most(roots or unattached or find_cycles(heads)[0])
+    heads = [root if (h == 0 or h is None) else h for h in heads]
+    heads[root - 1] = 0
+    for cycle in find_cycles(heads):
+        weakest = min(cycle, key=lambda d: (conf[d - 1], d))
+        heads[weakest - 1] = root
+    tree = [int(h) for h in heads if h is not None]
+    if all(rel is None for rel in rels):
+        return tree, None
+    return tree, [rel if rel is not None else "_" for rel in rels]
+
+
+def _numpy(values: Any) -> np.ndarray:
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().double().numpy()
+    return np.array(values, dtype=np.float64)
+
+
+def label_arc_scores(
+    log_probs: Any, label_vocab: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Arc scores implied by per-word label distributions.
+
+    ``arc[d, h] = log sum_{k: label k puts d's head at h} exp(log_probs[d - 1, k])``: the log
+    probability that word d's head is h. Labels that are malformed or point outside the sentence
+    carry no arc; an arc no label reaches scores ``-inf``. O(n K).
+
+    Args:
+        log_probs: [n, K] label log-probabilities (any log scores; -inf = impossible), numpy,
+            torch or nested lists.
+        label_vocab: K labels.
+
+    Returns:
+        ``arc`` [n+1, n+1] in (dep, head) layout (row 0 is ``-inf``), and ``best`` [n+1, n+1]
+        int, the most probable label index behind each arc (-1 where none).
+    """
+    scores = _numpy(log_probs)  # [n, K]
+    if scores.ndim != 2 or scores.shape[1] != len(label_vocab):
+        raise ValueError(f"log_probs must be [n, {len(label_vocab)}], got {list(scores.shape)}")
+    if np.isnan(scores).any() or np.isposinf(scores).any():
+        raise ValueError("log_probs hold NaN or +inf")
+    n, vocab = scores.shape
+    offsets = np.zeros(vocab, dtype=np.int64)
+    is_root = np.zeros(vocab, dtype=bool)
+    usable = np.zeros(vocab, dtype=bool)
+    for k, label in enumerate(label_vocab):
+        try:
+            offset, _ = parse_label(label)
+        except ValueError:
+            continue
+        usable[k] = True
+        is_root[k] = offset is None
+        offsets[k] = 0 if offset is None else offset
+    words = np.arange(1, n + 1)[:, None]  # [n, 1]
+    head = np.where(is_root[None, :], 0, words + offsets[None, :])  # [n, K]
+    valid = usable[None, :] & (((head >= 1) & (head <= n)) | is_root[None, :])  # [n, K]
+    valid &= np.isfinite(scores)
+    # Shift by each word's best usable score so that exp cannot overflow.
+    shift = np.where(valid, scores, -np.inf).max(axis=1, initial=-np.inf)  # [n]
+    shift = np.where(np.isfinite(shift), shift, 0.0)
+    dep_index, label_index = np.nonzero(valid)
+    cell = dep_index * (n + 1) + head[dep_index, label_index]
+    mass = np.zeros(n * (n + 1))
+    np.add.at(mass, cell, np.exp(scores[dep_index, label_index] - shift[dep_index]))
+    arc = np.full((n + 1, n + 1), -np.inf)
+    with np.errstate(divide="ignore"):
+        arc[1:] = np.log(mass.reshape(n, n + 1)) + shift[:, None]  # [n, n+1]
+    # Per arc, the label listed first after sorting by (arc, descending score) is its best.
+    order = np.lexsort((-scores[dep_index, label_index], cell))
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = cell[order][1:] != cell[order][:-1]
+    chosen = order[first]
+    best = np.full((n + 1, n + 1), -1, dtype=np.int64)
+    best[dep_index[chosen] + 1, head[dep_index[chosen], label_index[chosen]]] = label_index[chosen]
+    return arc, best
+
+
+def decode_scores(
+    log_probs: Any, label_vocab: Sequence[str]
+) -> tuple[list[int], list[str] | None]:
+    """The best single-root tree under the label distributions: Chu-Liu/Edmonds on the arc
+    scores of ``label_arc_scores``; each word's relation is that of its most probable label
+    for the chosen head. O(n K + n^3).
+
+    Args:
+        log_probs: [n, K] label log-probabilities, numpy, torch or nested lists.
+        label_vocab: K labels (see the module docstring).
+
+    Returns:
+        n heads (1-based, 0 = root) and n relations (``"_"`` where the chosen arc has no labeled
+        label, e.g. no label reaches it), or None when no label carries a relation.
+    """
+    arc, best = label_arc_scores(log_probs, label_vocab)
+    heads = chu_liu_edmonds(arc)
+    label_rels = []
+    for label in label_vocab:
+        try:
+            label_rels.append(parse_label(label)[1])
+        except ValueError:
+            label_rels.append(None)
+    if all(rel is None for rel in label_rels):
+        return heads, None
+    rels = []
+    for d, head in enumerate(heads, start=1):
+        k = int(best[d, head])
+        rel = label_rels[k] if k >= 0 else None
+        rels.append(rel if rel is not None else "_")
+    return heads, rels
+
+
+def arc_marginals_to_label_marginals(
+    arc_marginals: Tensor,
+    rel_probs: Tensor | None,
+    label_vocab: Sequence[str],
+    rel_vocab: Sequence[str] | None = None,
+    lengths: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """A graph-based teacher's marginals projected onto a sequence-labeling student's labels.
+
+    ``P(label of d = (offset, rel)) = P(head of d = d + offset) * P(rel | d, head)``, with
+    ``d + offset`` read as 0 for ``ROOT``. A (head, rel) pair no student label expresses (an
+    offset or a relation outside the inventory) keeps its mass out of the label marginals, and
+    that mass is returned per sentence: for each word, label marginals + lost mass = the word's
+    teacher mass (1 for normalized marginals). Differentiable. O(B N K + B N^2 R).
+
+    Args:
+        arc_marginals: [B, N+1, N+1] or [N+1, N+1] (dep, head) arc marginals; row 0 unused.
+        rel_probs: [B, N+1, N+1, R] (or unbatched) ``P(rel | dep, head)``, or None when the
+            labels carry no relation.
+        label_vocab: K distinct labels, all with a relation (given ``rel_probs``) or none.
+        rel_vocab: R relation names indexing ``rel_probs``' last dimension.
+        lengths: LongTensor [B] of sentence lengths (None = N); padding is ignored.
+
+    Returns:
+        ``label_marginals`` [B, N, K] (or [N, K]), 0 on padding words, and ``lost_mass`` [B]
+        (or a scalar).
+
+    Raises:
+        ValueError: on malformed or duplicate labels, labels with and without relations mixed,
+            relations without ``rel_probs``/``rel_vocab`` or ``rel_probs`` with unlabeled labels,
+            or wrong shapes.
+    """
+    unbatched = arc_marginals.dim() == 2
+    arcs = arc_marginals[None] if unbatched else arc_marginals  # [B, N+1, N+1]
+    rels = None if rel_probs is None else (rel_probs[None] if unbatched else rel_probs)
+    if arcs.dim() != 3 or arcs.shape[1] != arcs.shape[2] or arcs.shape[1] == 0:
+        raise ValueError(f"arc_marginals must be [B, N+1, N+1], got {list(arc_marginals.shape)}")
+    batch, size = arcs.shape[0], arcs.shape[1]
+    n = size - 1
+    parsed = [parse_label(label) for label in label_vocab]
+    if len(set(parsed)) != len(parsed):
+        raise ValueError("label_vocab holds the same label twice")
+    labeled = [rel is not None for _, rel in parsed]
+    if any(labeled) and not all(labeled):
+        raise ValueError("label_vocab mixes labels with and without a relation")
+    use_rels = bool(parsed) and all(labeled)
+    if use_rels != (rels is not None):
+        raise ValueError("rel_probs must be given exactly when the labels carry relations")
+    device = arcs.device
+    lengths_ = torch.full((batch,), n, device=device) if lengths is None else lengths.to(device)
+    positions = torch.arange(size, device=device)
+    in_sentence = positions[None, :] <= lengths_[:, None]  # [B, N+1]
+    pair_ok = in_sentence[:, 1:, None] & in_sentence[:, None, :]  # [B, N, N+1] dep, head
+    # Padding may hold junk (even NaN): replace it before anything multiplies or sums it.
+    arcs = torch.where(pair_ok, arcs[:, 1:, :], torch.zeros((), dtype=arcs.dtype, device=device))
+    offsets = torch.tensor([0 if o is None else o for o, _ in parsed], device=device)  # [K]
+    is_root = torch.tensor([o is None for o, _ in parsed], dtype=torch.bool, device=device)
+    words = torch.arange(1, n + 1, device=device)[:, None]  # [N, 1]
+    head = torch.where(is_root[None, :], torch.zeros_like(words), words + offsets)  # [N, K]
+    # A non-ROOT offset landing on position 0 is no label's meaning: only ROOT reaches the root.
+    keep = is_root[None, :] | ((head >= 1) & (head <= n))  # [N, K]
+    head = head.clamp(0, n)
+    marginals = arcs.gather(2, head.expand(batch, n, -1))  # [B, N, K]
+    if rels is not None:
+        if rel_vocab is None or rels.shape != (batch, size, size, len(rel_vocab)):
+            raise ValueError("rel_probs must be [B, N+1, N+1, R] with R = len(rel_vocab)")
+        rel_ids = {rel: r for r, rel in enumerate(rel_vocab)}
+        rel_index = torch.tensor([rel_ids.get(str(rel), -1) for _, rel in parsed], device=device)
+        keep &= (rel_index >= 0)[None, :]
+        rels = torch.where(pair_ok[..., None], rels[:, 1:], torch.zeros((), dtype=rels.dtype,
+                                                                         device=device))
+        num_rels = rels.shape[-1]
+        cell = head * num_rels + rel_index.clamp(min=0)[None, :]  # [N, K]
+        flat = rels.reshape(batch, n, size * num_rels)  # [B, N, (N+1) R]
+        marginals = marginals * flat.gather(2, cell.expand(batch, n, -1))
+        joint = arcs[..., None] * rels  # [B, N, N+1, R]
+    else:
+        joint = arcs[..., None]  # [B, N, N+1, 1]
+        cell = head
+    marginals = torch.where(keep, marginals, torch.zeros((), dtype=arcs.dtype, device=device))
+    covered = torch.zeros(n, joint.shape[2] * joint.shape[3], dtype=torch.bool, device=device)
+    dep_index = words.expand_as(cell) - 1  # [N, K]
+    covered[dep_index[keep], cell[keep]] = True
+    uncovered = joint.reshape(batch, n, -1).masked_fill(covered[None], 0.0)  # [B, N, (N+1) R]
+    lost = uncovered.sum((1, 2))  # [B]
+    if unbatched:
+        return marginals[0], lost[0]
+    return marginals, lost

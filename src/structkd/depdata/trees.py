@@ -1,0 +1,167 @@
+"""Plain-Python checks and decoding for dependency trees given as head lists.
+
+A sentence of n words is a list ``heads`` of length n: ``heads[d - 1]`` is the 1-based head of
+word d, 0 is the artificial root. Arc score matrices use the project's ``(dep, head)`` layout of
+shape [n+1, n+1]: ``scores[d, h]`` scores the arc h -> d, row 0 (the root as a dependent) is
+ignored. These functions serve data checking and decoding, not training: numpy and lists in,
+lists out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def find_cycles(heads: Sequence[int | None]) -> list[list[int]]:
+    """Every cycle of the head graph, each as its words in the order of the head links.
+
+    Each word has at most one outgoing link (to its head), so the cycles are disjoint and one
+    coloring pass finds them all. A head of 0, None or outside 1..n ends a path.
+
+    Args:
+        heads: n heads, ``heads[d - 1]`` for word d.
+
+    Returns:
+        The cycles, ordered by their first word; a cycle starts at its smallest word. O(n).
+    """
+    n = len(heads)
+    state = [0] * (n + 1)  # 0 unseen, 1 on the current path, 2 done
+    cycles: list[list[int]] = []
+    for start in range(1, n + 1):
+        path: list[int] = []
+        d = start
+        while 1 <= d <= n and state[d] == 0:
+            state[d] = 1
+            path.append(d)
+            h = heads[d - 1]
+            d = h if h is not None else 0
+        if 1 <= d <= n and state[d] == 1:
+            cycle = path[path.index(d) :]
+            first = cycle.index(min(cycle))
+            cycles.append(cycle[first:] + cycle[:first])
+        for word in path:
+            state[word] = 2
+    return sorted(cycles)
+
+
+def is_tree(heads: Sequence[int], single_root: bool = True) -> bool:
+    """Whether ``heads`` is a dependency tree: heads in 0..n, no cycle, at least one root.
+
+    Args:
+        heads: n heads, ``heads[d - 1]`` for word d.
+        single_root: also require exactly one word attached to the root.
+    """
+    n = len(heads)
+    if any(not 0 <= h <= n for h in heads):
+        return False
+    roots = sum(h == 0 for h in heads)
+    if roots == 0 or (single_root and roots > 1):
+        return n == 0
+    return not find_cycles(heads)
+
+
+def is_projective(heads: Sequence[int]) -> bool:
+    """Whether no two arcs cross, the root arc ``0 -> r`` included.
+
+    With the root at position 0 this equals the usual definition (every word between a head and
+    its dependent descends from that head). O(n^2).
+
+    Args:
+        heads: n heads, ``heads[d - 1]`` for word d, a tree.
+    """
+    spans = [(min(h, d), max(h, d)) for d, h in enumerate(heads, start=1)]
+    for i, (left, right) in enumerate(spans):
+        for other_left, other_right in spans[i + 1 :]:
+            if left < other_left < right < other_right or other_left < left < other_right < right:
+                return False
+    return True
+
+
+def _argmax_arborescence(scores: np.ndarray) -> np.ndarray:
+    """Chu-Liu/Edmonds on a finite [m, m] (dep, head) matrix, root 0 -> head array [m].
+
+    Greedy best heads; if they form a cycle, contract it into one node whose incoming arcs are
+    rescored by the cycle arc they replace, recurse, and expand. Each level is O(m^2), at most m
+    levels: O(m^3).
+    """
+    m = scores.shape[0]
+    scores = scores.copy()
+    np.fill_diagonal(scores, -np.inf)
+    scores[0, :] = -np.inf  # the root takes no head
+    heads = scores.argmax(axis=1)  # [m]
+    heads[0] = -1
+    cycles = find_cycles([int(h) for h in heads[1:]])
+    if not cycles:
+        return heads
+    cycle = np.array(cycles[0])  # [C]
+    in_cycle = np.zeros(m, dtype=bool)
+    in_cycle[cycle] = True
+    outside = np.flatnonzero(~in_cycle)  # [O], holds 0
+    new = len(outside)
+    sub = np.full((new + 1, new + 1), -np.inf)
+    sub[:new, :new] = scores[np.ix_(outside, outside)]
+    # Entering the cycle at c from u replaces the cycle arc into c.
+    kept = scores[cycle, heads[cycle]]  # [C]
+    enter = scores[np.ix_(cycle, outside)] - kept[:, None]  # [C, O]
+    enter_at = enter.argmax(axis=0)  # [O]
+    sub[new, :new] = enter.max(axis=0)
+    leave = scores[np.ix_(outside, cycle)]  # [O, C]
+    leave_from = leave.argmax(axis=1)  # [O]
+    sub[:new, new] = leave.max(axis=1)
+    sub_heads = _argmax_arborescence(sub)
+    result = heads.copy()
+    for j, word in enumerate(outside[1:], start=1):
+        h = sub_heads[j]
+        result[word] = cycle[leave_from[j]] if h == new else outside[h]
+    entry = sub_heads[new]
+    result[cycle[enter_at[entry]]] = outside[entry]
+    return result
+
+
+def chu_liu_edmonds(arc_scores: np.ndarray, single_root: bool = True) -> list[int]:
+    """Highest-scoring dependency tree (maximum spanning arborescence), Chu & Liu (1965),
+    Edmonds (1967).
+
+    ``-inf`` marks forbidden arcs; they are used only when no tree avoids them. For a single
+    root, every root arc is penalized by more than the score range of any tree (Gabow & Tarjan,
+    1984; see Zmigrod et al., EMNLP 2020): the best tree with one root arc then beats every tree
+    with more, and among single-root trees the ranking is unchanged, so the result is the exact
+    best single-root tree. O(n^3) time, O(n^2) memory.
+
+    Args:
+        arc_scores: [n+1, n+1] (dep, head) scores; row 0 and the diagonal are ignored.
+        single_root: allow exactly one word attached to the root.
+
+    Returns:
+        n heads, ``heads[d - 1]`` for word d.
+
+    Raises:
+        ValueError: on a wrong shape or NaN/+inf scores.
+    """
+    scores = np.array(arc_scores, dtype=np.float64)  # [n+1, n+1]
+    if scores.ndim != 2 or scores.shape[0] != scores.shape[1] or scores.shape[0] == 0:
+        raise ValueError(f"arc_scores must be [n+1, n+1], got {list(scores.shape)}")
+    n = scores.shape[0] - 1
+    scores[0, :] = 0.0
+    np.fill_diagonal(scores, 0.0)
+    if np.isnan(scores).any() or np.isposinf(scores).any():
+        raise ValueError("arc_scores hold NaN or +inf")
+    if n <= 1:
+        return [0] * n
+    finite = np.isfinite(scores)
+    if finite.all():
+        low, high = float(scores.min()), float(scores.max())
+    else:
+        low = float(scores[finite].min()) if finite.any() else 0.0
+        high = float(scores[finite].max()) if finite.any() else 0.0
+        # Below this, one forbidden arc costs more than any all-allowed tree could gain.
+        forbidden = n * low - (n - 1) * high - 1.0
+        scores[~finite] = forbidden
+        low = forbidden
+    if single_root:
+        scores[1:, 0] -= n * (high - low) + 1.0
+    scores[0, :] = 0.0
+    heads = _argmax_arborescence(scores)
+    return [int(h) for h in heads[1:]]

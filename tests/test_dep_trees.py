@@ -1,0 +1,116 @@
+"""Tree checks and Chu-Liu/Edmonds against brute-force enumeration of all head assignments."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from dep_brute import all_trees, reaches_root
+from structkd.depdata.trees import chu_liu_edmonds, find_cycles, is_projective, is_tree
+
+
+def test_tree_counts_match_cayley() -> None:
+    # Trees on n+1 labeled nodes rooted at 0: (n+1)^(n-1); with one root child: n^(n-1).
+    for n in range(1, 6):
+        assert len(all_trees(n, False)) == (n + 1) ** (n - 1)
+        assert len(all_trees(n, True)) == n ** (n - 1)
+
+
+def test_find_cycles() -> None:
+    assert find_cycles([2, 0, 2]) == []
+    assert find_cycles([2, 1, 4, 5, 3]) == [[1, 2], [3, 4, 5]]
+    assert find_cycles([3, 3, 1, None, 9]) == [[1, 3]]
+    assert find_cycles([1]) == [[1]]
+
+
+def test_is_tree_matches_reachability() -> None:
+    for n in range(1, 5):
+        for heads in itertools.product(range(n + 2), repeat=n):
+            reach = all(reaches_root(heads, d) for d in range(1, n + 1))
+            assert is_tree(heads, single_root=False) == reach
+            assert is_tree(heads) == (reach and heads.count(0) == 1)
+    assert is_tree([])
+
+
+def projective_by_descendants(heads: tuple[int, ...]) -> bool:
+    """Every word strictly between a head and its dependent descends from that head."""
+    def descends(word: int, ancestor: int) -> bool:
+        while word != 0:
+            word = heads[word - 1]
+            if word == ancestor:
+                return True
+        return ancestor == 0
+
+    return all(
+        descends(between, h)
+        for d, h in enumerate(heads, start=1)
+        for between in range(min(h, d) + 1, max(h, d))
+    )
+
+
+def test_is_projective_matches_the_descendant_definition() -> None:
+    counts = []
+    for n in range(1, 6):
+        trees = all_trees(n, False)
+        flags = [is_projective(list(t)) for t in trees]
+        assert flags == [projective_by_descendants(tuple(t)) for t in trees]
+        counts.append(sum(flags))
+    # Projective trees with the root at position 0 (several root children allowed) are counted
+    # by the ternary numbers C(3n, n) / (2n + 1), OEIS A001764.
+    assert counts == [1, 3, 12, 55, 273]
+    assert not is_projective([3, 4, 0, 3])
+    assert not is_projective([3, 0, 2, 1])  # crosses the root arc
+
+
+def best_by_enumeration(scores: np.ndarray, single_root: bool) -> float:
+    n = scores.shape[0] - 1
+    trees = all_trees(n, single_root)  # [T, n]
+    return float(scores[np.arange(1, n + 1)[None, :], trees].sum(1).max())
+
+
+@pytest.mark.parametrize("single_root", [True, False])
+def test_chu_liu_edmonds_finds_the_best_tree(single_root: bool) -> None:
+    rng = np.random.default_rng(0)
+    for trial in range(150):
+        n = 1 + trial % 6
+        scores = rng.normal(size=(n + 1, n + 1)) * (10.0 if trial % 3 == 0 else 1.0)
+        scores[0, :] = rng.normal(size=n + 1) * 1e6  # row 0 and the diagonal are ignored
+        np.fill_diagonal(scores, 1e9)
+        heads = chu_liu_edmonds(scores, single_root=single_root)
+        assert is_tree(heads, single_root=single_root)
+        got = float(scores[np.arange(1, n + 1), heads].sum())
+        assert got == pytest.approx(best_by_enumeration(scores, single_root), abs=1e-9)
+
+
+def test_chu_liu_edmonds_avoids_forbidden_arcs_when_it_can() -> None:
+    rng = np.random.default_rng(1)
+    for trial in range(100):
+        n = 2 + trial % 5
+        scores = rng.normal(size=(n + 1, n + 1))
+        forbidden = rng.random(size=(n + 1, n + 1)) < 0.5
+        scores[forbidden] = -np.inf
+        heads = chu_liu_edmonds(scores)
+        assert is_tree(heads)
+        best = best_by_enumeration(scores, True)
+        got = float(scores[np.arange(1, n + 1), heads].sum())
+        if np.isfinite(best):
+            assert got == pytest.approx(best, abs=1e-9)
+    assert is_tree(chu_liu_edmonds(np.full((5, 5), -np.inf)))
+
+
+def test_chu_liu_edmonds_prefers_one_root_over_a_better_forest() -> None:
+    scores = np.full((4, 4), -5.0)  # [dep, head]
+    scores[1:, 0] = 10.0  # every word would rather attach to the root
+    scores[2, 1] = scores[3, 1] = 0.0
+    assert chu_liu_edmonds(scores, single_root=False) == [0, 0, 0]
+    assert chu_liu_edmonds(scores) == [0, 1, 1]
+
+
+def test_chu_liu_edmonds_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="NaN"):
+        chu_liu_edmonds(np.array([[0.0, 0.0], [np.nan, 0.0]]))
+    with pytest.raises(ValueError, match="n\\+1"):
+        chu_liu_edmonds(np.zeros((2, 3)))
+    assert chu_liu_edmonds(np.zeros((1, 1))) == []

@@ -1,0 +1,318 @@
+"""LinearChainCRF against brute-force enumeration (shared conformance suite) and edge cases."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Sequence
+
+import pytest
+import torch
+
+from structkd.structures import linear_chain
+from structkd.structures.linear_chain import LinearChainCRF
+
+from conformance import Case, ConformanceSuite, Potentials
+
+N_TAGS = 3
+
+
+def draw_shared(gen: torch.Generator, batch: int, max_len: int) -> Potentials:
+    return {
+        "emissions": torch.randn(batch, max_len, N_TAGS, generator=gen, dtype=torch.float64),
+        "transitions": torch.randn(N_TAGS, N_TAGS, generator=gen, dtype=torch.float64),
+    }
+
+
+def draw_batched(gen: torch.Generator, batch: int, max_len: int) -> Potentials:
+    return {
+        "emissions": torch.randn(batch, max_len, N_TAGS, generator=gen, dtype=torch.float64),
+        "transitions": torch.randn(batch, N_TAGS, N_TAGS, generator=gen, dtype=torch.float64),
+        "start": torch.randn(N_TAGS, generator=gen, dtype=torch.float64),
+        "end": torch.randn(N_TAGS, generator=gen, dtype=torch.float64),
+    }
+
+
+def brute_score(pots: Potentials, b: int, y: Sequence[int]) -> float:
+    """The score written out term by term, straight from the definition."""
+    if not y:
+        return 0.0
+    trans = pots["transitions"]
+    trans = trans[b] if trans.dim() == 3 else trans
+    total = sum(float(pots["emissions"][b, i, t]) for i, t in enumerate(y))
+    total += sum(float(trans[a, c]) for a, c in zip(y[:-1], y[1:]))
+    if "start" in pots:
+        total += float(pots["start"][y[0]]) + float(pots["end"][y[-1]])
+    return total
+
+
+def indicator(y: Sequence[int], max_len: int) -> torch.Tensor:
+    out = torch.zeros(max_len, N_TAGS, dtype=torch.float64)
+    for i, t in enumerate(y):
+        out[i, t] = 1
+    return out
+
+
+def pair_indicator(y: Sequence[int], max_len: int) -> torch.Tensor:
+    out = torch.zeros(max_len - 1, N_TAGS, N_TAGS, dtype=torch.float64)
+    for i, (a, c) in enumerate(zip(y[:-1], y[1:])):
+        out[i, a, c] = 1
+    return out
+
+
+def to_batch(ys: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
+    # Padding holds junk outside the tag range: score() must ignore it.
+    out = torch.full((len(ys), max_len), 7, dtype=torch.long)
+    for b, y in enumerate(ys):
+        out[b, : len(y)] = torch.tensor(y, dtype=torch.long)
+    return out
+
+
+def crop(pots: Potentials, b: int, n: int) -> Potentials:
+    trans = pots["transitions"]
+    own = {
+        "emissions": pots["emissions"][b : b + 1, :n],
+        "transitions": trans[b : b + 1] if trans.dim() == 3 else trans,
+    }
+    return own | {k: pots[k] for k in ("start", "end") if k in pots}
+
+
+def enumerate_tags(n: int) -> list[tuple[int, ...]]:
+    return list(itertools.product(range(N_TAGS), repeat=n))
+
+
+def make_case(draw: Callable[[torch.Generator, int, int], Potentials], min_len: int) -> Case:
+    return Case(
+        make=LinearChainCRF,
+        draw=draw,
+        enumerate=enumerate_tags,
+        brute_score=brute_score,
+        indicator=indicator,
+        pair_indicator=pair_indicator,
+        to_batch=to_batch,
+        from_batch=lambda y, b, n: tuple(y[b, :n].tolist()),
+        crop=crop,
+        min_len=min_len,
+        count={0: 1, 1: 3, 3: 27},
+    )
+
+
+class TestSharedTransitions(ConformanceSuite):
+    case = make_case(draw_shared, min_len=1)
+
+
+class TestBatchedTransitionsStartEnd(ConformanceSuite):
+    """Per-sentence transitions with start/end scores; draws empty sentences too."""
+
+    case = make_case(draw_batched, min_len=0)
+
+
+def _random_crf(
+    seed: int, dtype: torch.dtype = torch.float64, scale: float = 1.0
+) -> LinearChainCRF:
+    gen = torch.Generator().manual_seed(seed)
+    pots = draw_batched(gen, 4, 5)
+    pots = {k: (v * scale).to(dtype) for k, v in pots.items()}
+    return LinearChainCRF(**pots, lengths=torch.tensor([5, 3, 1, 0]))
+
+
+def test_structure_count_matches_enumeration() -> None:
+    """27 sequences of 3 words over 3 tags: probabilities of all of them sum to one."""
+    crf = _random_crf(0)
+    ys = enumerate_tags(3)
+    assert len(ys) == 27
+    tags = torch.zeros(27, 5, dtype=torch.long)
+    tags[:, :3] = torch.tensor(ys)
+    one = LinearChainCRF(
+        crf.emissions[1:2].expand(27, 5, N_TAGS),
+        crf.transitions[1],
+        torch.full((27,), 3),
+        crf.start,
+        crf.end,
+    )
+    assert float(one.log_prob(tags).exp().sum()) == pytest.approx(1.0, abs=1e-12)
+
+
+def test_large_potentials_float32_are_stable() -> None:
+    crf = _random_crf(1, dtype=torch.float32, scale=1000.0)
+    assert torch.isfinite(crf.log_partition).all()
+    unary, pair = crf.part_marginals
+    assert torch.isfinite(unary).all() and torch.isfinite(pair).all()
+    sums = unary.sum(-1)  # [B, N]
+    torch.testing.assert_close(sums, crf.mask.float(), atol=1e-2, rtol=0)
+    torch.testing.assert_close(pair.sum((-1, -2)), crf.mask[:, 1:].float(), atol=1e-2, rtol=0)
+    # Nearly deterministic: the marginals sit on the Viterbi path.
+    best = crf.argmax
+    on_path = unary.gather(-1, best[:, :, None]).squeeze(-1)  # [B, N]
+    torch.testing.assert_close(on_path, crf.mask.float(), atol=1e-2, rtol=0)
+    assert torch.isfinite(crf.entropy).all()
+
+
+def test_underflowing_potentials_use_the_exact_log_space_pass() -> None:
+    """Potentials x1000 defeat the rescaled recursion; the log-space fallback is still exact."""
+    crf = _random_crf(11, scale=1000.0)
+    refused = linear_chain._scaled_pass(
+        crf.start + crf.emissions[:, 0],
+        crf._batched_transitions,
+        None,
+        crf.emissions[:, 1:],
+        crf.mask[:, 1:],
+    )
+    assert refused is None
+    pots = {"emissions": crf.emissions, "transitions": crf.transitions}
+    pots |= {"start": crf.start, "end": crf.end}
+    for b, n in enumerate(crf.lengths.tolist()):
+        ys = enumerate_tags(n)
+        scores = torch.tensor([brute_score(pots, b, y) for y in ys], dtype=torch.float64)
+        torch.testing.assert_close(crf.log_partition[b], torch.logsumexp(scores, 0))
+        probs = torch.softmax(scores, 0)
+        want = sum(p * indicator(y, 5) for p, y in zip(probs, ys))
+        torch.testing.assert_close(crf.marginals[b], want)
+        want_pairs = sum(p * pair_indicator(y, 5) for p, y in zip(probs, ys))
+        torch.testing.assert_close(crf.pair_marginals[b], want_pairs)
+
+
+def test_sums_near_the_underflow_limit_are_refused() -> None:
+    """A step whose sum is a subnormal float32 number would lose digits: the pass must refuse.
+
+    Word 0 puts tag 1 100 nats below tag 0, and 0 -> 1 costs 100: the scaled sum for tag 1 at
+    word 1 is 2 e^-100, subnormal in float32. Word 1 then favours tag 1 so much that this sum
+    decides log Z.
+    """
+    emissions = torch.tensor([[[0.0, -100.0], [0.0, 200.0]]], dtype=torch.float64)
+    transitions = torch.tensor([[0.0, -100.0], [0.0, 0.0]], dtype=torch.float64)
+    exact = LinearChainCRF(emissions, transitions)
+    low = LinearChainCRF(emissions.float(), transitions.float())
+    want = math.log(2.0) + 100.0 + math.log1p(math.exp(-100.0 - math.log(2.0)))
+    assert float(exact.log_partition) == pytest.approx(want, abs=1e-12)
+    assert float(low.log_partition) == pytest.approx(want, abs=1e-4)
+    torch.testing.assert_close(low.marginals.double(), exact.marginals, atol=1e-6, rtol=0)
+
+
+def test_expected_score_ignores_junk_in_given_marginals_padding() -> None:
+    crf = _random_crf(12)
+    unary, pair = crf.part_marginals
+    junk_unary = unary.masked_fill(~crf.mask[:, :, None], float("nan"))
+    junk_pair = pair.masked_fill(~crf.mask[:, 1:, None, None], -3.0)
+    torch.testing.assert_close(
+        crf.expected_score((junk_unary, junk_pair)), crf.expected_score((unary, pair))
+    )
+
+
+def test_score_and_argmax_ignore_padding_junk() -> None:
+    crf = _random_crf(2)
+    best = crf.argmax
+    assert (best[~crf.mask] == 0).all()
+    junk = best.clone()
+    junk[~crf.mask] = torch.tensor([-3, 99, 5, 2, 1, 0, 4, 8, 11, 2, 6])[: int((~crf.mask).sum())]
+    torch.testing.assert_close(crf.score(junk), crf.score(best))
+    # Junk in the emissions' padding changes nothing either.
+    noisy = crf.emissions.masked_fill(~crf.mask[:, :, None], 1e4)
+    other = LinearChainCRF(noisy, crf.transitions, crf.lengths, crf.start, crf.end)
+    assert torch.equal(other.argmax, best)
+    torch.testing.assert_close(other.score(junk), crf.score(best))
+
+
+def test_empty_and_single_word_sentences() -> None:
+    crf = _random_crf(3)
+    unary, pair = crf.part_marginals
+    assert float(crf.log_partition[3]) == 0.0
+    assert float(unary[3].abs().sum()) == 0.0 and float(pair[2:].abs().sum()) == 0.0
+    assert float(crf.entropy[3]) == pytest.approx(0.0, abs=1e-12)
+    # One word: log Z = logsumexp(start + emission + end), no transition involved.
+    alone = crf.start + crf.emissions[2, 0] + crf.end
+    torch.testing.assert_close(crf.log_partition[2], torch.logsumexp(alone, 0))
+    torch.testing.assert_close(unary[2, 0], torch.softmax(alone, 0))
+
+
+def test_pair_marginals_property_and_consistency() -> None:
+    crf = _random_crf(4)
+    unary, pair = crf.part_marginals
+    assert crf.pair_marginals is pair
+    assert pair.shape == (4, 4, N_TAGS, N_TAGS)
+    # Summing a pair over the next tag gives the unary of the current word, and vice versa.
+    inner = crf.mask[:, 1:, None]  # [B, N-1, 1]
+    torch.testing.assert_close(pair.sum(-1), unary[:, :-1] * inner)
+    torch.testing.assert_close(pair.sum(-2), unary[:, 1:] * inner)
+
+
+def test_expected_score_takes_given_marginals_and_is_differentiable() -> None:
+    """Structural KD: a teacher's marginals scored by the student's potentials."""
+    teacher = _random_crf(5)
+    gen = torch.Generator().manual_seed(6)
+    pots = {k: v.clone().requires_grad_() for k, v in draw_batched(gen, 4, 5).items()}
+    student = LinearChainCRF(**pots, lengths=teacher.lengths)
+    got = student.expected_score(teacher.part_marginals).detach()
+    # By brute force: the teacher's expected value of the student's score.
+    frozen = {k: v.detach() for k, v in pots.items()}
+    for b, n in enumerate(teacher.lengths.tolist()):
+        ys = enumerate_tags(n)
+        tags = torch.zeros(4, 5, dtype=torch.long)
+        want = 0.0
+        for y in ys:
+            tags[b, :n] = torch.tensor(y, dtype=torch.long)
+            want += float(teacher.log_prob(tags)[b].exp()) * brute_score(frozen, b, y)
+        assert float(got[b]) == pytest.approx(want, abs=1e-9)
+    names = list(pots)
+
+    def loss(*tensors: torch.Tensor) -> torch.Tensor:
+        s = LinearChainCRF(**dict(zip(names, tensors)), lengths=teacher.lengths)
+        return s.log_partition - s.expected_score(teacher.part_marginals)
+
+    assert torch.autograd.gradcheck(loss, [pots[k] for k in names])
+
+
+def test_pair_marginals_gradcheck() -> None:
+    gen = torch.Generator().manual_seed(7)
+    pots = draw_batched(gen, 3, 4)
+    names = list(pots)
+    lengths = torch.tensor([4, 2, 1])
+
+    def fn(*tensors: torch.Tensor) -> torch.Tensor:
+        return LinearChainCRF(**dict(zip(names, tensors)), lengths=lengths).pair_marginals
+
+    inputs = [pots[k].clone().requires_grad_() for k in names]
+    assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_hard_constraints() -> None:
+    """A forbidden transition (-inf) gets no mass anywhere, and nothing turns NaN."""
+    crf = _random_crf(8)
+    trans = crf.transitions.clone()
+    trans[:, 0, 1] = -torch.inf
+    constrained = LinearChainCRF(crf.emissions, trans, crf.lengths, crf.start, crf.end)
+    assert torch.isfinite(constrained.log_partition).all()
+    assert float(constrained.pair_marginals[:, :, 0, 1].abs().sum()) == 0.0
+    assert torch.isfinite(constrained.entropy).all()
+    for y in [constrained.argmax, *constrained.topk(4), *constrained.sample(50)]:
+        assert torch.isfinite(constrained.score(y)).all()
+
+
+def test_topk_repeats_worst_when_too_few() -> None:
+    crf = _random_crf(9)
+    kbest = crf.topk(5)
+    # Sentence 2 has one word, so 3 sequences: entries 3 and 4 repeat the third.
+    firsts = [int(y[2, 0]) for y in kbest]
+    assert sorted(firsts[:3]) == [0, 1, 2] and firsts[3] == firsts[4] == firsts[2]
+    scores = torch.stack([crf.score(y) for y in kbest])  # [k, B]
+    assert (scores[:-1] >= scores[1:] - 1e-12).all()
+    assert all(torch.equal(y[3], torch.zeros(5, dtype=torch.long)) for y in kbest)
+    with pytest.raises(ValueError):
+        crf.topk(0)
+
+
+def test_tempered_divides_every_potential() -> None:
+    crf = _random_crf(10)
+    hot = crf.tempered(2.0)
+    best = crf.argmax
+    torch.testing.assert_close(hot.score(best), crf.score(best) / 2)
+
+
+def test_bad_shapes_raise() -> None:
+    emissions = torch.zeros(2, 3, N_TAGS)
+    with pytest.raises(ValueError, match="transitions"):
+        LinearChainCRF(emissions, torch.zeros(N_TAGS, N_TAGS + 1))
+    with pytest.raises(ValueError, match="start"):
+        LinearChainCRF(emissions, torch.zeros(N_TAGS, N_TAGS), start=torch.zeros(2))
+    with pytest.raises(ValueError, match="NaN"):
+        LinearChainCRF(emissions, torch.full((N_TAGS, N_TAGS), float("nan")))
