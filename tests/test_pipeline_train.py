@@ -294,3 +294,56 @@ def _exits_2(args: list[str]) -> bool:
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     return exit_info.value.code == 2
+
+
+@pytest.fixture(scope="module")
+def crf_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return teacher(tmp_path_factory.mktemp("teachers"), "teacher-crf")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--method=token"],
+        ["--method=posterior"],
+        ["--method=topk", "--set", "distill.k=3"],
+        ["--method=topwk", "--set", "distill.k=3"],
+        ["--method=substructure"],
+        ["--method=none"],
+        ["--set", "distill.temperature=2", "--set", "distill.temperature_mode=local"],
+    ],
+)
+def test_kd_methods_run(tmp_path: Path, crf_teacher: Path, extra: list[str]) -> None:
+    code = cli(
+        "distill",
+        str(CONFIGS / "case1a.yaml"),
+        *DATA,
+        f"--teacher={crf_teacher}",
+        f"--out={tmp_path / 'o'}",
+        "--max-epochs=1",
+        "--set",
+        "data.unlabeled=[]",
+        *extra,
+    )
+    assert code == 0
+    assert (tmp_path / "o" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("binding", ["corpus", "average"])
+def test_several_teachers(tmp_path: Path, crf_teacher: Path, binding: str) -> None:
+    maxent = teacher(tmp_path, "teacher-maxent")
+    code = cli(
+        "distill",
+        str(CONFIGS / "case1a.yaml"),
+        *DATA,
+        f"--train={FIXTURES / 'dev.conll'}",
+        f"--teacher={crf_teacher}",
+        f"--teacher={maxent}",
+        f"--out={tmp_path / 'o'}",
+        "--max-epochs=1",
+        "--set",
+        "data.unlabeled=[]",
+        "--set",
+        f"distill.teacher_binding={binding}",
+    )
+    assert code == 0

@@ -5,8 +5,8 @@ labeled sentences, ``KD`` alone for unlabeled ones, with lambda annealed from 1 
 (teacher annealing, Clark et al., ACL 2019) or fixed. With several teachers each sentence learns
 from the teacher bound to its corpus, or from the average of all teachers' projected marginals.
 
-Structural KD at global temperature reads the teacher marginals from the on-disk cache (computed
-once); the other methods run the teacher on each batch.
+Structural KD reads the (tempered, projected) teacher marginals from the on-disk cache, computed
+once; the baselines run the teacher on each batch.
 """
 
 from __future__ import annotations
@@ -46,9 +46,15 @@ def check_teachers(teachers: Sequence[Tagger], student: Tagger) -> None:
             )
 
 
-def _teacher_structure(teacher: Tagger, tokens: list[list[str]], config: DistillConfig) -> Any:
-    structure = teacher.structure(teacher.collate(tokens))
-    return structure.tempered(config.temperature) if config.temperature != 1.0 else structure
+def projected_marginals(
+    teacher: Structure, student: Structure, config: DistillConfig, tag_scheme: str
+) -> Any:
+    """Teacher marginals on the student's parts, tempered as ``kd.structural_kd_loss`` does."""
+    temperature = config.temperature
+    if config.temperature_mode == "global" and temperature != 1.0:
+        return kd.project(teacher.tempered(temperature), student, tag_scheme)
+    marginals = kd.project(teacher, student, tag_scheme)
+    return kd.local_temper(marginals, temperature) if temperature != 1.0 else marginals
 
 
 class Distiller:
@@ -60,7 +66,7 @@ class Distiller:
         tokens: every training sentence (labeled then unlabeled), indexed like the batches.
         corpus: the corpus id of each sentence (selects its teacher with ``corpus`` binding).
         student: the student, to learn its part layout.
-        cache_dir: where projected marginals are cached (structural KD at global temperature).
+        cache_dir: where projected marginals are cached (structural KD).
         teacher_ids: an identifier per teacher checkpoint (its weights hash) for the cache key.
     """
 
@@ -76,11 +82,8 @@ class Distiller:
         batch_size: int = 64,
     ) -> None:
         check_teachers(teachers, student)
-        averaged = config.teacher_binding == "average" and len(teachers) > 1
-        if averaged and (config.method, config.temperature_mode) != ("structural", "global"):
-            raise ConfigError(
-                "teacher_binding=average needs method=structural and temperature_mode=global"
-            )
+        if config.teacher_binding == "average" and config.method != "structural":
+            raise ConfigError("teacher_binding=average needs distill.method=structural")
         self.teachers = [t.eval() for t in teachers]
         self.config = config
         self.tokens = tokens
@@ -88,7 +91,7 @@ class Distiller:
         self.scheme = student.vocab.tag_scheme
         self.marginals: list[Marginals] | None = None
         self.offsets = position_offsets(student)
-        if config.method == "structural" and config.temperature_mode == "global":
+        if config.method == "structural":
             slot = {
                 "data": data_hash(tokens, corpus),
                 "student": [student.config.head.kind, self.scheme, student.vocab.entity_types],
@@ -97,6 +100,7 @@ class Distiller:
                 "teachers": list(teacher_ids),
                 "binding": config.teacher_binding,
                 "temperature": config.temperature,
+                "temperature_mode": config.temperature_mode,
             }
             # Rank 0 fills the cache; the other ranks then read it.
             for turn in (0, 1):
@@ -125,7 +129,11 @@ class Distiller:
                 else self.teachers
             )
             parts = [
-                as_list(kd.project(_teacher_structure(t, tokens, self.config), target))
+                as_list(
+                    projected_marginals(
+                        t.structure(t.collate(tokens)), target, self.config, self.scheme
+                    )
+                )
                 for t in chosen
             ]
             mean = [torch.stack(group).mean(0) for group in zip(*parts)]
@@ -150,22 +158,13 @@ class Distiller:
         teacher = self.teachers[self.corpus[indices[0]]]
         with torch.no_grad():
             target = teacher.structure(teacher.collate(batch.tokens))
-        common = {"temperature": cfg.temperature, "reduction": "none"}
-        if cfg.method == "structural":
-            return kd.structural_kd_loss(
-                target,
-                student,
-                temperature_mode=cfg.temperature_mode,
-                tag_scheme=self.scheme,
-                **common,
-            )
         if cfg.method == "token":
-            return kd.token_kd_loss(target, student, **common)
+            return kd.token_kd_loss(target, student, cfg.temperature, reduction="none")
         if cfg.method == "posterior":
-            return kd.posterior_kd_loss(target, student, **common)
+            return kd.posterior_kd_loss(target, student, reduction="none", tag_scheme=self.scheme)
         if cfg.method in ("topk", "topwk"):
             return kd.topk_kd_loss(
-                target, student, k=cfg.k, weighted=cfg.method == "topwk", reduction="none"
+                target, student, cfg.k, cfg.method == "topwk", "none", tag_scheme=self.scheme
             )
         if cfg.method == "substructure":
             return kd.substructure_mse_loss(target, student, reduction="none")
