@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -347,3 +350,34 @@ def test_several_teachers(tmp_path: Path, crf_teacher: Path, binding: str) -> No
         f"distill.teacher_binding={binding}",
     )
     assert code == 0
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_torchrun_distill_shards_teacher_marginals(tmp_path: Path, crf_teacher: Path) -> None:
+    """Two CPU ranks (gloo): sharded teacher marginals equal a single process's; training ends."""
+    args = [
+        "distill",
+        str(CONFIGS / "case2a.yaml"),
+        *DATA,
+        f"--teacher={crf_teacher}",
+        f"--unlabeled={FIXTURES / 'unlabeled.txt'}",
+        "--max-epochs=1",
+        *[a for s in TINY for a in ("--set", s)],
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    done = subprocess.run(
+        [*launcher, "-m", "structkd", *args, f"--out={tmp_path / 'ddp'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["test"]["f1"] >= 0
+    assert main([*args, f"--out={tmp_path / 'one'}"]) == 0
+    (sharded,) = (tmp_path / "ddp" / "cache").glob("*.safetensors")
+    (single,) = (tmp_path / "one" / "cache").glob("*.safetensors")
+    a, b = load_file(str(sharded)), load_file(str(single))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not list((tmp_path / "ddp" / "cache").glob("*shard*"))

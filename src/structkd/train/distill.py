@@ -23,7 +23,6 @@ from structkd.config import ConfigError, DistillConfig
 from structkd.models.inputs import Batch
 from structkd.models.tagger import Tagger
 from structkd.structures.base import Structure
-from structkd.train import ddp
 from structkd.train.batching import bucket_batches
 from structkd.train.cache import (
     Marginals,
@@ -102,13 +101,13 @@ class Distiller:
                 "temperature": config.temperature,
                 "temperature_mode": config.temperature_mode,
             }
-            # Rank 0 fills the cache; the other ranks then read it.
-            for turn in (0, 1):
-                if (ddp.rank() == 0) == (turn == 0):
-                    self.marginals = cached_marginals(
-                        cache_dir, slot, key, lambda: self._compute_marginals(student, batch_size)
-                    )
-                ddp.barrier()
+            self.marginals = cached_marginals(
+                cache_dir,
+                slot,
+                key,
+                lambda shard, shards: self._compute_marginals(student, batch_size, shard, shards),
+                len(tokens),
+            )
 
     def weight(self, step: int, total_steps: int) -> float:
         """The KD weight lambda at optimizer step ``step`` of ``total_steps``."""
@@ -117,10 +116,14 @@ class Distiller:
         return max(0.0, 1.0 - step / max(total_steps, 1))
 
     @torch.no_grad()
-    def _compute_marginals(self, student: Tagger, batch_size: int) -> list[Marginals]:
-        rows: list[Marginals | None] = [None] * len(self.tokens)
+    def _compute_marginals(
+        self, student: Tagger, batch_size: int, shard: int = 0, shards: int = 1
+    ) -> dict[int, Marginals]:
+        """Projected teacher marginals of the sentences in batches ``shard::shards``."""
+        rows: dict[int, Marginals] = {}
         groups = self.corpus if self.config.teacher_binding == "corpus" else None
-        for ids in bucket_batches([len(t) for t in self.tokens], batch_size, groups=groups):
+        batches = bucket_batches([len(t) for t in self.tokens], batch_size, groups=groups)
+        for ids in batches[shard::shards]:
             tokens = [list(self.tokens[i]) for i in ids]
             target = student.structure(student.collate(tokens))
             chosen = (
@@ -139,7 +142,7 @@ class Distiller:
             mean = [torch.stack(group).mean(0) for group in zip(*parts)]
             for b, i in enumerate(ids):
                 rows[i] = crop(mean, b, len(tokens[b]), self.offsets)
-        return [r for r in rows if r is not None]
+        return rows
 
     def losses(self, student: Structure, batch: Batch, indices: Sequence[int]) -> Tensor:
         """Per-sentence KD losses [B] of a student structure on training sentences ``indices``.
