@@ -24,6 +24,7 @@ from structkd.train.batching import bucket_batches
 from structkd.train.cache import CacheWarning
 from structkd.train.distill import Distiller
 from structkd.train.run import run
+from test_pipeline_models import tiny_bert
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "pipeline"
@@ -381,3 +382,24 @@ def test_torchrun_distill_shards_teacher_marginals(tmp_path: Path, crf_teacher: 
     a, b = load_file(str(sharded)), load_file(str(single))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not list((tmp_path / "ddp" / "cache").glob("*shard*"))
+
+
+def test_transformer_teacher_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bert = tiny_bert(tmp_path / "bert")
+    out = tmp_path / "minilm"
+    code = cli(
+        "train",
+        str(CONFIGS / "teacher-minilm-crf.yaml"),
+        *DATA,
+        f"--out={out}",
+        "--max-epochs=1",
+        "--set",
+        f"model.encoder.transformer={bert}",
+        "--set",
+        "train.lr=0.001",
+    )
+    assert code == 0
+    capsys.readouterr()
+    assert main(["predict", str(out / "model"), str(FIXTURES / "test.conll")]) == 0
+    lines = capsys.readouterr().out.strip().split("\n\n")[0].splitlines()
+    assert all(len(line.split()) == 3 for line in lines)  # token, gold, predicted
