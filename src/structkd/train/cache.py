@@ -17,7 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +43,24 @@ def as_list(parts: Any) -> list[Tensor]:
     return list(parts) if isinstance(parts, (tuple, list)) else [parts]
 
 
+@contextmanager
+def evaluating(model: Tagger) -> Iterator[Tagger]:
+    """``model`` in eval mode for the block (no dropout, so no draw from the global RNG)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
 def position_offsets(student: Tagger) -> list[list[int | None]]:
     """Per marginal tensor and non-batch dimension: ``size - N`` if it grows with N, else None.
 
     Found by building the student's structure at two padded lengths and comparing shapes, so any
     structure's part layout works (e.g. a chain's pair marginals [B, N-1, L, L] -> [-1, -1, None]).
     """
-    with torch.no_grad():
+    with torch.no_grad(), evaluating(student):
         shapes = [
             [
                 m.shape

@@ -30,19 +30,33 @@ from structkd.train.cache import (
     cached_marginals,
     crop,
     data_hash,
+    evaluating,
     pad_batch,
     position_offsets,
 )
 
 
 def check_teachers(teachers: Sequence[Tagger], student: Tagger) -> None:
-    """Raises ConfigError unless every teacher tags the student's entity types."""
-    for i, teacher in enumerate(teachers):
-        if teacher.vocab.entity_types != student.vocab.entity_types:
-            raise ConfigError(
-                f"teacher {i + 1} knows entity types {teacher.vocab.entity_types}, the student "
-                f"{student.vocab.entity_types}; distillation needs the same types"
-            )
+    """Raises ConfigError unless every teacher can be distilled into the student.
+
+    The teacher must tag the student's entity types, and its structure must project onto the
+    student's (checked on a two-word probe, so the run fails before anything is written).
+    """
+    with torch.no_grad(), evaluating(student):
+        probe = [["a", "b"]]
+        target = student.structure(student.collate(probe))
+        for i, teacher in enumerate(teachers):
+            if teacher.vocab.entity_types != student.vocab.entity_types:
+                raise ConfigError(
+                    f"teacher {i + 1} knows entity types {teacher.vocab.entity_types}, the "
+                    f"student {student.vocab.entity_types}; distillation needs the same types"
+                )
+            try:
+                kd.project(
+                    teacher.structure(teacher.collate(probe)), target, student.vocab.tag_scheme
+                )
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"teacher {i + 1}: {error}") from error
 
 
 def projected_marginals(
@@ -125,7 +139,8 @@ class Distiller:
         batches = bucket_batches([len(t) for t in self.tokens], batch_size, groups=groups)
         for ids in batches[shard::shards]:
             tokens = [list(self.tokens[i]) for i in ids]
-            target = student.structure(student.collate(tokens))
+            with evaluating(student):
+                target = student.structure(student.collate(tokens))
             chosen = (
                 [self.teachers[self.corpus[ids[0]]]]
                 if self.config.teacher_binding == "corpus"
