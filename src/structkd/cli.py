@@ -1,0 +1,159 @@
+"""Command line: ``structkd train|distill|evaluate|predict|demo``.
+
+User errors (bad config, bad data, missing files) print one ``error: ...`` line on stderr and exit
+with status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from structkd.config import ConfigError, KDMethod, RunConfig, load_config
+from structkd.data.errors import DataError
+from structkd.models.checkpoint import CheckpointError
+
+FORMATS = ("auto", "conll", "wikiann", "text")
+USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError, OSError)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see structkd {self.prog.split()[-1]} --help)\n")
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML run config (see configs/ner/)")
+    parser.add_argument("--train", action="append", help="training corpus (repeatable)")
+    parser.add_argument("--dev", help="development corpus")
+    parser.add_argument("--test", help="test corpus")
+    parser.add_argument("--unlabeled", action="append", help="unlabeled text (repeatable)")
+    parser.add_argument("--out", help="output directory")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--max-epochs", type=int)
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="structkd", description="Structural knowledge distillation for NER.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _add_overrides(commands.add_parser("train", help="train a tagger"))
+    distill = commands.add_parser("distill", help="train a student from teachers")
+    _add_overrides(distill)
+    distill.add_argument(
+        "--teacher",
+        action="append",
+        help="teacher model directory (repeatable; replaces distill.teachers)",
+    )
+    distill.add_argument("--method", choices=KDMethod.__args__, help="KD loss")  # type: ignore[attr-defined]
+    evaluate = commands.add_parser("evaluate", help="span F1 of a model on labeled data")
+    evaluate.add_argument("model", help="model directory")
+    evaluate.add_argument("data", help="labeled corpus")
+    evaluate.add_argument("--format", default="auto", choices=FORMATS)
+    predict = commands.add_parser("predict", help="tag a file (streamed)")
+    predict.add_argument("model", help="model directory")
+    predict.add_argument("input", help="text or CoNLL file")
+    predict.add_argument("--output", help="output file (default: stdout)")
+    predict.add_argument("--format", default="auto", choices=FORMATS)
+    demo = commands.add_parser("demo", help="teacher, student and KD student on bundled WikiAnn")
+    demo.add_argument("--out", default="runs/demo", help="output directory")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    values: dict[str, Any] = {
+        "data.train": args.train,
+        "data.dev": args.dev,
+        "data.test": args.test,
+        "data.unlabeled": args.unlabeled,
+        "out": args.out,
+        "train.seed": args.seed,
+        "train.max_epochs": args.max_epochs,
+        "distill.method": getattr(args, "method", None),
+        "distill.teachers": getattr(args, "teacher", None),
+        "train.progress": False if args.no_progress else None,
+    }
+    if not os.path.isfile(args.config):
+        raise FileNotFoundError(f"no such config file: {args.config}")
+    return load_config(args.config, args.set, values)
+
+
+def _print_metrics(metrics: dict[str, Any]) -> None:
+    for split, scores in metrics.items():
+        print(
+            f"{split}: F1 {scores['f1']:.2f}  P {scores['precision']:.2f}  "
+            f"R {scores['recall']:.2f}  ({scores['tokens_per_second']:.0f} tokens/s)"
+        )
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command in ("train", "distill"):
+        from structkd.train.run import run
+
+        config = _config(args)
+        if args.command == "distill" and not config.distill.teachers:
+            raise ConfigError("distill needs a teacher: --teacher DIR or distill.teachers")
+        teachers = config.distill.teachers if args.command == "distill" else []
+        metrics = run(config, teachers, args.resume)
+        if metrics:  # rank 0 of a distributed run, or a single process
+            _print_metrics(metrics)
+            print(f"model saved in {config.out}/model")
+    elif args.command == "evaluate":
+        from structkd.models.checkpoint import load_model
+        from structkd.train.evaluate import evaluate
+        from structkd.train.run import read_labeled
+
+        model = load_model(args.model)
+        print(json.dumps(evaluate(model, read_labeled(args.data, args.format)), indent=1))
+    elif args.command == "predict":
+        from structkd.data.conll import iter_sentences
+        from structkd.data.textio import atomic_text_output
+        from structkd.models.checkpoint import load_model
+        from structkd.train.evaluate import predict_stream
+        from structkd.train.run import resolve_path
+
+        model = load_model(args.model)
+        sentences = iter_sentences(resolve_path(args.input), args.format)
+        if args.output is None:
+            predict_stream(model, sentences, sys.stdout)
+        else:
+            with atomic_text_output(args.output) as handle:
+                predict_stream(model, sentences, handle)
+    else:
+        from structkd.demo import run_demo
+
+        run_demo(args.out, progress=not args.no_progress)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``structkd`` command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    warnings.formatwarning = lambda message, *rest, **kw: f"warning: {message}\n"
+    from structkd.train.loop import TrainingError
+
+    try:
+        return _run(args)
+    except USER_ERRORS as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except TrainingError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,284 @@
+"""Typed run configuration: dataclasses read from YAML, with ``key=value`` overrides.
+
+Every key is checked: an unknown key or a value of the wrong type raises ``ConfigError`` naming the
+dotted key (``model.encoder.lstm_hidden: expected int, got 'abc'``), so a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+T = TypeVar("T")
+
+HeadKind = Literal["crf", "maxent", "span"]
+KDMethod = Literal["structural", "token", "posterior", "topk", "topwk", "substructure", "none"]
+
+
+class ConfigError(ValueError):
+    """A configuration key that is unknown, missing or of the wrong type."""
+
+
+@dataclass
+class EncoderConfig:
+    """Word representations and the contextual encoder (0 switches a part off).
+
+    Attributes:
+        word_dim: word embedding size (0 = none).
+        pretrained_vectors: word-vector text file initialising the word embeddings.
+        min_word_count: training words seen fewer times map to the unknown word.
+        char_dim: character embedding size of the char CNN.
+        char_filters: char CNN output size (0 = no char CNN).
+        transformer: a local Hugging Face model directory (or ``all-MiniLM-L6-v2``).
+        fine_tune: train the transformer's weights too.
+        lstm_hidden: BiLSTM size per direction (0 = no BiLSTM).
+        lstm_layers: stacked BiLSTM layers.
+        dropout: dropout on embeddings and encoder outputs.
+    """
+
+    word_dim: int = 100
+    pretrained_vectors: str | None = None
+    min_word_count: int = 1
+    char_dim: int = 30
+    char_filters: int = 50
+    transformer: str | None = None
+    fine_tune: bool = True
+    lstm_hidden: int = 200
+    lstm_layers: int = 1
+    dropout: float = 0.5
+
+
+@dataclass
+class HeadConfig:
+    """The output layer and its structure.
+
+    Attributes:
+        kind: ``crf`` (LinearChainCRF), ``maxent`` (TokenSoftmax) or ``span`` (biaffine span
+            scores -> SemiMarkovCRF).
+        tag_scheme: tag scheme the crf/maxent heads predict in.
+        span_dim: size of the span head's start/end projections.
+    """
+
+    kind: HeadKind = "crf"
+    tag_scheme: Literal["BIOES", "BIO"] = "BIOES"
+    span_dim: int = 150
+
+
+@dataclass
+class ModelConfig:
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+
+@dataclass
+class DataConfig:
+    """Corpora. ``resource:NAME`` names a file bundled with structkd.
+
+    Attributes:
+        train: labeled training corpora (one per teacher when distilling with several).
+        dev: development corpus (model selection, early stopping).
+        test: test corpus, evaluated with the best model at the end.
+        unlabeled: raw-text corpora used for distillation only.
+        format: reader format (``auto`` detects it).
+    """
+
+    train: list[str] = field(default_factory=list)
+    dev: str | None = None
+    test: str | None = None
+    unlabeled: list[str] = field(default_factory=list)
+    format: str = "auto"
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation.
+
+    Attributes:
+        seed: seeds initialisation, shuffling and dropout.
+        max_epochs: the most passes over the training data.
+        batch_size: sentences per step.
+        optimizer: ``adam`` or ``adamw``.
+        lr: learning rate.
+        weight_decay: L2 (adam) or decoupled (adamw) weight decay.
+        clip: gradient-norm clipping threshold (0 = off).
+        patience: stop after this many epochs without a better dev F1 (0 = never).
+        progress: show progress bars (only on a terminal).
+        device: torch device, e.g. ``cpu`` or ``cuda``.
+    """
+
+    seed: int = 1
+    max_epochs: int = 20
+    batch_size: int = 32
+    optimizer: Literal["adam", "adamw"] = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    clip: float = 5.0
+    patience: int = 5
+    progress: bool = True
+    device: str = "cpu"
+
+
+@dataclass
+class DistillConfig:
+    """Knowledge distillation (used by ``structkd distill``).
+
+    Attributes:
+        method: KD loss; ``structural`` is Wang et al. (ACL 2021), the others are baselines.
+        anneal: teacher annealing, lambda going from 1 to 0 over training (Clark et al., 2019).
+        lam: the fixed KD weight lambda when ``anneal`` is false.
+        temperature: softens the teacher and the student.
+        temperature_mode: ``global`` (whole structure) or ``local`` (per factor).
+        k: the k of topk/topwk.
+        teacher_binding: ``corpus`` (teacher i distils corpus i) or ``average`` (average of the
+            teachers' projected marginals).
+        cache_dir: where teacher marginals are cached (default: OUT/cache).
+        teachers: teacher model directories (``--teacher`` on the command line replaces them).
+    """
+
+    method: KDMethod = "structural"
+    anneal: bool = True
+    lam: float = 0.5
+    temperature: float = 1.0
+    temperature_mode: Literal["global", "local"] = "global"
+    k: int = 5
+    teacher_binding: Literal["corpus", "average"] = "corpus"
+    cache_dir: str | None = None
+    teachers: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    out: str = "runs/default"
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _convert(tp: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _convert(option, value, where)
+            except ConfigError:
+                continue
+        raise ConfigError(
+            f"{where}: expected {' or '.join(map(_type_name, options))}, got {value!r}"
+        )
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: expected one of {_type_name(tp)}, got {value!r}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        items = value if isinstance(value, list) else [value]
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(items)]
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)  # type: ignore[arg-type]
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float, str, bool) and type(value) is tp:
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type[T], data: Any, where: str = "") -> T:
+    """Builds dataclass ``cls`` from a (YAML) mapping, checking keys and types.
+
+    Raises:
+        ConfigError: on an unknown key or a value of the wrong type.
+    """
+    label = where or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{label}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for key in data:
+        if key not in known:
+            prefix = f"{where}." if where else ""
+            known_list = ", ".join(sorted(known))
+            raise ConfigError(f"unknown key {prefix}{key} (known: {known_list})")
+    kwargs = {
+        k: _convert(hints[k], v, f"{where}.{k}" if where else str(k)) for k, v in data.items()
+    }
+    return cls(**kwargs)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """The config as plain JSON/YAML data."""
+    return dataclasses.asdict(config)
+
+
+def apply_override(data: dict[str, Any], assignment: str) -> None:
+    """Applies ``a.b.c=value`` (value parsed as YAML) to nested mapping ``data`` in place.
+
+    Raises:
+        ConfigError: if the assignment has no ``=`` or crosses a non-mapping.
+    """
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {assignment!r}")
+    parts = key.strip().split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Reads a YAML run config and applies ``key=value`` overrides.
+
+    Args:
+        path: YAML file (None = all defaults).
+        overrides: ``dotted.key=value`` strings, applied in order.
+        values: dotted keys to already-typed values (``{"train.seed": 3}``), applied last;
+            None values are skipped.
+
+    Raises:
+        ConfigError: on unknown keys, wrong types or unreadable YAML.
+        FileNotFoundError: if ``path`` does not exist.
+    """
+    data: Any = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error})") from error
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    for key, value in (values or {}).items():
+        if value is not None:
+            node = data
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = value
+    return from_dict(RunConfig, data)

@@ -1,0 +1,138 @@
+"""Model checkpoints: safetensors weights + JSON config and vocabularies. Never pickle.
+
+A model directory holds ``model.safetensors``, ``config.json`` (model config, vocabularies and the
+weights' SHA-256) and, for transformer models, ``transformer/`` (tokenizer and architecture
+files). Each file is written to a temporary name and moved into place with ``os.replace``, weights
+first and ``config.json`` last, so a save killed midway never leaves a directory that loads as a
+different model: the checksum catches a half-replaced pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+from torch import Tensor
+
+from structkd.config import ModelConfig, from_dict, to_dict
+from structkd.models.inputs import Vocabularies
+from structkd.models.tagger import Tagger
+
+FORMAT = "structkd-tagger"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A model directory that is missing, incomplete or inconsistent."""
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Writes ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | Path, data: Any) -> None:
+    atomic_write(path, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def tensors_to_bytes(tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
+    """Safetensors bytes of CPU, contiguous copies (safetensors refuses shared storage)."""
+    return save_safetensors(
+        {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, metadata
+    )
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_model(model: Tagger, directory: str | Path) -> str:
+    """Saves a tagger to ``directory`` (created if needed).
+
+    Returns:
+        The SHA-256 of the weights file (identifies the model, e.g. for caches).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    transformer = model.encoder.transformer
+    if transformer is not None:
+        tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".transformer."))
+        transformer.save_files(tmp)
+        shutil.rmtree(directory / "transformer", ignore_errors=True)
+        os.replace(tmp, directory / "transformer")
+    weights = tensors_to_bytes(model.state_dict())
+    digest = sha256(weights)
+    atomic_write(directory / "model.safetensors", weights)
+    atomic_write_json(
+        directory / "config.json",
+        {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": to_dict(model.config),
+            "vocab": model.vocab.to_dict(),
+            "weights_sha256": digest,
+        },
+    )
+    return digest
+
+
+def read_model_config(directory: str | Path) -> dict[str, Any]:
+    """The parsed ``config.json`` of a model directory.
+
+    Raises:
+        CheckpointError: if it is missing or not a structkd model.
+    """
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: not a structkd model directory (no config.json)")
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: unreadable ({error})") from error
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a structkd model config")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"{path}: format version {meta.get('version')}, expected {VERSION}")
+    return meta
+
+
+def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Tagger:
+    """Loads a tagger saved by ``save_model``, in eval mode, on ``device``.
+
+    Raises:
+        CheckpointError: if the directory is missing, incomplete or its files disagree.
+    """
+    directory = Path(directory)
+    meta = read_model_config(directory)
+    weights_path = directory / "model.safetensors"
+    try:
+        weights = weights_path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"{weights_path}: unreadable ({error})") from error
+    if sha256(weights) != meta["weights_sha256"]:
+        raise CheckpointError(f"{directory}: weights do not match config.json (interrupted save?)")
+    config = from_dict(ModelConfig, meta["model"], "model")
+    vocab = Vocabularies.from_dict(meta["vocab"])
+    transformer_dir = str(directory / "transformer") if config.encoder.transformer else None
+    model = Tagger(config, vocab, transformer_dir, pretrained_transformer=False)
+    model.load_state_dict(load_safetensors(weights))
+    return model.to(device).eval()

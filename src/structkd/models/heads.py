@@ -1,0 +1,116 @@
+"""Output heads: encoder vectors -> a structure, plus gold and decoded structures in tag form.
+
+Every head has the same three methods, so a tagger composes any encoder with any head:
+
+* ``forward(hidden [B, N, H], lengths [B]) -> Structure``
+* ``gold(batch)``: the batch's gold structures in the structure's compact form
+* ``decode(structure) -> list[list[str]]``: best structures as tags in the model's tag scheme
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from structkd.data.tags import from_spans
+from structkd.models.inputs import Batch, Vocabularies
+from structkd.nn.layers import MLP, Biaffine
+from structkd.structures.linear_chain import LinearChainCRF
+from structkd.structures.semi_markov import SemiMarkovCRF
+from structkd.structures.token_softmax import TokenSoftmax
+
+
+def _tag_strings(vocab: Vocabularies, ids: Tensor, lengths: Tensor) -> list[list[str]]:
+    rows = ids.tolist()
+    return [[vocab.tags[t] for t in row[:n]] for row, n in zip(rows, lengths.tolist())]
+
+
+class MaxEntHead(nn.Module):
+    """Independent tag softmax per word (the MaxEnt tagger): ``logits = W h``.
+
+    Args:
+        input_dim: encoder size H.
+        vocab: gives the tag inventory (L tags).
+    """
+
+    def __init__(self, input_dim: int, vocab: Vocabularies) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.emissions = nn.Linear(input_dim, len(vocab.tags))
+
+    def forward(self, hidden: Tensor, lengths: Tensor) -> TokenSoftmax:
+        """TokenSoftmax over logits [B, N, L]."""
+        return TokenSoftmax(self.emissions(hidden), lengths)
+
+    def gold(self, batch: Batch) -> Tensor:
+        """Gold tag ids [B, N]."""
+        assert batch.tags is not None
+        return batch.tags
+
+    def decode(self, structure: Any) -> list[list[str]]:
+        return _tag_strings(self.vocab, structure.argmax, structure.lengths)
+
+
+class CRFHead(MaxEntHead):
+    """Linear-chain CRF head (Lample et al., NAACL 2016): emissions ``W h``, learned transitions.
+
+    Transitions are not hard-constrained: KD projects teachers (e.g. a MaxEnt tagger) whose
+    marginals can put mass on ill-formed tag pairs, which a -inf transition would make infinite.
+    """
+
+    def __init__(self, input_dim: int, vocab: Vocabularies) -> None:
+        super().__init__(input_dim, vocab)
+        n_tags = len(vocab.tags)
+        self.transitions = nn.Parameter(torch.zeros(n_tags, n_tags))
+        self.start = nn.Parameter(torch.zeros(n_tags))
+        self.end = nn.Parameter(torch.zeros(n_tags))
+
+    def forward(self, hidden: Tensor, lengths: Tensor) -> LinearChainCRF:  # type: ignore[override]
+        """LinearChainCRF over emissions [B, N, L] and transitions [L, L]."""
+        return LinearChainCRF(
+            self.emissions(hidden), self.transitions, lengths, self.start, self.end
+        )
+
+
+class SpanHead(nn.Module):
+    """NER as parsing (Yu et al., ACL 2020): biaffine span scores -> semi-Markov CRF.
+
+    ``s[i, j, r] = biaffine(MLP_start(h_i), MLP_end(h_j))``; the structure is the distribution over
+    flat (non-overlapping) span sets, so ``decode`` returns the best flat span set exactly instead
+    of Yu et al.'s greedy filtering.
+
+    Args:
+        input_dim: encoder size H.
+        vocab: gives the entity types (R).
+        span_dim: size of the start/end projections.
+        dropout: dropout on the projections.
+    """
+
+    def __init__(
+        self, input_dim: int, vocab: Vocabularies, span_dim: int = 150, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.start_mlp = MLP(input_dim, span_dim, dropout)
+        self.end_mlp = MLP(input_dim, span_dim, dropout)
+        self.biaffine = Biaffine(span_dim, max(len(vocab.entity_types), 1))
+        self.type_index = {t: r for r, t in enumerate(vocab.entity_types)}
+
+    def forward(self, hidden: Tensor, lengths: Tensor) -> SemiMarkovCRF:
+        """SemiMarkovCRF over span scores [B, N, N, R]."""
+        scores = self.biaffine(self.start_mlp(hidden), self.end_mlp(hidden))  # [B, N, N, R]
+        return SemiMarkovCRF(scores, lengths)
+
+    def gold(self, batch: Batch) -> list[list[tuple[int, int, int]]]:
+        """Gold spans as (start, last, type id) with the last token inclusive."""
+        assert batch.spans is not None
+        return [[(s, e - 1, self.type_index[t]) for s, e, t in spans] for spans in batch.spans]
+
+    def decode(self, structure: Any) -> list[list[str]]:
+        types = self.vocab.entity_types
+        return [
+            from_spans([(i, j + 1, types[r]) for i, j, r in spans], n, self.vocab.tag_scheme)
+            for spans, n in zip(structure.argmax, structure.lengths.tolist())
+        ]

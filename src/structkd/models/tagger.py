@@ -1,0 +1,136 @@
+"""The sequence tagger: encoder -> head -> structure. Teachers and students are both taggers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from structkd.config import ModelConfig
+from structkd.data.tags import detect_scheme, from_spans, to_spans
+from structkd.models.encoder import Encoder
+from structkd.models.heads import CRFHead, MaxEntHead, SpanHead
+from structkd.models.inputs import Batch, Vocabularies
+from structkd.nn.embeddings import read_word_vectors
+from structkd.structures.base import Structure
+
+
+class Tagger(nn.Module):
+    """A named-entity tagger whose output is a ``Structure`` (a distribution over outputs).
+
+    ``structure(batch)`` is all distillation needs; ``loss`` and ``predict`` are the supervised
+    objective and the decoder. The head decides the structure: ``crf`` -> LinearChainCRF,
+    ``maxent`` -> TokenSoftmax, ``span`` -> SemiMarkovCRF.
+
+    Args:
+        config: model config.
+        vocab: vocabularies (``build_tagger`` makes them from a corpus).
+        transformer_dir: local transformer directory when the config uses one.
+        pretrained_transformer: load the transformer's own weights.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        vocab: Vocabularies,
+        transformer_dir: str | None = None,
+        pretrained_transformer: bool = True,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.vocab = vocab
+        self.encoder = Encoder(config.encoder, vocab, transformer_dir, pretrained_transformer)
+        self.head: MaxEntHead | SpanHead
+        if config.head.kind == "crf":
+            self.head = CRFHead(self.encoder.dim, vocab)
+        elif config.head.kind == "maxent":
+            self.head = MaxEntHead(self.encoder.dim, vocab)
+        else:
+            self.head = SpanHead(
+                self.encoder.dim, vocab, config.head.span_dim, config.encoder.dropout
+            )
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def collate(
+        self, tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[str] | None] | None = None
+    ) -> Batch:
+        """Padded inputs of sentences (words, and gold tags in any scheme where known)."""
+        return self.encoder.collate(
+            self.vocab,
+            [list(t) for t in tokens],
+            None if tags is None else [None if t is None else list(t) for t in tags],
+        )
+
+    def structure(self, batch: Batch) -> Structure:
+        """The model's distribution over outputs for each sentence of the batch."""
+        batch = batch.to(self.device)
+        return self.head(self.encoder(batch), batch.lengths)
+
+    def forward(self, batch: Batch) -> Structure:
+        """Same as ``structure`` (so that DistributedDataParallel can wrap a tagger)."""
+        return self.structure(batch)
+
+    def nll(self, batch: Batch, structure: Structure | None = None) -> Tensor:
+        """Gold negative log-likelihood ``-log P(gold)`` [B]; 0 for unlabeled sentences.
+
+        Args:
+            batch: the inputs.
+            structure: ``structure(batch)`` if already computed.
+        """
+        structure = self.structure(batch) if structure is None else structure
+        nll = -structure.log_prob(self.head.gold(batch.to(self.device)))  # [B]
+        return nll.masked_fill(~batch.labeled.to(nll.device), 0.0)
+
+    def loss(self, batch: Batch) -> Tensor:
+        """Mean gold NLL over the batch's labeled sentences (a scalar)."""
+        labeled = batch.labeled.sum().clamp(min=1)
+        return self.nll(batch).sum() / labeled.to(self.device)
+
+    @torch.no_grad()
+    def predict(self, batch: Batch) -> list[list[str]]:
+        """Best tags per sentence, in the scheme of the training data."""
+        tags = self.head.decode(self.structure(batch))
+        scheme = self.vocab.output_scheme
+        if scheme == self.vocab.tag_scheme:
+            return tags
+        return [from_spans(to_spans(t), len(t), scheme) for t in tags]
+
+
+def build_tagger(
+    config: ModelConfig,
+    tokens: Sequence[Sequence[str]],
+    tags: Sequence[Sequence[str]],
+) -> Tagger:
+    """A freshly initialised tagger with vocabularies built from a training corpus.
+
+    Args:
+        config: model config (pretrained word vectors, if named, are read here).
+        tokens: training sentences' words.
+        tags: their gold tags (any scheme; it becomes the prediction scheme).
+
+    Raises:
+        FileNotFoundError: if the pretrained vectors or the transformer are missing.
+    """
+    enc = config.encoder
+    vectors = read_word_vectors(enc.pretrained_vectors) if enc.pretrained_vectors else {}
+    vocab = Vocabularies.build(
+        tokens,
+        tags,
+        tag_scheme=config.head.tag_scheme,
+        output_scheme=detect_scheme(tags),
+        min_word_count=enc.min_word_count,
+        extra_words=vectors,
+    )
+    transformer_dir = None
+    if enc.transformer is not None:
+        from structkd.nn.transformer import resolve_transformer_path
+
+        transformer_dir = resolve_transformer_path(enc.transformer)
+    model = Tagger(config, vocab, transformer_dir)
+    if vectors and model.encoder.words is not None:
+        model.encoder.words.load_pretrained(vocab.words, vectors)
+    return model

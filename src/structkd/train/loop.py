@@ -1,0 +1,186 @@
+"""The training loop: supervised training and distillation, resumable, one epoch at a time."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from structkd.config import RunConfig, TrainConfig
+from structkd.data.conll import Sentence
+from structkd.models.checkpoint import atomic_write, atomic_write_json, load_model, save_model
+from structkd.models.tagger import Tagger
+from structkd.train import ddp
+from structkd.train.batching import bucket_batches
+from structkd.train.distill import Distiller
+from structkd.train.evaluate import evaluate
+from structkd.train.state import TrainState, last_checkpoint, load_checkpoint, save_checkpoint
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss became NaN or infinite)."""
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """Adam or AdamW over the trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def batch_loss(
+    model: Tagger,
+    net: nn.Module,
+    batch: Any,
+    indices: Sequence[int],
+    distiller: Distiller | None,
+    lam: float,
+) -> Tensor:
+    """Mean per-sentence loss: gold NLL, or ``lam KD + (1 - lam) NLL`` (KD only if unlabeled)."""
+    structure = net(batch)  # through the DDP wrapper when distributed
+    nll = model.nll(batch, structure)  # [B]
+    labeled = batch.labeled.to(nll.device)
+    if distiller is None:
+        return nll.sum() / labeled.sum().clamp(min=1)
+    kd_loss = distiller.losses(structure, batch, indices)  # [B]
+    return torch.where(labeled, lam * kd_loss + (1 - lam) * nll, kd_loss).mean()
+
+
+def progress_enabled(config: TrainConfig) -> bool:
+    return config.progress and sys.stderr.isatty() and ddp.rank() == 0
+
+
+def _write_log(out: Path, history: list[dict[str, Any]]) -> None:
+    lines = "".join(json.dumps(record) + "\n" for record in history)
+    atomic_write(out / "train_log.jsonl", lines.encode("utf-8"))
+
+
+def _final_metrics(
+    out: Path, dev: Sequence[Sentence], test: Sequence[Sentence], device: str
+) -> dict[str, Any]:
+    best = load_model(out / "model", device)
+    metrics: dict[str, Any] = {}
+    for name, sentences in (("dev", dev), ("test", test)):
+        if sentences:
+            scores = evaluate(best, sentences)
+            metrics[name] = {k: scores[k] for k in ("f1", "precision", "recall", "per_type")}
+            metrics[name]["tokens_per_second"] = scores["tokens_per_second"]
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def train(
+    model: Tagger | None,
+    config: RunConfig,
+    sentences: Sequence[Sentence],
+    corpus: Sequence[int],
+    dev: Sequence[Sentence],
+    test: Sequence[Sentence],
+    distiller_factory: Callable[[Tagger], Distiller] | None = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Trains a tagger and writes everything under ``config.out``.
+
+    Writes ``model/`` (best by dev F1, or the last model without a dev set),
+    ``checkpoints/`` (after every epoch, for ``resume``), ``train_log.jsonl`` (one line per
+    epoch) and ``metrics.json`` (``{"dev": ..., "test": ...}``). The run is deterministic for a
+    seed on CPU, and a resumed run ends exactly where an uninterrupted one does.
+
+    Args:
+        model: a fresh model (built after seeding), or None when resuming.
+        config: the run config.
+        sentences: training sentences, labeled and (for distillation) unlabeled.
+        corpus: corpus id per training sentence (teacher binding; batches never mix corpora).
+        dev: development sentences (model selection and early stopping); may be empty.
+        test: test sentences, evaluated with the best model at the end; may be empty.
+        distiller_factory: builds the KD objective for the student (None = supervised).
+        resume: continue from ``OUT/checkpoints``.
+
+    Returns:
+        The metrics written to ``metrics.json``.
+
+    Raises:
+        TrainingError: on a non-finite loss (the last good checkpoint is kept).
+    """
+    cfg, out = config.train, Path(config.out)
+    checkpoints = out / "checkpoints"
+    if resume:
+        path = last_checkpoint(checkpoints)
+        if path is None:
+            raise FileNotFoundError(f"nothing to resume: no checkpoint in {checkpoints}")
+        model, optimizer, state = load_checkpoint(
+            path, lambda m: make_optimizer(m, cfg), cfg.device
+        )
+    else:
+        assert model is not None
+        model = model.to(cfg.device)
+        optimizer, state = make_optimizer(model, cfg), TrainState()
+    with torch.random.fork_rng(devices=[]):  # a resumed run must not draw differently
+        distiller = distiller_factory(model) if distiller_factory is not None else None
+    net = ddp.wrap(model)
+    lengths = [len(s) for s in sentences]
+    # Every rank must take the same number of steps (DDP all-reduces each backward).
+    steps_per_epoch = len(bucket_batches(lengths, cfg.batch_size, 0, corpus)) // ddp.world()
+    total_steps = steps_per_epoch * cfg.max_epochs
+    while not state.finished and state.epoch < cfg.max_epochs:
+        model.train()
+        batches = bucket_batches(lengths, cfg.batch_size, cfg.seed * 7919 + state.epoch, corpus)
+        batches = batches[ddp.rank() :: ddp.world()][:steps_per_epoch]
+        total = 0.0
+        bar = tqdm(batches, desc=f"epoch {state.epoch + 1}", disable=not progress_enabled(cfg))
+        for indices in bar:
+            chosen = [sentences[i] for i in indices]
+            batch = model.collate([s.tokens for s in chosen], [s.tags for s in chosen])
+            lam = distiller.weight(state.step, total_steps) if distiller is not None else 0.0
+            loss = batch_loss(model, net, batch, indices, distiller, lam)
+            if not math.isfinite(loss.item()):
+                last = last_checkpoint(checkpoints)
+                raise TrainingError(
+                    f"non-finite loss ({loss.item()}) at epoch {state.epoch + 1}, step "
+                    f"{state.step + 1}; try a lower train.lr. Last good checkpoint: "
+                    f"{last if last is not None else 'none (first epoch)'}"
+                )
+            optimizer.zero_grad()
+            loss.backward()
+            if cfg.clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            optimizer.step()
+            state.step += 1
+            total += loss.item()
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        record: dict[str, Any] = {
+            "epoch": state.epoch + 1,
+            "step": state.step,
+            "loss": total / max(len(batches), 1),
+        }
+        if distiller is not None:
+            record["lambda"] = distiller.weight(state.step, total_steps)
+        improved = True
+        if dev:
+            scores = evaluate(model, dev)
+            record.update(dev_f1=scores["f1"], dev_precision=scores["precision"])
+            record["dev_recall"] = scores["recall"]
+            improved = scores["f1"] > state.best_f1
+            if improved:
+                state.best_f1 = scores["f1"]
+        state.bad_epochs = 0 if improved else state.bad_epochs + 1
+        state.epoch += 1
+        state.history.append(record)
+        state.finished = bool(cfg.patience and state.bad_epochs >= cfg.patience)
+        state.finished = state.finished or state.epoch >= cfg.max_epochs
+        if ddp.rank() == 0:
+            if improved:
+                save_model(model, out / "model")
+            save_checkpoint(checkpoints, model, optimizer, state)
+            _write_log(out, state.history)
+    ddp.barrier()
+    if ddp.rank() != 0:
+        return {}
+    return _final_metrics(out, dev, test, cfg.device)

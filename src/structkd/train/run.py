@@ -1,0 +1,156 @@
+"""From a run config to a trained model: read and check everything, then call the loop.
+
+Every input (config, corpora, teachers) is read and checked before anything is written, so a
+user error never leaves a half-made output directory.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from structkd.config import ConfigError, RunConfig
+from structkd.data.conll import Sentence, read_ner
+from structkd.data.errors import DataError
+from structkd.data.resources import resource_path
+from structkd.models.checkpoint import load_model, read_model_config
+from structkd.models.tagger import Tagger, build_tagger
+from structkd.train import ddp
+from structkd.train.distill import Distiller, check_teachers
+from structkd.train.loop import train
+from structkd.train.state import last_checkpoint
+
+RESOURCE = "resource:"
+
+
+def resolve_path(path: str) -> Path:
+    """A data path; ``resource:NAME`` names a file bundled with structkd.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+    """
+    if path.startswith(RESOURCE):
+        return resource_path(path[len(RESOURCE) :])
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    return Path(path)
+
+
+def read_labeled(path: str, fmt: str) -> list[Sentence]:
+    """Sentences with gold tags.
+
+    Raises:
+        DataError: if the file is malformed or has no tags.
+    """
+    resolved = resolve_path(path)
+    sentences = read_ner(resolved, fmt)
+    if any(s.tags is None for s in sentences):
+        raise DataError(path, "has no tag column; a labeled corpus is needed here")
+    return sentences
+
+
+def read_unlabeled(path: str) -> list[Sentence]:
+    """Sentences of a raw-text (or any NER) file, tags dropped."""
+    return [Sentence(s.tokens) for s in read_ner(resolve_path(path), "auto")]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _corpora(config: RunConfig, n_teachers: int) -> tuple[list[Sentence], list[int]]:
+    """Training sentences (labeled, then unlabeled) and each one's corpus id."""
+    data = config.data
+    if not data.train and not data.unlabeled:
+        raise ConfigError("data.train is empty: give a training corpus (or --train PATH)")
+    bound = config.distill.teacher_binding == "corpus" and n_teachers > 1
+    for name, paths in (("data.train", data.train), ("data.unlabeled", data.unlabeled)):
+        if bound and paths and len(paths) != n_teachers:
+            raise ConfigError(
+                f"{name} has {len(paths)} corpora for {n_teachers} teachers; with "
+                "teacher_binding=corpus, corpus i is distilled from teacher i"
+            )
+    sentences: list[Sentence] = []
+    corpus: list[int] = []
+    for i, path in enumerate(data.train):
+        part = read_labeled(path, data.format)
+        sentences += part
+        corpus += [i if bound else 0] * len(part)
+    for i, path in enumerate(data.unlabeled):
+        part = read_unlabeled(path)
+        sentences += part
+        corpus += [i if bound else 0] * len(part)
+    return sentences, corpus
+
+
+def run(
+    config: RunConfig, teacher_dirs: Sequence[str] = (), resume: bool = False
+) -> dict[str, Any]:
+    """Trains (``teacher_dirs`` empty) or distils a tagger as ``config`` says.
+
+    Returns:
+        The final metrics (also in ``OUT/metrics.json``).
+
+    Raises:
+        ConfigError, DataError, CheckpointError, FileNotFoundError: user errors, raised before
+            anything is written.
+    """
+    config.train.device = ddp.setup(config.train.device)
+    out = Path(config.out)
+    if resume and last_checkpoint(out / "checkpoints") is None:
+        raise FileNotFoundError(f"nothing to resume: no checkpoint in {out / 'checkpoints'}")
+    if not resume and (out / "checkpoints").exists():
+        raise FileExistsError(f"{out} already holds a run: pass --resume or choose another --out")
+    distilling = bool(teacher_dirs) and config.distill.method != "none"
+    if config.data.unlabeled and not distilling:
+        raise ConfigError("data.unlabeled is only used when distilling with a teacher")
+    teachers = [load_model(d, config.train.device) for d in teacher_dirs]
+    teacher_ids = [read_model_config(d)["weights_sha256"] for d in teacher_dirs]
+    sentences, corpus = _corpora(config, len(teachers))
+    dev = read_labeled(config.data.dev, config.data.format) if config.data.dev else []
+    test = read_labeled(config.data.test, config.data.format) if config.data.test else []
+    labeled = [s for s in sentences if s.tags is not None]
+    if not labeled:
+        raise ConfigError("no labeled training sentences: the tag set comes from data.train")
+    model: Tagger | None = None
+    if not resume:
+        seed_everything(config.train.seed)
+        model = build_tagger(
+            config.model,
+            [s.tokens for s in sentences],
+            [s.tags for s in labeled if s.tags is not None],
+        )
+        if teachers:
+            check_teachers(teachers, model)
+
+    def make_distiller(student: Tagger) -> Distiller:
+        cache_dir = Path(config.distill.cache_dir or out / "cache")
+        return Distiller(
+            teachers,
+            config.distill,
+            [s.tokens for s in sentences],
+            corpus,
+            student,
+            cache_dir,
+            teacher_ids,
+            config.train.batch_size,
+        )
+
+    try:
+        return train(
+            model,
+            config,
+            sentences,
+            corpus,
+            dev,
+            test,
+            make_distiller if distilling else None,
+            resume,
+        )
+    finally:
+        ddp.teardown()

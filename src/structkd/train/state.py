@@ -1,0 +1,159 @@
+"""Resumable training state: model, optimizer and RNG state after each epoch, without pickle.
+
+``OUT/checkpoints/epoch-NNNN/`` holds a model directory (see ``structkd.models.checkpoint``) plus
+``optimizer.safetensors`` (optimizer and RNG tensors) and ``state.json`` (counters, history,
+optimizer hyper-parameters, Python RNG). The directory is written under a temporary name and
+renamed; the ``LAST`` file, replaced atomically afterwards, names the newest complete one. A run
+killed at any moment therefore resumes from the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as load_safetensors
+from torch import Tensor
+
+from structkd.models.checkpoint import (
+    CheckpointError,
+    atomic_write,
+    atomic_write_json,
+    load_model,
+    save_model,
+    tensors_to_bytes,
+)
+from structkd.models.tagger import Tagger
+
+
+@dataclass
+class TrainState:
+    """Counters of a training run (everything but tensors).
+
+    Attributes:
+        epoch: the next epoch to run (0-based).
+        step: optimizer steps taken.
+        best_f1: best dev F1 so far (-1 before any).
+        bad_epochs: epochs since the best one.
+        finished: training is over (max epochs or early stop).
+        history: one log record per finished epoch.
+    """
+
+    epoch: int = 0
+    step: int = 0
+    best_f1: float = -1.0
+    bad_epochs: int = 0
+    finished: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _rng_tensors() -> dict[str, Tensor]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = rng
+    return tensors
+
+
+def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Splits an optimizer state dict into tensors and JSON-able values."""
+    state = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if isinstance(value, Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _restore_optimizer(
+    optimizer: torch.optim.Optimizer, tensors: dict[str, Tensor], meta: dict[str, Any]
+) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = value
+    for index, values in meta["scalars"].items():
+        state.setdefault(int(index), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(
+    directory: Path, model: Tagger, optimizer: torch.optim.Optimizer, state: TrainState
+) -> Path:
+    """Writes a complete epoch checkpoint under ``directory`` and points ``LAST`` at it.
+
+    Older epoch checkpoints are removed afterwards. Returns the new checkpoint's path.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    name = f"epoch-{state.epoch:04d}"
+    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=f".{name}."))
+    save_model(model, tmp)
+    tensors, meta = _optimizer_parts(optimizer)
+    atomic_write(tmp / "optimizer.safetensors", tensors_to_bytes({**tensors, **_rng_tensors()}))
+    python_rng = random.getstate()
+    atomic_write_json(
+        tmp / "state.json",
+        {
+            "state": asdict(state),
+            "optimizer": meta,
+            "python_rng": [python_rng[0], list(python_rng[1]), python_rng[2]],
+        },
+    )
+    final = directory / name
+    shutil.rmtree(final, ignore_errors=True)
+    tmp.rename(final)
+    atomic_write(directory / "LAST", name.encode())
+    for old in directory.glob("epoch-*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def last_checkpoint(directory: Path) -> Path | None:
+    """The newest complete epoch checkpoint, or None if there is none."""
+    pointer = directory / "LAST"
+    if not pointer.is_file():
+        return None
+    path = directory / pointer.read_text().strip()
+    return path if path.is_dir() else None
+
+
+def load_checkpoint(
+    path: Path, optimizer_factory: Any, device: torch.device | str = "cpu"
+) -> tuple[Tagger, torch.optim.Optimizer, TrainState]:
+    """Restores model, optimizer, counters and RNG state from an epoch checkpoint.
+
+    Args:
+        path: an ``epoch-NNNN`` directory.
+        optimizer_factory: builds a fresh optimizer for a model (its state is then loaded).
+        device: where the model goes.
+
+    Raises:
+        CheckpointError: if the checkpoint is incomplete or inconsistent.
+    """
+    model = load_model(path, device).train()
+    try:
+        meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        tensors = load_safetensors((path / "optimizer.safetensors").read_bytes())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: incomplete training checkpoint ({error})") from error
+    optimizer = optimizer_factory(model)
+    _restore_optimizer(optimizer, tensors, meta["optimizer"])
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    version, internal, gauss = meta["python_rng"]
+    random.setstate((version, tuple(internal), gauss))
+    return model, optimizer, TrainState(**meta["state"])
