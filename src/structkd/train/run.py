@@ -102,10 +102,13 @@ def run(
     """
     config.train.device = ddp.setup(config.train.device)
     out = Path(config.out)
-    if resume and last_checkpoint(out / "checkpoints") is None:
-        raise FileNotFoundError(f"nothing to resume: no checkpoint in {out / 'checkpoints'}")
-    if not resume and (out / "checkpoints").exists():
+    started = last_checkpoint(out / "checkpoints") is not None
+    if resume and not started and not out.is_dir():
+        raise FileNotFoundError(f"nothing to resume: {out} does not exist")
+    if not resume and started:
         raise FileExistsError(f"{out} already holds a run: pass --resume or choose another --out")
+    # A run killed before its first complete checkpoint has nothing to continue: start it over.
+    resume = resume and started
     distilling = bool(teacher_dirs) and config.distill.method != "none"
     if config.data.unlabeled and not distilling:
         raise ConfigError("data.unlabeled is only used when distilling with a teacher")

@@ -93,7 +93,8 @@ def save_checkpoint(
 ) -> Path:
     """Writes a complete epoch checkpoint under ``directory`` and points ``LAST`` at it.
 
-    Older epoch checkpoints are removed afterwards. Returns the new checkpoint's path.
+    Older epoch checkpoints, and any a killed process left half-written, are removed afterwards.
+    Returns the new checkpoint's path.
     """
     directory.mkdir(parents=True, exist_ok=True)
     name = f"epoch-{state.epoch:04d}"
@@ -114,7 +115,8 @@ def save_checkpoint(
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     atomic_write(directory / "LAST", name.encode())
-    for old in directory.glob("epoch-*"):
+    # older checkpoints, and half-written ones (".epoch-*") left by a process killed mid-write
+    for old in [*directory.glob("epoch-*"), *directory.glob(".epoch-*")]:
         if old.name != name:
             shutil.rmtree(old, ignore_errors=True)
     return final
