@@ -232,7 +232,8 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
     """Applies ``a.b.c=value`` (value parsed as YAML) to nested mapping ``data`` in place.
 
     Raises:
-        ConfigError: if the assignment has no ``=`` or crosses a non-mapping.
+        ConfigError: if the assignment has no ``=``, crosses a non-mapping or its value is not
+            YAML.
     """
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
@@ -244,7 +245,17 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
         if not isinstance(child, dict):
             raise ConfigError(f"--set {key}: {part} is not a section")
         node = child
-    node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"--set {key.strip()}: {_yaml_problem(error)[1]}") from error
+
+
+def _yaml_problem(error: yaml.YAMLError) -> tuple[int | None, str]:
+    """(1-based line or None, one-line description) of a YAML error (its str spans lines)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error)
+    return (mark.line + 1 if mark is not None else None), " ".join(str(problem).split())
 
 
 def load_config(
@@ -261,15 +272,20 @@ def load_config(
             None values are skipped.
 
     Raises:
-        ConfigError: on unknown keys, wrong types or unreadable YAML.
+        ConfigError: on unknown keys, wrong types, text that is not UTF-8 or not YAML.
         FileNotFoundError: if ``path`` does not exist.
     """
     data: Any = {}
     if path is not None:
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as error:
+            line = error.object[: error.start].count(b"\n") + 1
+            raise ConfigError(f"{path}:{line}: not UTF-8 text") from error
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error})") from error
+            line, problem = _yaml_problem(error)
+            where = f"{path}:{line}" if line is not None else f"{path}"
+            raise ConfigError(f"{where}: not valid YAML: {problem}") from error
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     for assignment in overrides or []:
