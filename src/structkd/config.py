@@ -280,8 +280,8 @@ def load_config(
         try:
             data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError as error:
-            line = error.object[: error.start].count(b"\n") + 1
-            raise ConfigError(f"{path}:{line}: not UTF-8 text") from error
+            line_no = error.object[: error.start].count(b"\n") + 1
+            raise ConfigError(f"{path}:{line_no}: not UTF-8 text") from error
         except yaml.YAMLError as error:
             line, problem = _yaml_problem(error)
             where = f"{path}:{line}" if line is not None else f"{path}"
