@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -267,3 +268,76 @@ def test_non_finite_loss_in_the_first_epoch_writes_nothing(
     assert "nothing to resume" in capsys.readouterr().err
     monkeypatch.setattr(loop, "batch_loss", real)
     assert main(train_args(out)) == 0
+
+
+def _edit_json(path: Path, edit: Any) -> None:
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+
+
+MODEL_DAMAGE = {
+    "config.json not JSON": (lambda d: (d / "config.json").write_text("{"), "unreadable"),
+    "config.json without checksum": (
+        lambda d: _edit_json(d / "config.json", lambda c: c.pop("weights_sha256")),
+        "weights do not match config.json",
+    ),
+    "weights truncated": (
+        lambda d: (d / "model.safetensors").write_bytes(b"\x08\x00"),
+        "weights do not match config.json",
+    ),
+    "vocabulary edited": (
+        lambda d: _edit_json(d / "config.json", lambda c: c["vocab"]["words"].pop()),
+        "weights do not fit config.json (RuntimeError: Error(s) in loading state_dict",
+    ),
+    "vocabulary not a mapping": (
+        lambda d: _edit_json(d / "config.json", lambda c: c.update(vocab=5)),
+        "inconsistent config.json (TypeError: ",
+    ),
+    "model config with a wrong type": (
+        lambda d: _edit_json(d / "config.json", lambda c: c["model"]["head"].update(kind=3)),
+        "inconsistent config.json (ConfigError: model.head.kind",
+    ),
+}
+CHECKPOINT_DAMAGE = {
+    "state.json without optimizer": (
+        lambda d: _edit_json(d / "state.json", lambda s: s.pop("optimizer")),
+        "inconsistent training checkpoint (KeyError: 'optimizer')",
+    ),
+    "optimizer state truncated": (
+        lambda d: (d / "optimizer.safetensors").write_bytes(b"\x10"),
+        "incomplete training checkpoint",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "out"
+    assert main(train_args(out, "--max-epochs=1")) == 0
+    return out
+
+
+@pytest.mark.parametrize("damage", list(MODEL_DAMAGE) + list(CHECKPOINT_DAMAGE))
+def test_a_damaged_model_or_checkpoint_is_one_error_line(
+    tmp_path: Path, finished_run: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Hand-edited, truncated or foreign files in a model directory or training checkpoint:
+    exit status 2 and one ``error: DIR: ...`` line naming the problem, never a traceback."""
+    out = tmp_path / "out"
+    shutil.copytree(finished_run, out)
+    capsys.readouterr()
+    if damage in MODEL_DAMAGE:
+        spoil, message = MODEL_DAMAGE[damage]
+        target = out / "model"
+        spoil(target)
+        status = main(["evaluate", str(target), str(FIXTURES / "test.conll")])
+    else:
+        spoil, message = CHECKPOINT_DAMAGE[damage]
+        target = out / "checkpoints" / "epoch-0001"
+        spoil(target)
+        status = main(train_args(out, "--resume", "--max-epochs=2"))
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.startswith(f"error: {target}") and err.count("\n") == 1, err
+    assert message in err, err

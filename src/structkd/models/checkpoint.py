@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
@@ -128,11 +129,25 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Tag
         weights = weights_path.read_bytes()
     except OSError as error:
         raise CheckpointError(f"{weights_path}: unreadable ({error})") from error
-    if sha256(weights) != meta["weights_sha256"]:
+    if sha256(weights) != meta.get("weights_sha256"):
         raise CheckpointError(f"{directory}: weights do not match config.json (interrupted save?)")
-    config = from_dict(ModelConfig, meta["model"], "model")
-    vocab = Vocabularies.from_dict(meta["vocab"])
+    # A hand-edited or foreign config.json must fail as a CheckpointError, not a traceback.
+    try:
+        config = from_dict(ModelConfig, meta["model"], "model")
+        vocab = Vocabularies.from_dict(meta["vocab"])
+        state = load_safetensors(weights)
+    except (KeyError, TypeError, ValueError, SafetensorError) as error:
+        raise CheckpointError(f"{directory}: inconsistent config.json ({_flat(error)})") from error
     transformer_dir = str(directory / "transformer") if config.encoder.transformer else None
     model = Tagger(config, vocab, transformer_dir, pretrained_transformer=False)
-    model.load_state_dict(load_safetensors(weights))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # tensor names or shapes disagree with config.json
+        message = f"{directory}: weights do not fit config.json ({_flat(error)})"
+        raise CheckpointError(message) from error
     return model.to(device).eval()
+
+
+def _flat(error: BaseException) -> str:
+    """The error's message on one line (torch's load_state_dict message spans several)."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from torch import Tensor
 
@@ -148,14 +149,20 @@ def load_checkpoint(
     try:
         meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
         tensors = load_safetensors((path / "optimizer.safetensors").read_bytes())
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:
         raise CheckpointError(f"{path}: incomplete training checkpoint ({error})") from error
-    optimizer = optimizer_factory(model)
-    _restore_optimizer(optimizer, tensors, meta["optimizer"])
-    torch.set_rng_state(tensors["rng.torch"])
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-    version, internal, gauss = meta["python_rng"]
-    random.setstate((version, tuple(internal), gauss))
-    return model, optimizer, TrainState(**meta["state"])
+    try:
+        optimizer = optimizer_factory(model)
+        _restore_optimizer(optimizer, tensors, meta["optimizer"])
+        torch.set_rng_state(tensors["rng.torch"])
+        cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+        if cuda and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda)
+        version, internal, gauss = meta["python_rng"]
+        random.setstate((version, tuple(internal), gauss))
+        state = TrainState(**meta["state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CheckpointError(
+            f"{path}: inconsistent training checkpoint ({type(error).__name__}: {error})"
+        ) from error
+    return model, optimizer, state
