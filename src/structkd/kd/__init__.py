@@ -1,0 +1,34 @@
+"""Knowledge distillation between structures: projections, Structural KD and baselines."""
+
+from structkd.kd.losses import (
+    posterior_kd_loss,
+    structural_kd_loss,
+    structural_kd_loss_from_marginals,
+    substructure_mse_loss,
+    token_kd_loss,
+    topk_kd_loss,
+)
+from structkd.kd.projections import local_temper, project, register_projection, supported_pairs
+from structkd.kd.span_projection import (
+    span_tag_marginals,
+    span_tag_pair_marginals,
+    spans_to_tags,
+    tag_names,
+)
+
+__all__ = [
+    "local_temper",
+    "posterior_kd_loss",
+    "project",
+    "register_projection",
+    "span_tag_marginals",
+    "span_tag_pair_marginals",
+    "spans_to_tags",
+    "structural_kd_loss",
+    "structural_kd_loss_from_marginals",
+    "substructure_mse_loss",
+    "supported_pairs",
+    "tag_names",
+    "token_kd_loss",
+    "topk_kd_loss",
+]

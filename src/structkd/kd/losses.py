@@ -1,0 +1,264 @@
+"""Structural KD and the baseline distillation losses it is compared with.
+
+Every loss takes two structures (teacher, student) and returns [B] (``reduction="none"``), their
+sum or their mean over sentences. Teachers are treated as constants: no gradient reaches them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from structkd.kd.projections import local_temper, project
+from structkd.kd.span_projection import spans_to_tags
+from structkd.structures.base import Structure, sequence_mask
+from structkd.structures.dependency import DependencyCRF
+from structkd.structures.head_selection import HeadSelection
+from structkd.structures.linear_chain import LinearChainCRF
+from structkd.structures.semi_markov import SemiMarkovCRF
+from structkd.structures.sibling import SiblingDependencyCRF
+from structkd.structures.token_softmax import TokenSoftmax
+
+_REDUCTIONS = ("none", "sum", "mean")
+_MODES = ("global", "local")
+
+
+def _reduce(per_sentence: Tensor, reduction: str) -> Tensor:
+    if reduction == "none":
+        return per_sentence
+    if reduction == "sum":
+        return per_sentence.sum()
+    if reduction == "mean":
+        return per_sentence.mean()
+    raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def _check_temperature(temperature: float, mode: str = "global") -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be positive, got {temperature}")
+    if mode not in _MODES:
+        raise ValueError(f"temperature_mode must be one of {_MODES}, got {mode!r}")
+
+
+def structural_kd_loss(
+    teacher: Structure,
+    student: Structure,
+    temperature: float = 1.0,
+    temperature_mode: str = "global",
+    reduction: str = "mean",
+    tag_scheme: str = "BIOES",
+) -> Tensor:
+    """Structural KD: ``log Z_s - sum_u P_t(u) s_s(u)`` (Wang et al., ACL 2021, eq. 5).
+
+    At T = 1 with exact teacher inference this equals, per sentence, the cross-entropy
+    ``-sum_y P_t(y) log P_s(y)`` over the student's output space, computed in the cost of one
+    student ``log Z`` plus one teacher marginal computation.
+
+    Temperature: ``"global"`` tempers both distributions at the structure level (all potentials
+    divided by T); ``"local"`` computes the teacher's marginals at T = 1 and re-normalizes each
+    slot as ``softmax(log q / T)``, the student still tempered globally. Both scale the loss by
+    T^2 so that gradients keep their magnitude (Hinton et al., 2015).
+
+    Args:
+        teacher: the teacher structure (a constant).
+        student: the student structure; gradients flow into its potentials.
+        temperature: T > 0.
+        temperature_mode: "global" or "local".
+        reduction: "none" ([B]), "sum" or "mean" (over sentences).
+        tag_scheme: tag layout of a tagger student of a span teacher ("BIOES" or "BIO").
+
+    Returns:
+        The loss, [B] or a scalar.
+
+    Raises:
+        TypeError: for an unsupported (teacher, student) pair, naming the supported ones.
+    """
+    _check_temperature(temperature, temperature_mode)
+    if temperature_mode == "global" and temperature != 1.0:
+        marginals = project(teacher.tempered(temperature), student, tag_scheme)
+    else:
+        marginals = project(teacher, student, tag_scheme)
+        if temperature != 1.0:
+            marginals = local_temper(marginals, temperature)
+    return structural_kd_loss_from_marginals(marginals, student, temperature, reduction)
+
+
+def structural_kd_loss_from_marginals(
+    marginals: Any, student: Structure, temperature: float = 1.0, reduction: str = "mean"
+) -> Tensor:
+    """Structural KD from teacher marginals already projected on the student's parts.
+
+    Args:
+        marginals: the output of ``project`` (already tempered for T != 1), e.g. from a cache.
+        student: the student structure (tempered here by ``temperature``).
+        temperature: T > 0; the loss is multiplied by T^2.
+        reduction: "none", "sum" or "mean".
+    """
+    _check_temperature(temperature)
+    tempered = student if temperature == 1.0 else student.tempered(temperature)
+    per_sentence = tempered.log_partition - tempered.expected_score(marginals)
+    return _reduce(per_sentence * temperature**2, reduction)
+
+
+# ---- baselines ------------------------------------------------------------------------------
+
+
+def _local_logits(structure: Structure) -> tuple[Tensor, Tensor]:
+    """Per-slot scores [B, N, K] and slot mask [B, N] of a structure with local parts."""
+    if isinstance(structure, LinearChainCRF):
+        return structure.emissions, sequence_mask(structure.lengths, structure.emissions.shape[1])
+    if isinstance(structure, TokenSoftmax):
+        return structure.logits, sequence_mask(structure.lengths, structure.logits.shape[1])
+    if isinstance(structure, (HeadSelection, DependencyCRF, SiblingDependencyCRF)):
+        scores = structure.arc_scores  # [B, N+1, N+1]
+        n_nodes = scores.shape[-1]
+        words = sequence_mask(structure.lengths + 1, n_nodes)
+        words[:, 0] = False
+        heads = sequence_mask(structure.lengths + 1, n_nodes)[:, None, :]  # [B, 1, N+1]
+        eye = torch.eye(n_nodes, dtype=torch.bool, device=scores.device)
+        valid = heads & ~eye
+        return scores.masked_fill(~valid, float("-inf")).masked_fill(~words[..., None], 0.0), words
+    raise TypeError(f"{type(structure).__name__} has no per-token scores")
+
+
+def _token_kl(teacher_probs: Tensor, student_logp: Tensor, mask: Tensor) -> Tensor:
+    """sum over slots of KL(teacher || student) [B]; zero-probability teacher entries skipped."""
+    teacher_logp = teacher_probs.clamp_min(torch.finfo(teacher_probs.dtype).tiny).log()
+    terms = torch.where(teacher_probs > 0, teacher_probs * (teacher_logp - student_logp), 0.0)
+    return (terms.sum(-1) * mask).sum(-1)
+
+
+def token_kd_loss(
+    teacher: Structure, student: Structure, temperature: float = 1.0, reduction: str = "mean"
+) -> Tensor:
+    """Token-level KD (Hinton et al., 2015): per-token KL of ``softmax(local scores / T)``.
+
+    Ignores structure entirely: for a CRF it distills the emission softmax, for a parser the
+    per-word head softmax. Scaled by T^2.
+    """
+    _check_temperature(temperature)
+    t_logits, mask = _local_logits(teacher)
+    s_logits, s_mask = _local_logits(student)
+    if t_logits.shape != s_logits.shape:
+        raise ValueError(
+            f"token KD needs per-token scores of the same shape, got {list(t_logits.shape)} "
+            f"and {list(s_logits.shape)}"
+        )
+    t_probs = torch.softmax(t_logits.detach() / temperature, -1).nan_to_num(0.0)
+    s_logp = torch.log_softmax(s_logits / temperature, -1).nan_to_num(0.0)
+    loss = _token_kl(t_probs, s_logp, mask & s_mask) * temperature**2
+    return _reduce(loss, reduction)
+
+
+def posterior_kd_loss(
+    teacher: Structure, student: Structure, reduction: str = "mean", tag_scheme: str = "BIOES"
+) -> Tensor:
+    """Posterior KD (Wang et al., 2020): per-token KL between teacher and student marginals.
+
+    Works for any supported pair whose student has per-token marginals (taggers and head
+    selection); the teacher's marginals are first projected onto the student's tokens.
+    """
+    projected = project(teacher, student, tag_scheme)
+    t_probs = projected[0] if isinstance(projected, tuple) else projected
+    s_probs = student.marginals
+    s_logp = s_probs.clamp_min(torch.finfo(s_probs.dtype).tiny).log()
+    mask = sequence_mask(student.lengths, t_probs.shape[1])
+    if isinstance(student, HeadSelection):
+        mask = sequence_mask(student.lengths + 1, t_probs.shape[1])
+        mask[:, 0] = False
+    return _reduce(_token_kl(t_probs, s_logp, mask), reduction)
+
+
+def topk_kd_loss(
+    teacher: Structure,
+    student: Structure,
+    k: int,
+    weighted: bool = False,
+    reduction: str = "mean",
+    tag_scheme: str = "BIOES",
+) -> Tensor:
+    """Top-K KD: negative log-likelihood of the teacher's k-best structures under the student.
+
+    Unweighted (Top-K; Kim & Rush, 2016, with k = 1 the teacher's best output as pseudo-gold),
+    the k outputs count equally; weighted (Top-WK), by their teacher probabilities renormalized
+    over the k-best list. A sentence with fewer than k structures uses the ones it has.
+
+    Args:
+        teacher: a structure with ``topk``.
+        student: a student of a supported pair; span teachers are converted to ``tag_scheme``.
+        k: list size.
+        weighted: Top-WK instead of Top-K.
+    """
+    with torch.no_grad():
+        kbest = teacher.topk(k)
+    outputs = [_to_student_form(teacher, student, y, tag_scheme) for y in kbest]
+    valid = _distinct_mask(kbest, student.lengths.shape[0], student.lengths.device)  # [K, B]
+    nll = torch.stack([-student.log_prob(y) for y in outputs])  # [K, B]
+    if weighted:
+        with torch.no_grad():
+            t_scores = torch.stack([teacher.score(y) for y in kbest])
+            t_scores = t_scores.masked_fill(~valid, float("-inf"))
+            weights = torch.softmax(t_scores, dim=0)
+    else:
+        weights = valid.to(nll.dtype) / valid.sum(0, keepdim=True)
+    return _reduce((weights.to(nll.dtype) * nll).sum(0), reduction)
+
+
+def _to_student_form(teacher: Structure, student: Structure, y: Any, scheme: str) -> Any:
+    if isinstance(teacher, SemiMarkovCRF):
+        n_tags = _n_tags(student)
+        n_types = (n_tags - 1) // (4 if scheme == "BIOES" else 2)
+        max_len = int(teacher.span_scores.shape[1])
+        tags = torch.zeros(len(y), max_len, dtype=torch.long, device=teacher.lengths.device)
+        for b, spans in enumerate(y):
+            n = int(teacher.lengths[b])
+            tags[b, :n] = torch.tensor(spans_to_tags(spans, n, n_types, scheme), dtype=torch.long)
+        return tags
+    return y
+
+
+def _n_tags(student: Structure) -> int:
+    if isinstance(student, LinearChainCRF):
+        return int(student.emissions.shape[-1])
+    if isinstance(student, TokenSoftmax):
+        return int(student.logits.shape[-1])
+    raise TypeError(f"{type(student).__name__} is not a tagger")
+
+
+def _distinct_mask(kbest: list[Any], batch: int, device: torch.device) -> Tensor:
+    """BoolTensor [K, B]: entry k of sentence b is not a repeat of entry k-1 (topk padding)."""
+    rows = [torch.ones(batch, dtype=torch.bool, device=device)]
+    for prev, cur in zip(kbest[:-1], kbest[1:]):
+        if isinstance(cur, Tensor):
+            rows.append((cur != prev).any(-1))
+        else:
+            rows.append(torch.tensor([c != p for c, p in zip(cur, prev)], device=device))
+    return torch.stack(rows)
+
+
+def substructure_mse_loss(
+    teacher: Structure, student: Structure, reduction: str = "mean"
+) -> Tensor:
+    """Sub-structure score matching (Lin et al., 2022): MSE between local scores.
+
+    Both structures must score the same parts: emissions/logits of the same tag set, arc scores
+    of the same size, and the transition matrix when both are linear-chain CRFs. Mean over the
+    valid parts of each sentence.
+    """
+    t_scores, mask = _local_logits(teacher)
+    s_scores, _ = _local_logits(student)
+    if t_scores.shape != s_scores.shape:
+        raise ValueError(
+            f"sub-structure MSE needs scores of the same shape, got {list(t_scores.shape)} "
+            f"and {list(s_scores.shape)}"
+        )
+    finite = torch.isfinite(t_scores) & mask[..., None]
+    diff = torch.where(finite, s_scores - t_scores.detach(), 0.0)
+    per_sentence = diff.pow(2).sum((1, 2)) / finite.sum((1, 2)).clamp_min(1)
+    if isinstance(teacher, LinearChainCRF) and isinstance(student, LinearChainCRF):
+        per_sentence = per_sentence + (
+            (student.transitions - teacher.transitions.detach()).pow(2).flatten(-2).mean(-1)
+        )
+    return _reduce(per_sentence, reduction)

@@ -1,0 +1,340 @@
+"""Non-projective dependency trees: matrix-tree theorem, Chu-Liu/Edmonds, exact sampling.
+
+Arc scores use the layout of ``head_selection``: ``scores[b, d, h]`` (dep, head), ROOT = 0, with
+the finite ``NEG`` (see ``eisner``) on invalid arcs. With arc weights ``A[h, d] = exp(s(h -> d))``
+the Laplacian ``M[h, d] = -A[h, d]`` (``h != d``), ``M[d, d] = sum_h A[h, d]`` over the words
+gives the partition function as a determinant (Koo et al., EMNLP 2007; Smith and Smith,
+EMNLP 2007; McDonald and Satta, IWPT 2007):
+
+* several root words: ``M[d, d]`` also counts ``A[0, d]`` and ``Z = det M``;
+* one root word: Koo et al.'s variant replaces the first word's row by the root weights
+  ``A[0, d]`` (and ``M[d, d]`` leaves them out).
+
+With ``X = M^-1`` the marginals are closed-form (Koo et al., sec. 3.3):
+``mu(h -> d) = A[h, d] ([d != 1] X[d, d] - [h != 1] X[d, h])`` and ``mu(0 -> d) = A[0, d] X[d, 1]``
+for one root word, ``A[h, d] (X[d, d] - X[d, h])`` and ``A[0, d] X[d, d]`` for several.
+
+Numerics: float64 inside, each word's column shifted by its best incoming score (exact: the
+determinant scales by ``exp(shift)``, the marginals not at all), padded words get an identity
+block. When the scores are so peaked that the greedy heads form a cycle whose breaking costs more
+than float64 resolves (score scale x1000), the Laplacian is singular in floating point; such
+sentences are detected (a non-positive determinant, marginals outside [0, 1] or rows not summing
+to one) and recomputed by eliminating words one at a time in log space, the
+Grassmann-Taksar-Heyman order (Grassmann et al., 1985) in which every quantity is a sum of
+positive terms, so nothing cancels; their marginals then come from autograd.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from structkd.structures.base import autograd_marginals
+from structkd.structures.eisner import NEG
+
+_ROW_SUM_TOL = 1e-6
+
+
+def _word_mask(lengths: Tensor, size: int) -> Tensor:
+    """BoolTensor [B, N]: word ``d`` (1..N, shifted to 0..N-1) lies in the sentence."""
+    return torch.arange(1, size, device=lengths.device)[None, :] <= lengths[:, None]
+
+
+def _weights(scores: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Arc weights shifted per word: (weights [B, N, L], shift [B, N], words [B, N]).
+
+    ``weights[b, d - 1, h] = exp(s(h -> d) - shift[b, d - 1])`` with the word's best incoming
+    score as shift, so every word's best arc weighs 1; invalid arcs underflow to 0.
+    """
+    words = _word_mask(lengths, scores.shape[-1])  # [B, N]
+    arcs = scores[:, 1:]  # [B, N, L] (dep word, head incl. ROOT)
+    shift = arcs.detach().amax(-1).where(words, 0.0)  # [B, N]
+    return (arcs - shift[..., None]).exp(), shift, words
+
+
+def _laplacian(weights: Tensor, words: Tensor, multiroot: bool) -> Tensor:
+    """Transposed Laplacian ``K = M^T`` [B, N, N] (rows are dependents), identity on padding."""
+    root, word_arcs = weights[..., 0], weights[..., 1:]  # [B, N], [B, N, N] (dep, head)
+    in_weight = word_arcs.sum(-1) + (root if multiroot else 0.0)  # [B, N]
+    lap_t = torch.diag_embed(in_weight) - word_arcs  # [B, N, N]
+    if not multiroot:  # Koo et al.: the first word's row of M (column of K) holds the root weights
+        lap_t = torch.cat([root[..., None], lap_t[..., 1:]], -1)
+    return lap_t + torch.diag_embed((~words).to(lap_t.dtype))
+
+
+def _marginals_from_inverse(
+    weights: Tensor, inv_rows: Tensor, dep: Tensor, multiroot: bool
+) -> Tensor:
+    """Closed-form arc marginals of some words (Koo et al., sec. 3.3), [B, M, L] (dep, head).
+
+    Args:
+        weights: [B, M, L] the words' arc weights (``_weights`` rows ``dep``).
+        inv_rows: [B, M, N] the same rows of ``X = M^-1``.
+        dep: LongTensor [M], the words' indices 0..N-1.
+        multiroot: allow several words to attach to ROOT.
+    """
+    root, word_arcs = weights[..., 0], weights[..., 1:]  # [B, M], [B, M, N]
+    diag_x = inv_rows.gather(-1, dep[None, :, None].expand(len(inv_rows), -1, 1)).squeeze(-1)
+    if multiroot:
+        mu_root = root * diag_x
+        mu_words = word_arcs * (diag_x[..., None] - inv_rows)
+    else:
+        later = (torch.arange(inv_rows.shape[-1], device=dep.device) > 0).to(inv_rows.dtype)
+        mu_root = root * inv_rows[..., 0]
+        mu_words = word_arcs * ((diag_x * (dep > 0))[..., None] - inv_rows * later)
+    return torch.cat([mu_root[..., None], mu_words], -1)
+
+
+def _valid(mu: Tensor) -> Tensor:
+    """[...]: a word's marginals over heads [..., L] look like a distribution (NaN fails)."""
+    return (
+        (mu.amin(-1) >= -_ROW_SUM_TOL)
+        & (mu.amax(-1) <= 1 + _ROW_SUM_TOL)
+        & ((mu.sum(-1) - 1).abs() <= _ROW_SUM_TOL)
+    )
+
+
+def _invert(
+    weights: Tensor, words: Tensor, multiroot: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``X = M^-1`` [B, N, N], ``log |det M|`` [B], the words' marginals [B, N, L] and whether to
+    trust them [B].
+
+    Untrusted: a non-positive determinant, or marginals that are not distributions.
+    """
+    size = weights.shape[1]
+    lu, pivots, _ = torch.linalg.lu_factor_ex(_laplacian(weights, words, multiroot))
+    eye = torch.eye(size, dtype=lu.dtype, device=lu.device)
+    inv = torch.linalg.lu_solve(lu, pivots, eye).mT  # [B, N, N] (singular: caught below)
+    diag_u = lu.diagonal(dim1=-2, dim2=-1)  # [B, N]
+    swaps = pivots != torch.arange(1, size + 1, device=pivots.device, dtype=pivots.dtype)
+    negative = ((diag_u < 0).sum(-1) + swaps.sum(-1)) % 2 == 1  # [B], sign of det M
+    log_det = diag_u.abs().log().sum(-1)  # [B]
+    dep = torch.arange(size, device=weights.device)
+    inner = _marginals_from_inverse(weights, inv, dep, multiroot)  # [B, N, L]
+    rows_ok = _valid(inner.detach()) | ~words  # [B, N]
+    trusted = ~negative & torch.isfinite(log_det.detach()) & rows_ok.all(-1)
+    return inv, log_det, inner, trusted
+
+
+def _closed_form(scores: Tensor, lengths: Tensor, multiroot: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """Determinant and inverse route in float64: (log Z [B], marginals [B, L, L], trusted [B])."""
+    batch, size, _ = scores.shape
+    weights, shift, words = _weights(scores, lengths)
+    _, log_det, inner, trusted = _invert(weights, words, multiroot)
+    marginals = torch.cat([inner.new_zeros(batch, 1, size), inner], 1)  # [B, L, L]
+    return log_det + (shift * words).sum(-1), marginals, trusted
+
+
+def _eliminate(log_arcs: Tensor, log_root: Tensor) -> Tensor:
+    """log det of the several-roots Laplacian by log-space GTH elimination, [B].
+
+    Eliminating word ``k`` multiplies Z by its in-weight ``p_k`` and reroutes every path
+    ``h -> k -> d`` into an arc ``h -> d`` of weight ``A[h, k] A[k, d] / p_k`` (and ``0 -> k -> d``
+    into a root arc): the Schur complement of a Laplacian is again one. O(B N^3), N steps.
+
+    Args:
+        log_arcs: [B, N, N] (dep, head) word-to-word log weights, ``NEG`` where absent.
+        log_root: [B, N] ROOT-to-word log weights.
+    """
+    size = log_arcs.shape[-1]
+    eye = torch.eye(size, dtype=torch.bool, device=log_arcs.device)
+    log_arcs = log_arcs.masked_fill(eye, NEG)
+    log_z = log_root.new_zeros(log_root.shape[0])
+    for k in range(size):
+        into_k = torch.cat([log_root[:, k, None], log_arcs[:, k]], -1)  # [B, N+1]
+        pivot = torch.logsumexp(into_k, -1)  # [B]
+        log_z = log_z + pivot
+        out_of_k = log_arcs[:, :, k] - pivot[:, None]  # [B, N] arcs k -> d, scaled
+        log_root = torch.logaddexp(log_root, out_of_k + log_root[:, k, None])
+        log_arcs = torch.logaddexp(log_arcs, out_of_k[:, :, None] + log_arcs[:, k, None, :])
+        gone = eye[k][:, None] | eye[k][None, :] | eye  # word k leaves; no self-loops
+        log_arcs = log_arcs.masked_fill(gone, NEG)
+    return log_z
+
+
+def _log_partition_by_elimination(scores: Tensor, lengths: Tensor, multiroot: bool) -> Tensor:
+    """log Z [B] by ``_eliminate``; one root word = log-sum over the root word's choice."""
+    batch, size, _ = scores.shape
+    words = _word_mask(lengths, size)  # [B, N]
+    log_arcs = scores[:, 1:, 1:]  # [B, N, N]
+    # padded words: a root weight of 1 and no arcs, i.e. an identity block
+    log_root = torch.where(words, scores[:, 1:, 0], 0.0)  # [B, N]
+    if multiroot:
+        return _eliminate(log_arcs, log_root)
+    n = size - 1
+    only = torch.eye(n, dtype=torch.bool, device=scores.device)  # [root word r, word d]
+    per_root = torch.where(only[None] | ~words[:, None, :], log_root[:, None, :], NEG)  # [B, r, d]
+    log_z = _eliminate(
+        log_arcs[:, None].expand(batch, n, n, n).reshape(batch * n, n, n),
+        per_root.reshape(batch * n, n),
+    ).view(batch, n)
+    log_z = torch.logsumexp(log_z.masked_fill(~words, NEG), -1)
+    return torch.where(lengths > 0, log_z, 0.0)
+
+
+def log_partition_and_marginals(
+    scores: Tensor, lengths: Tensor, multiroot: bool
+) -> tuple[Tensor, Tensor]:
+    """log Z [B] and arc marginals [B, L, L] (dep, head) of non-projective trees.
+
+    Differentiable (marginals included) through autograd; results in the dtype of ``scores``.
+    O(B N^3); sentences the determinant route cannot resolve cost O(N^4) (one root word) or
+    O(N^3) in N Python steps.
+
+    Args:
+        scores: [B, L, L] arc scores (dep, head), ``NEG`` on invalid arcs.
+        lengths: LongTensor [B] word counts.
+        multiroot: allow several words to attach to ROOT.
+    """
+    wide = scores.double()
+    log_z, marginals, trusted = _closed_form(wide, lengths, multiroot)
+    if not bool(trusted.all()):
+        good = trusted.nonzero().squeeze(-1)
+        bad = (~trusted).nonzero().squeeze(-1)
+        # the determinant route is recomputed on the trusted sentences alone, so that NaN in
+        # the untrusted ones cannot leak into gradients through the batched inverse
+        good_z, good_mu, _ = _closed_form(wide[good], lengths[good], multiroot)
+
+        def fallback(bad_scores: Tensor) -> Tensor:
+            return _log_partition_by_elimination(bad_scores, lengths[bad], multiroot)
+
+        bad_scores = wide[bad]
+        bad_z = fallback(bad_scores)
+        (bad_mu,) = autograd_marginals(fallback, [bad_scores])
+        order = torch.argsort(torch.cat([good, bad]))
+        log_z = torch.cat([good_z, bad_z])[order]
+        marginals = torch.cat([good_mu, bad_mu])[order]
+    return log_z.to(scores.dtype), marginals.to(scores.dtype)
+
+
+def _find_cycle(heads: np.ndarray) -> np.ndarray | None:
+    """Some cycle of the head graph (node 0 = ROOT excluded), or None."""
+    state = np.zeros(len(heads), dtype=np.int8)  # 0 new, 1 on the current walk, 2 done
+    state[0] = 2
+    for start in range(1, len(heads)):
+        walk = []
+        node = start
+        while state[node] == 0:
+            state[node] = 1
+            walk.append(node)
+            node = int(heads[node])
+        if state[node] == 1:
+            return np.array(walk[walk.index(node) :])
+        state[walk] = 2
+    return None
+
+
+def _chu_liu_edmonds(scores: np.ndarray) -> np.ndarray:
+    """Maximum spanning arborescence rooted at 0 (Chu and Liu, 1965; Edmonds, 1967).
+
+    Args:
+        scores: [n+1, n+1] float64 (dep, head), ``NEG`` on row 0 and the diagonal.
+
+    Returns:
+        heads [n+1] (``heads[0] = 0``). Recursive contraction, O(n^3).
+    """
+    heads = scores.argmax(1)
+    heads[0] = 0
+    cycle = _find_cycle(heads)
+    if cycle is None:
+        return heads
+    in_cycle = np.zeros(len(heads), dtype=bool)
+    in_cycle[cycle] = True
+    rest = np.flatnonzero(~in_cycle)  # rest[0] = 0: ROOT is never on a cycle
+    m = len(rest)
+    kept = scores[cycle, heads[cycle]]  # [c] score of each cycle arc
+    # entering the cycle at d from h replaces d's cycle arc: gain s(h -> d) - s(cycle arc of d)
+    enter = scores[np.ix_(cycle, rest)] - kept[:, None]  # [c, m]
+    enter_dep = enter.argmax(0)  # [m]
+    leave = scores[np.ix_(rest, cycle)]  # [m, c]
+    leave_head = leave.argmax(1)  # [m]
+    sub = np.full((m + 1, m + 1), NEG)
+    sub[:m, :m] = scores[np.ix_(rest, rest)]
+    sub[m, :m] = enter[enter_dep, np.arange(m)]
+    sub[:m, m] = leave[np.arange(m), leave_head]
+    sub_heads = _chu_liu_edmonds(sub)
+    out = heads.copy()  # cycle words keep their cycle heads, except where the cycle is entered
+    for i in range(1, m):
+        h = sub_heads[i]
+        out[rest[i]] = cycle[leave_head[i]] if h == m else rest[h]
+    entry = sub_heads[m]
+    out[cycle[enter_dep[entry]]] = rest[entry]
+    return out
+
+
+def maximum_spanning_tree(scores: Tensor, lengths: Tensor, multiroot: bool) -> Tensor:
+    """Best non-projective tree of each sentence by Chu-Liu/Edmonds; heads LongTensor [B, L].
+
+    One root word: every root arc is lowered by more than the score range of any two trees
+    (``1 + n (max - min)``), so a tree with one root child beats every tree with more, and
+    among one-root trees the order is unchanged (Gabow and Tarjan, 1984; Zmigrod et al.,
+    EMNLP 2020, discuss this reweighting). Runs per sentence on the CPU in numpy.
+    """
+    batch, size, _ = scores.shape
+    table = scores.detach().double().cpu().numpy()
+    heads = np.zeros((batch, size), dtype=np.int64)
+    for b, n in enumerate(lengths.tolist()):
+        if n == 0:
+            continue
+        sent = np.maximum(table[b, : n + 1, : n + 1].copy(), NEG)
+        if not multiroot and n > 1:
+            real = sent[1:][sent[1:] > NEG / 2]
+            sent[1:, 0] -= 1.0 + n * (real.max() - real.min())
+        heads[b, : n + 1] = _chu_liu_edmonds(sent)
+    return torch.from_numpy(heads).to(scores.device)
+
+
+def sample(scores: Tensor, lengths: Tensor, multiroot: bool, k: int) -> Tensor:
+    """``k`` exact samples per sentence, heads LongTensor [k, B, L].
+
+    Words draw their heads one after the other from the arc marginals of the trees that agree
+    with the heads drawn so far (chain rule). Fixing word ``d``'s head changes one column of the
+    Laplacian, so ``M^-1`` follows by a Sherman-Morrison update, O(N^2); its denominator is the
+    drawn arc's probability, and where that is small the inverse is recomputed. Sentences whose
+    inverse is not trusted (see ``_invert``) take the exact log-space route at every word.
+    O(k B N^3) in N Python steps (O(k B N^4) for untrusted sentences).
+
+    Args:
+        scores: [B, L, L] arc scores (dep, head), ``NEG`` on invalid arcs.
+        lengths: LongTensor [B] word counts.
+        multiroot: allow several words to attach to ROOT.
+        k: number of samples.
+    """
+    batch, size, _ = scores.shape
+    work = scores.detach().double().repeat(k, 1, 1)  # [R, L, L], draw-major rows
+    lens = lengths.repeat(k)  # [R]
+    weights, _, words = _weights(work, lens)  # [R, N, L]
+    inv, _, _, trusted = _invert(weights, words, multiroot)  # [R, N, N]
+    heads = torch.zeros(k * batch, size, dtype=torch.long, device=scores.device)
+    pos = torch.arange(size, device=scores.device)
+    for d in range(1, size):
+        i = d - 1
+        active = lens >= d  # [R]
+        dep = torch.tensor([i], device=scores.device)
+        probs = _marginals_from_inverse(weights[:, i, None], inv[:, i, None], dep, multiroot)
+        probs = probs[:, 0]  # [R, L]
+        (redo,) = (active & ~(trusted & _valid(probs))).nonzero(as_tuple=True)
+        if len(redo):
+            exact = log_partition_and_marginals(work[redo], lens[redo], multiroot)[1]
+            probs[redo] = exact[:, d].double()
+        probs = torch.where(active[:, None], probs.clamp_min(0), (pos == 0).double())
+        choice = torch.multinomial(probs, 1).squeeze(-1)  # [R]
+        heads[:, d] = choice.masked_fill(~active, 0)
+        drop = active[:, None] & (pos[None, :] != choice[:, None])  # [R, L]
+        work[:, d] = work[:, d].masked_fill(drop, NEG)
+        # M is linear in word i's weights: column i changes by the dropped weights' part
+        removed = torch.where(drop, -weights[:, i], 0.0)  # [R, L]
+        weights[:, i] += removed
+        change = -removed[:, 1:]  # [R, N] off-diagonal entries of column i of M
+        change[:, i] = removed[:, 1:].sum(-1) + (removed[:, 0] if multiroot else 0.0)
+        if not multiroot:  # the first word's row of M holds the root weights
+            change[:, 0] = removed[:, 0]
+        moved = torch.einsum("rnm,rm->rn", inv, change)  # [R, N] = X c
+        ratio = 1 + moved[:, i]  # = P(drawn head) in exact arithmetic
+        inv = inv - moved[:, :, None] * inv[:, None, i] / ratio[:, None, None]
+        (stale,) = (active & trusted & (ratio < 1e-3)).nonzero(as_tuple=True)
+        if len(stale):
+            inv[stale], _, _, trusted[stale] = _invert(weights[stale], words[stale], multiroot)
+    return heads.view(k, batch, size)

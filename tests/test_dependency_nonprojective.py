@@ -1,0 +1,147 @@
+"""Non-projective DependencyCRF (matrix-tree, Chu-Liu/Edmonds) against brute force."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+import torch
+
+from arc_brute_force import arc_case, brute_score, indicator, trees
+from structkd.structures.dependency import DependencyCRF
+from structkd.structures.eisner import NEG
+from structkd.structures.matrix_tree import log_partition_and_marginals
+
+from conformance import ConformanceSuite
+
+SINGLE = arc_case(
+    functools.partial(DependencyCRF, projective=False, multiroot=False),
+    functools.partial(trees, projective=False, multiroot=False),
+    max_len=4,
+    count={1: 1, 2: 2, 3: 9, 4: 64},
+    has_topk=False,
+)
+MULTI = arc_case(
+    functools.partial(DependencyCRF, projective=False, multiroot=True),
+    functools.partial(trees, projective=False, multiroot=True),
+    max_len=4,
+    count={2: 3, 3: 16, 4: 125},
+    has_topk=False,
+)
+
+
+class TestNonProjectiveSingleRoot(ConformanceSuite):
+    case = SINGLE
+
+
+class TestNonProjectiveMultiRoot(ConformanceSuite):
+    case = MULTI
+
+
+@pytest.mark.parametrize("multiroot", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("scale", [50.0, 1000.0])
+def test_regression_matrix_tree_large_scores(
+    multiroot: bool, dtype: torch.dtype, scale: float
+) -> None:
+    """torch-struct 0.5 and SuPar 1.1.4 exponentiate raw scores and return NaN here; at x1000
+    the greedy heads form cycles that float64 cannot resolve in the determinant. Marginals stay
+    finite, in [0, 1], rows sum to one and log Z is at least the best tree's score."""
+    gen = torch.Generator().manual_seed(0)
+    scores = (torch.randn(4, 31, 31, generator=gen, dtype=torch.float64) * scale).to(dtype)
+    lengths = torch.tensor([30, 17, 2, 0])
+    dist = DependencyCRF(scores, lengths, projective=False, multiroot=multiroot)
+    mu = dist.marginals
+    assert mu.dtype == dtype
+    assert torch.isfinite(mu).all() and torch.isfinite(dist.log_partition).all()
+    assert (mu >= -1e-3).all() and (mu <= 1 + 1e-3).all()
+    words = (torch.arange(31)[None] <= lengths[:, None]) & (torch.arange(31)[None] > 0)
+    torch.testing.assert_close(
+        mu.sum(-1)[words], torch.ones(int(words.sum()), dtype=dtype), atol=1e-3, rtol=0
+    )
+    if not multiroot:
+        root = mu[:, :, 0].sum(-1)
+        torch.testing.assert_close(root[:3], torch.ones(3, dtype=dtype), atol=1e-3, rtol=0)
+    best = dist.score(dist.argmax).double()
+    assert (dist.log_partition.double() >= best - 1e-3 * scale).all()
+
+
+def test_fallback_agrees_with_determinant_route() -> None:
+    """The log-space elimination used for unresolvable sentences matches the determinant route
+    (forced here through a batch that mixes a x1000 sentence with ordinary ones)."""
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randn(3, 7, 7, generator=gen, dtype=torch.float64)
+    scores[2] *= 1000
+    lengths = torch.tensor([6, 4, 6])
+    for multiroot in (False, True):
+        masked = DependencyCRF(scores, lengths, projective=False, multiroot=multiroot)._scores
+        z, mu = log_partition_and_marginals(masked, lengths, multiroot)
+        z_ref, mu_ref = log_partition_and_marginals(masked[:2], lengths[:2], multiroot)
+        torch.testing.assert_close(z[:2], z_ref)
+        torch.testing.assert_close(mu[:2], mu_ref)
+        from structkd.structures import matrix_tree
+
+        by_elim = matrix_tree._log_partition_by_elimination(masked[:2], lengths[:2], multiroot)
+        torch.testing.assert_close(by_elim, z_ref)
+
+
+def test_chu_liu_edmonds_single_root_on_long_sentences() -> None:
+    """Longer than brute force reaches: the decoded tree is a single-root tree scoring at least
+    as well as Eisner's best projective tree."""
+    gen = torch.Generator().manual_seed(1)
+    scores = torch.randn(4, 21, 21, generator=gen, dtype=torch.float64) * 3
+    lengths = torch.tensor([20, 13, 7, 1])
+    nonproj = DependencyCRF(scores, lengths, projective=False)
+    proj = DependencyCRF(scores, lengths, projective=True)
+    heads = nonproj.argmax
+    for b, n in enumerate(lengths.tolist()):
+        y = heads[b, 1 : n + 1].tolist()
+        assert y.count(0) == 1
+        for d in range(1, n + 1):  # acyclic: every word reaches ROOT within n steps
+            node = d
+            for _ in range(n):
+                node = y[node - 1] if node else 0
+            assert node == 0
+    assert (nonproj.score(heads) >= proj.score(proj.argmax) - 1e-9).all()
+
+
+def test_empty_sentence_and_frozen_scores() -> None:
+    scores = torch.randn(2, 4, 4)
+    with torch.no_grad():
+        dist = DependencyCRF(scores, torch.tensor([0, 3]), projective=False)
+        assert dist.log_partition[0] == 0 and dist.marginals[0].abs().sum() == 0
+        assert torch.isfinite(dist.entropy).all()
+    assert NEG < -1e29
+
+
+@pytest.mark.parametrize("multiroot", [False, True])
+def test_extreme_scores_match_brute_force(multiroot: bool) -> None:
+    """At x1000 most of these sentences have a float64-singular Laplacian (greedy cycles); the
+    log-space elimination still gives the exact log Z and marginals."""
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(12, 5, 5, generator=gen, dtype=torch.float64) * 1000
+    dist = DependencyCRF(scores, projective=False, multiroot=multiroot)
+    ys = trees(4, False, multiroot)
+    for b in range(len(scores)):
+        tree_scores = torch.tensor(
+            [brute_score({"arc_scores": scores}, b, y) for y in ys], dtype=torch.float64
+        )
+        probs = torch.softmax(tree_scores, 0)
+        expected = sum(p * indicator(y, 4) for p, y in zip(probs, ys))
+        torch.testing.assert_close(dist.marginals[b], expected, atol=1e-9, rtol=0)
+        torch.testing.assert_close(dist.log_partition[b], torch.logsumexp(tree_scores, 0))
+
+
+@pytest.mark.parametrize("multiroot", [False, True])
+def test_samples_at_extreme_scores_follow_the_distribution(multiroot: bool) -> None:
+    """At x1000 nearly all mass sits on the best tree; the sampler must draw it even for
+    sentences whose determinant route is unusable (it once drew a tree e^-855 less likely)."""
+    for seed in range(3):
+        gen = torch.Generator().manual_seed(seed)
+        scores = torch.randn(4, 21, 21, generator=gen, dtype=torch.float64) * 1000
+        dist = DependencyCRF(scores, torch.tensor([20, 13, 5, 0]), False, multiroot)
+        best = dist.argmax
+        certain = (dist.score(best) - dist.log_partition).exp() > 0.999  # [B]
+        assert bool(certain.any())
+        for y in dist.sample(3):
+            assert torch.equal(y[certain], best[certain])
