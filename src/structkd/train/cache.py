@@ -27,7 +27,6 @@ from safetensors.torch import load as load_safetensors
 from torch import Tensor
 
 from structkd.models.checkpoint import atomic_write, atomic_write_json, sha256, tensors_to_bytes
-from structkd.models.tagger import Tagger
 
 Marginals = list[Tensor]  # one sentence's marginal tensors, cropped to its length
 
@@ -41,20 +40,19 @@ def as_list(parts: Any) -> list[Tensor]:
     return list(parts) if isinstance(parts, (tuple, list)) else [parts]
 
 
-def position_offsets(student: Tagger) -> list[list[int | None]]:
+def position_offsets(
+    probe: Callable[[list[list[str]]], list[Tensor]],
+) -> list[list[int | None]]:
     """Per marginal tensor and non-batch dimension: ``size - N`` if it grows with N, else None.
 
-    Found by building the student's structure at two padded lengths and comparing shapes, so any
-    structure's part layout works (e.g. a chain's pair marginals [B, N-1, L, L] -> [-1, -1, None]).
+    Found by probing the student's part layout at two padded lengths and comparing shapes, so any
+    layout works (e.g. a chain's pair marginals [B, N-1, L, L] -> [-1, -1, None]).
+
+    Args:
+        probe: maps sentences to tensors in the student's part layout (``Task.student_parts``).
     """
     with torch.no_grad():
-        shapes = [
-            [
-                m.shape
-                for m in as_list(student.structure(student.collate([["x"] * n])).part_marginals)
-            ]
-            for n in (5, 6)
-        ]
+        shapes = [[m.shape for m in probe([["x"] * n])] for n in (5, 6)]
     return [
         [a - 5 if a != b else None for a, b in zip(small[1:], large[1:])]
         for small, large in zip(*shapes)
