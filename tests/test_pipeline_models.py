@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,17 @@ from structkd.nn.embeddings import CharCNN, WordEmbedding, read_word_vectors
 from structkd.nn.layers import Biaffine, BiLSTM
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pipeline"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, which only spin on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 TRAIN = read_ner(FIXTURES / "train.conll")
 
 

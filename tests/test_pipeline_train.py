@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,17 @@ from structkd.train.run import run
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "pipeline"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, which only spin on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 CONFIGS = ROOT / "configs" / "ner"
 DATA = [
     f"--train={FIXTURES / 'train.conll'}",
@@ -224,6 +236,7 @@ def test_cache_is_reused_and_stale_or_corrupt_cache_rebuilt(tmp_path: Path) -> N
             *DATA,
             f"--teacher={model_dir}",
             f"--out={tmp_path / out}",
+            f"--unlabeled={FIXTURES / 'unlabeled.txt'}",
             "--max-epochs=1",
             "--set",
             f"distill.cache_dir={cache}",

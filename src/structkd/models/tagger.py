@@ -59,7 +59,9 @@ class Tagger(Model):
     ) -> Batch:
         """Padded inputs of sentences (words, and gold tags in any scheme where known)."""
         return self.encoder.collate(
-            self.vocab, [list(t) for t in tokens], None if tags is None else list(tags)
+            self.vocab,
+            [list(t) for t in tokens],
+            None if tags is None else [None if t is None else list(t) for t in tags],
         )
 
     def structure(self, batch: Batch) -> Structure:

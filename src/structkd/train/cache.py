@@ -81,7 +81,8 @@ def pad_batch(
         size = [d if o is None else max(max_len + o, 0) for d, o in zip(first.shape, dims)]
         out = like.new_zeros([len(rows), *size])
         for b, row in enumerate(rows):
-            out[(b, *(slice(0, s) for s in row[c].shape))] = row[c].to(like)
+            index: tuple[int | slice, ...] = (b, *(slice(0, s) for s in row[c].shape))
+            out[index] = row[c].to(like)
         stacked.append(out)
     return stacked[0] if len(stacked) == 1 else tuple(stacked)
 
