@@ -6,7 +6,8 @@ times its relation probabilities give the marginal of each student label
 ``P(offset@rel of d) = P(head of d = d + offset) P(rel | d, head)``
 (``arc_marginals_to_label_marginals``); the structural KD loss is the student's log Z minus its
 expected score under those label marginals. A (head, relation) pair no student label expresses
-loses its mass; the loss reports it as ``kd_lost_mass`` (per word) in the training log. Into a
+loses its mass: the loss reports it as ``kd_lost_mass`` (per word) in the training log and
+renormalizes each word's label marginals over the student's labels. Into a
 ``head_selection`` student the teacher's arc marginals go directly (``kd.project``); its relations
 learn from gold trees only.
 
@@ -98,12 +99,29 @@ def _check_format(fmt: str, extra: tuple[str, ...] = ()) -> None:
         raise ConfigError(f"task dep reads formats {choices}, not {fmt!r}")
 
 
-def _count_lost(marginals: Tensor, lengths: Tensor, stats: Stats) -> None:
-    """Adds the teacher mass the student's labels miss: 1 per word minus its label marginals."""
-    words = float(lengths.sum())
-    lost = words - float(marginals.detach().sum())
-    stats["kd_lost_mass"] = stats.get("kd_lost_mass", 0.0) + max(lost, 0.0)
+def _label_kd_loss(
+    structure: TokenSoftmax,
+    marginals: Tensor,
+    temperature: float,
+    stats: Stats,
+    local_temperature: bool = False,
+) -> Tensor:
+    """Structural KD [B] of a sequence-labeling student from its label marginals [B, N, K].
+
+    Each word's marginals are first renormalized over the student's labels (the teacher
+    conditioned on what the student can express): left unnormalized, the ``log Z`` term of a word
+    with lost mass would push all its scores down without bound. The lost mass (1 per word minus
+    its label marginals) is added to ``stats``.
+    """
+    mass = marginals.sum(-1, keepdim=True)  # [B, N, 1]
+    words = float(structure.lengths.sum())
+    stats["kd_lost_mass"] = stats.get("kd_lost_mass", 0.0) + max(words - float(mass.sum()), 0.0)
     stats["kd_words"] = stats.get("kd_words", 0.0) + words
+    if local_temperature and temperature != 1.0:
+        conditioned = kd.local_temper(marginals, temperature)
+    else:
+        conditioned = torch.where(mass > 0, marginals / mass.clamp_min(1e-30), 0.0)
+    return kd.structural_kd_loss_from_marginals(conditioned, structure, temperature, "none")
 
 
 class DepTask(Task):
@@ -268,7 +286,7 @@ class DepTask(Task):
     ) -> Tensor:
         structure = output.structure
         if isinstance(structure, TokenSoftmax):
-            _count_lost(parts, structure.lengths, stats)
+            return _label_kd_loss(structure, parts, temperature, stats)
         return kd.structural_kd_loss_from_marginals(parts, structure, temperature, "none")
 
     def kd_loss(
@@ -302,9 +320,8 @@ class DepTask(Task):
             marginals = arcs.tempered(temperature).marginals
         with torch.no_grad():
             parts = self._label_marginals(teacher, source, marginals, student, label_temperature)
-        if local and config.method == "structural" and temperature != 1.0:
-            parts = kd.local_temper(parts, temperature)
-        return self.structural_loss(student, output, parts, temperature, stats)
+        local_temper = local and config.method == "structural"
+        return _label_kd_loss(output.structure, parts, temperature, stats, local_temper)
 
     def _top1(
         self,
