@@ -159,7 +159,7 @@ def test_pretrained_word_vectors(tmp_path: Path) -> None:
     assert model.encoder.words.table.weight[row].tolist() == [4, 5, 6]
 
 
-def _tiny_bert(directory: Path) -> Path:
+def tiny_bert(directory: Path) -> Path:
     transformers = pytest.importorskip("transformers")
     words = sorted({w.lower() for s in TRAIN for w in s.tokens})[:60]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, "##s", "##a", "##e"]
@@ -180,7 +180,7 @@ def _tiny_bert(directory: Path) -> Path:
 
 
 def test_transformer_encoder_first_subword(tmp_path: Path) -> None:
-    bert = _tiny_bert(tmp_path / "bert")
+    bert = tiny_bert(tmp_path / "bert")
     model = trained("crf", transformer=str(bert), word_dim=0, char_filters=0, lstm_hidden=0)
     embedder = model.encoder.transformer
     assert embedder is not None

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ from structkd.train.batching import bucket_batches
 from structkd.train.cache import CacheWarning
 from structkd.train.distill import Distiller
 from structkd.train.run import run
+from test_pipeline_models import tiny_bert
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "pipeline"
@@ -294,3 +298,108 @@ def _exits_2(args: list[str]) -> bool:
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     return exit_info.value.code == 2
+
+
+@pytest.fixture(scope="module")
+def crf_teacher(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return teacher(tmp_path_factory.mktemp("teachers"), "teacher-crf")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--method=token"],
+        ["--method=posterior"],
+        ["--method=topk", "--set", "distill.k=3"],
+        ["--method=topwk", "--set", "distill.k=3"],
+        ["--method=substructure"],
+        ["--method=none"],
+        ["--set", "distill.temperature=2", "--set", "distill.temperature_mode=local"],
+    ],
+)
+def test_kd_methods_run(tmp_path: Path, crf_teacher: Path, extra: list[str]) -> None:
+    code = cli(
+        "distill",
+        str(CONFIGS / "case1a.yaml"),
+        *DATA,
+        f"--teacher={crf_teacher}",
+        f"--out={tmp_path / 'o'}",
+        "--max-epochs=1",
+        "--set",
+        "data.unlabeled=[]",
+        *extra,
+    )
+    assert code == 0
+    assert (tmp_path / "o" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("binding", ["corpus", "average"])
+def test_several_teachers(tmp_path: Path, crf_teacher: Path, binding: str) -> None:
+    maxent = teacher(tmp_path, "teacher-maxent")
+    code = cli(
+        "distill",
+        str(CONFIGS / "case1a.yaml"),
+        *DATA,
+        f"--train={FIXTURES / 'dev.conll'}",
+        f"--teacher={crf_teacher}",
+        f"--teacher={maxent}",
+        f"--out={tmp_path / 'o'}",
+        "--max-epochs=1",
+        "--set",
+        "data.unlabeled=[]",
+        "--set",
+        f"distill.teacher_binding={binding}",
+    )
+    assert code == 0
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
+def test_torchrun_distill_shards_teacher_marginals(tmp_path: Path, crf_teacher: Path) -> None:
+    """Two CPU ranks (gloo): sharded teacher marginals equal a single process's; training ends."""
+    args = [
+        "distill",
+        str(CONFIGS / "case2a.yaml"),
+        *DATA,
+        f"--teacher={crf_teacher}",
+        f"--unlabeled={FIXTURES / 'unlabeled.txt'}",
+        "--max-epochs=1",
+        *[a for s in TINY for a in ("--set", s)],
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
+    done = subprocess.run(
+        [*launcher, "-m", "structkd", *args, f"--out={tmp_path / 'ddp'}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["test"]["f1"] >= 0
+    assert main([*args, f"--out={tmp_path / 'one'}"]) == 0
+    (sharded,) = (tmp_path / "ddp" / "cache").glob("*.safetensors")
+    (single,) = (tmp_path / "one" / "cache").glob("*.safetensors")
+    a, b = load_file(str(sharded)), load_file(str(single))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not list((tmp_path / "ddp" / "cache").glob("*shard*"))
+
+
+def test_transformer_teacher_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bert = tiny_bert(tmp_path / "bert")
+    out = tmp_path / "minilm"
+    code = cli(
+        "train",
+        str(CONFIGS / "teacher-minilm-crf.yaml"),
+        *DATA,
+        f"--out={out}",
+        "--max-epochs=1",
+        "--set",
+        f"model.encoder.transformer={bert}",
+        "--set",
+        "train.lr=0.001",
+    )
+    assert code == 0
+    capsys.readouterr()
+    assert main(["predict", str(out / "model"), str(FIXTURES / "test.conll")]) == 0
+    lines = capsys.readouterr().out.strip().split("\n\n")[0].splitlines()
+    assert all(len(line.split()) == 3 for line in lines)  # token, gold, predicted

@@ -117,8 +117,9 @@ def _run(args: argparse.Namespace) -> int:
             raise ConfigError("distill needs a teacher: --teacher DIR or distill.teachers")
         teachers = config.distill.teachers if args.command == "distill" else []
         metrics = run(config, teachers, args.resume)
-        _print_metrics(config.task, metrics)
-        print(f"model saved in {config.out}/model")
+        if metrics:  # rank 0 of a distributed run, or a single process
+            _print_metrics(config.task, metrics)
+            print(f"model saved in {config.out}/model")
     elif args.command == "evaluate":
         from structkd.models.checkpoint import load_model
         from structkd.tasks import get_task

@@ -70,12 +70,12 @@ def run_demo(out: str | Path = "runs/demo", progress: bool = True) -> dict[str, 
     rows: dict[str, Any] = {}
     plan = [
         ("teacher", "teacher (BiLSTM-CRF + char CNN)", TEACHER, 8, {}),
-        ("student", "student w/o KD (BiLSTM-MaxEnt)", STUDENT, 8, {}),
+        ("student", "student w/o KD (BiLSTM-MaxEnt)", STUDENT, 15, {}),
         (
             "student-kd",
             "student with Structural KD",
             STUDENT,
-            8,
+            15,
             {"unlabeled": ["resource:unlabeled_en.txt"]},
         ),
     ]

@@ -36,6 +36,7 @@ def _error(path: str | os.PathLike[str], line: int | None, message: str) -> Data
     """DataError in this module's (path, line, message) argument order."""
     return DataError(path, message, line=line)
 
+
 FORMATS = ("conllu", "conllx", "malttab")
 _EXTENSIONS = {".conllu": "conllu", ".conllx": "conllx", ".conll": "conllx", ".malttab": "malttab"}
 _WORD_ID = re.compile(r"[0-9]{1,9}")  # more digits than any sentence needs; int() stays cheap
@@ -157,9 +158,7 @@ def _check_tree(path: str, heads: list[int], numbers: list[int], multiroot: bool
         raise _error(path, numbers[cycles[0][0] - 1], f"cycle in the heads: {path_text}")
 
 
-def _parse_conll(
-    path: str, block: list[tuple[int, str]], fmt: str, multiroot: bool
-) -> DepSentence:
+def _parse_conll(path: str, block: list[tuple[int, str]], fmt: str, multiroot: bool) -> DepSentence:
     """A CoNLL-U or CoNLL-X sentence; CoNLL-X has no multiword tokens or empty nodes."""
     words: list[str] = []
     tags: list[str] = []

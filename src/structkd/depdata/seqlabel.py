@@ -166,9 +166,7 @@ def _numpy(values: Any) -> np.ndarray:
     return np.array(values, dtype=np.float64)
 
 
-def label_arc_scores(
-    log_probs: Any, label_vocab: Sequence[str]
-) -> tuple[np.ndarray, np.ndarray]:
+def label_arc_scores(log_probs: Any, label_vocab: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Arc scores implied by per-word label distributions.
 
     ``arc[d, h] = log sum_{k: label k puts d's head at h} exp(log_probs[d - 1, k])``: the log
@@ -225,9 +223,7 @@ def label_arc_scores(
     return arc, best
 
 
-def decode_scores(
-    log_probs: Any, label_vocab: Sequence[str]
-) -> tuple[list[int], list[str] | None]:
+def decode_scores(log_probs: Any, label_vocab: Sequence[str]) -> tuple[list[int], list[str] | None]:
     """The best single-root tree under the label distributions: Chu-Liu/Edmonds on the arc
     scores of ``label_arc_scores``; each word's relation is that of its most probable label
     for the chosen head. O(n K + n^3).
@@ -327,8 +323,9 @@ def arc_marginals_to_label_marginals(
         rel_ids = {rel: r for r, rel in enumerate(rel_vocab)}
         rel_index = torch.tensor([rel_ids.get(str(rel), -1) for _, rel in parsed], device=device)
         keep &= (rel_index >= 0)[None, :]
-        rels = torch.where(pair_ok[..., None], rels[:, 1:], torch.zeros((), dtype=rels.dtype,
-                                                                         device=device))
+        rels = torch.where(
+            pair_ok[..., None], rels[:, 1:], torch.zeros((), dtype=rels.dtype, device=device)
+        )
         num_rels = rels.shape[-1]
         cell = head * num_rels + rel_index.clamp(min=0)[None, :]  # [N, K]
         flat = rels.reshape(batch, n, size * num_rels)  # [B, N, (N+1) R]

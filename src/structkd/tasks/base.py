@@ -13,11 +13,25 @@ from typing import Any, ClassVar, TextIO
 
 from torch import Tensor
 
+from structkd import kd
 from structkd.config import DistillConfig, ModelConfig
 from structkd.models.base import Model
+from structkd.structures.base import Structure
 
 Stats = dict[str, float]
 """Running sums a KD loss may add to (e.g. teacher mass the student cannot express)."""
+
+
+def projected_marginals(
+    teacher: Structure, student: Structure, config: DistillConfig, tag_scheme: str = "BIOES"
+) -> Any:
+    """Teacher marginals on the student's parts, tempered as ``kd.structural_kd_loss`` does:
+    ``global`` tempers the teacher's potentials, ``local`` each slot of its marginals."""
+    temperature = config.temperature
+    if config.temperature_mode == "global" and temperature != 1.0:
+        return kd.project(teacher.tempered(temperature), student, tag_scheme)
+    marginals = kd.project(teacher, student, tag_scheme)
+    return kd.local_temper(marginals, temperature) if temperature != 1.0 else marginals
 
 
 class Task(ABC):
@@ -110,8 +124,9 @@ class Task(ABC):
     def project(
         self, teacher: Model, student: Model, words: list[list[str]], config: DistillConfig
     ) -> list[Tensor]:
-        """The teacher's marginals (at ``config.temperature``) on the student's parts, batched
-        over ``words`` and detached; the input of ``structural_loss``."""
+        """The teacher's marginals on the student's parts, tempered by ``config`` as
+        ``projected_marginals`` does, batched over ``words`` and detached: what the cache holds
+        and ``structural_loss`` reads."""
 
     @abstractmethod
     def structural_loss(
@@ -129,4 +144,4 @@ class Task(ABC):
         config: DistillConfig,
         stats: Stats,
     ) -> Tensor:
-        """KD [B] of ``config.method`` with the teacher run on the batch (no cache)."""
+        """A baseline KD [B] (any method but ``structural``), the teacher run on the batch."""

@@ -11,10 +11,12 @@ renormalizes each word's label marginals over the student's labels. Into a
 ``head_selection`` student the teacher's arc marginals go directly (``kd.project``); its relations
 learn from gold trees only.
 
-Methods: ``structural``; ``token`` (the teacher's *local* distributions, its per-word head softmax
-times its relation softmax, ignoring the tree constraint; for a sequence-labeling student the loss
-is their cross-entropy with the student's label softmax, which differs from the token KL by the
-teacher's entropy only); ``top1`` (the teacher's best tree and relations as pseudo-gold).
+Methods: ``structural`` (global temperature tempers the teacher's potentials, local temperature
+each word's label distribution); ``token`` (the teacher's *local* distributions, its per-word
+head softmax times its relation softmax, ignoring the tree constraint; for a sequence-labeling
+student the loss is their cross-entropy with the student's label softmax, which differs from the
+token KL by the teacher's entropy only); ``top1`` (the teacher's best tree and relations as
+pseudo-gold).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from structkd.models.parser import BiaffineParser, build_dep_model, load_dep_mod
 from structkd.models.seqlabel import SeqLabelParser
 from structkd.structures.head_selection import HeadSelection
 from structkd.structures.token_softmax import TokenSoftmax
-from structkd.tasks.base import Stats, Task
+from structkd.tasks.base import Stats, Task, projected_marginals
 from structkd.train.batching import bucket_batches
 from structkd.train.cache import as_list
 
@@ -100,11 +102,7 @@ def _check_format(fmt: str, extra: tuple[str, ...] = ()) -> None:
 
 
 def _label_kd_loss(
-    structure: TokenSoftmax,
-    marginals: Tensor,
-    temperature: float,
-    stats: Stats,
-    local_temperature: bool = False,
+    structure: TokenSoftmax, marginals: Tensor, temperature: float, stats: Stats
 ) -> Tensor:
     """Structural KD [B] of a sequence-labeling student from its label marginals [B, N, K].
 
@@ -117,10 +115,7 @@ def _label_kd_loss(
     words = float(structure.lengths.sum())
     stats["kd_lost_mass"] = stats.get("kd_lost_mass", 0.0) + max(words - float(mass.sum()), 0.0)
     stats["kd_words"] = stats.get("kd_words", 0.0) + words
-    if local_temperature and temperature != 1.0:
-        conditioned = kd.local_temper(marginals, temperature)
-    else:
-        conditioned = torch.where(mass > 0, marginals / mass.clamp_min(1e-30), 0.0)
+    conditioned = torch.where(mass > 0, marginals / mass.clamp_min(1e-30), 0.0)
     return kd.structural_kd_loss_from_marginals(conditioned, structure, temperature, "none")
 
 
@@ -273,13 +268,19 @@ class DepTask(Task):
         self, teacher: Model, student: Model, words: list[list[str]], config: DistillConfig
     ) -> list[Tensor]:
         assert isinstance(teacher, BiaffineParser)
-        temperature = config.temperature
         output = teacher(teacher.collate(words))
-        source = output.structure
-        source = source.tempered(temperature) if temperature != 1.0 else source
-        if isinstance(student, SeqLabelParser):
-            return [self._label_marginals(teacher, output, source.marginals, student, temperature)]
-        return as_list(kd.project(source, _dep(student).structure(_dep(student).collate(words))))
+        if not isinstance(student, SeqLabelParser):
+            target = _dep(student).structure(_dep(student).collate(words))
+            return as_list(projected_marginals(output.structure, target, config))
+        temperature = config.temperature
+        if config.temperature_mode == "local" or temperature == 1.0:
+            raw = self._label_marginals(teacher, output, output.structure.marginals, student, 1.0)
+            if temperature == 1.0:
+                return [raw]
+            # Each word's slot tempered; its total (what the labels can express) kept.
+            return [kd.local_temper(raw, temperature) * raw.sum(-1, keepdim=True)]
+        arcs = output.structure.tempered(temperature).marginals
+        return [self._label_marginals(teacher, output, arcs, student, temperature)]
 
     def structural_loss(
         self, student: Model, output: Any, parts: Any, temperature: float, stats: Stats
@@ -299,29 +300,21 @@ class DepTask(Task):
         stats: Stats,
     ) -> Tensor:
         assert isinstance(teacher, BiaffineParser)
-        temperature, local = config.temperature, config.temperature_mode == "local"
+        temperature = config.temperature
         with torch.no_grad():
             source = teacher(teacher.collate(batch.tokens))
-        arcs = source.structure
         if config.method == "top1":
             return self._top1(teacher, _dep(student), source, output, stats)
+        if config.method != "token":
+            raise ConfigError(f"distill.method={config.method} has no uncached KD loss")
         if not isinstance(student, SeqLabelParser):
-            if config.method == "token":
-                return kd.token_kd_loss(arcs, output.structure, temperature, "none")
-            mode = "local" if local else "global"
-            return kd.structural_kd_loss(arcs, output.structure, temperature, mode, "none")
-        label_temperature = 1.0 if local else temperature
-        if config.method == "token":  # local head softmax, no tree constraint
-            marginals = HeadSelection(arcs.arc_scores / temperature, arcs.lengths).marginals
-            label_temperature = temperature
-        elif local:
-            marginals = arcs.marginals
-        else:
-            marginals = arcs.tempered(temperature).marginals
+            return kd.token_kd_loss(source.structure, output.structure, temperature, "none")
+        # The teacher's local head softmax times its relation softmax: no tree constraint.
+        arcs = source.structure
+        local = HeadSelection(arcs.arc_scores / temperature, arcs.lengths).marginals
         with torch.no_grad():
-            parts = self._label_marginals(teacher, source, marginals, student, label_temperature)
-        local_temper = local and config.method == "structural"
-        return _label_kd_loss(output.structure, parts, temperature, stats, local_temper)
+            parts = self._label_marginals(teacher, source, local, student, temperature)
+        return _label_kd_loss(output.structure, parts, temperature, stats)
 
     def _top1(
         self,

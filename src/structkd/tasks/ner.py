@@ -16,8 +16,7 @@ from structkd.data.resources import resolve_path
 from structkd.models.base import Model
 from structkd.models.inputs import Vocabularies
 from structkd.models.tagger import Tagger, build_tagger
-from structkd.structures.base import Structure
-from structkd.tasks.base import Stats, Task
+from structkd.tasks.base import Stats, Task, projected_marginals
 from structkd.train.cache import as_list
 from structkd.train.evaluate import evaluate, predict_stream
 
@@ -28,9 +27,6 @@ def _tagger(model: Model) -> Tagger:
     return model
 
 
-def _teacher_structure(teacher: Tagger, tokens: list[list[str]], temperature: float) -> Structure:
-    structure = teacher.structure(teacher.collate(tokens))
-    return structure.tempered(temperature) if temperature != 1.0 else structure
 
 
 class NERTask(Task):
@@ -109,10 +105,11 @@ class NERTask(Task):
     def project(
         self, teacher: Model, student: Model, words: list[list[str]], config: DistillConfig
     ) -> list[Tensor]:
-        tagger = _tagger(student)
+        tagger, source = _tagger(student), _tagger(teacher)
         target = tagger.structure(tagger.collate(words))
-        source = _teacher_structure(_tagger(teacher), words, config.temperature)
-        return as_list(kd.project(source, target, tagger.vocab.tag_scheme))
+        teacher_structure = source.structure(source.collate(words))
+        scheme = tagger.vocab.tag_scheme
+        return as_list(projected_marginals(teacher_structure, target, config, scheme))
 
     def structural_loss(
         self, student: Model, output: Any, parts: Any, temperature: float, stats: Stats
@@ -131,27 +128,16 @@ class NERTask(Task):
         stats: Stats,
     ) -> Tensor:
         with torch.no_grad():
-            target = _teacher_structure(_tagger(teacher), batch.tokens, 1.0)
-        temperature = config.temperature
-        if config.method == "structural":
-            return kd.structural_kd_loss(
-                target,
-                output,
-                temperature=temperature,
-                temperature_mode=config.temperature_mode,
-                reduction="none",
-                tag_scheme=_tagger(student).vocab.tag_scheme,
-            )
+            target = _tagger(teacher).structure(_tagger(teacher).collate(batch.tokens))
+        scheme = _tagger(student).vocab.tag_scheme
         if config.method == "token":
-            return kd.token_kd_loss(target, output, temperature=temperature, reduction="none")
+            return kd.token_kd_loss(target, output, config.temperature, reduction="none")
         if config.method == "posterior":
-            return kd.posterior_kd_loss(
-                target, output, reduction="none", tag_scheme=_tagger(student).vocab.tag_scheme
-            )
+            return kd.posterior_kd_loss(target, output, reduction="none", tag_scheme=scheme)
         if config.method in ("topk", "topwk", "top1"):
             k = 1 if config.method == "top1" else config.k
             weighted = config.method == "topwk"
-            return kd.topk_kd_loss(target, output, k=k, weighted=weighted, reduction="none")
+            return kd.topk_kd_loss(target, output, k, weighted, "none", tag_scheme=scheme)
         if config.method == "substructure":
             return kd.substructure_mse_loss(target, output, reduction="none")
-        raise ConfigError(f"distill.method={config.method} has no KD loss")
+        raise ConfigError(f"distill.method={config.method} has no uncached KD loss")

@@ -27,6 +27,7 @@ from safetensors.torch import load as load_safetensors
 from torch import Tensor
 
 from structkd.models.checkpoint import atomic_write, atomic_write_json, sha256, tensors_to_bytes
+from structkd.train import ddp
 
 Marginals = list[Tensor]  # one sentence's marginal tensors, cropped to its length
 
@@ -95,12 +96,19 @@ def data_hash(sentences: Sequence[Sequence[str]], corpus: Sequence[int]) -> str:
     return digest.hexdigest()
 
 
-def _serialize(rows: Sequence[Marginals], key: str) -> bytes:
-    tensors: dict[str, Tensor] = {}
+def _serialize(rows: Sequence[Marginals], key: str, index: Sequence[int] = ()) -> bytes:
+    tensors: dict[str, Tensor] = {"index": torch.tensor(list(index), dtype=torch.long)}
     for c in range(len(rows[0]) if rows else 0):
         tensors[f"c{c}.data"] = torch.cat([r[c].flatten() for r in rows])
         tensors[f"c{c}.shapes"] = torch.tensor([list(r[c].shape) for r in rows], dtype=torch.long)
     return tensors_to_bytes(tensors, {"key": key, "sentences": str(len(rows))})
+
+
+def _write(path: Path, rows: Sequence[Marginals], key: str) -> None:
+    data = _serialize(rows, key)
+    atomic_write(path, data)
+    meta = {"key": key, "sha256": sha256(data), "sentences": len(rows)}
+    atomic_write_json(path.with_suffix(".json"), meta)
 
 
 def _deserialize(tensors: dict[str, Tensor], count: int) -> list[Marginals]:
@@ -151,26 +159,48 @@ def cached_marginals(
     directory: Path,
     slot: dict[str, Any],
     key: dict[str, Any],
-    compute: Callable[[], list[Marginals]],
+    compute: Callable[[int, int], dict[int, Marginals]],
+    count: int,
 ) -> list[Marginals]:
     """Loads the marginals for ``key`` from the cache, or computes and stores them.
+
+    Under ``torchrun`` every rank computes a shard; rank 0 merges the shards into the cache,
+    which the other ranks then read.
 
     Args:
         directory: the cache directory (created if needed).
         slot: what names the file (data and student structure).
         key: everything the content depends on (slot, teachers, temperature, ...).
-        compute: produces the per-sentence marginals on a miss.
+        compute: ``(shard, shards) -> {sentence index: marginals}`` for one shard of the data.
+        count: the number of sentences.
     """
     slot_id = hashlib.sha256(json.dumps(slot, sort_keys=True).encode()).hexdigest()[:20]
     key_id = hashlib.sha256(json.dumps({**slot, **key}, sort_keys=True).encode()).hexdigest()
     path = Path(directory) / f"marginals-{slot_id}.safetensors"
     rows = _read(path, key_id)
+    ddp.barrier()  # every rank has looked before anyone rewrites the file
+    if rows is not None:
+        return rows
+    rank, world = ddp.rank(), ddp.world()
+    part = compute(rank, world)
+    if world == 1:
+        rows = [part[i] for i in range(count)]
+        _write(path, rows, key_id)
+        return rows
+    shard = path.with_name(f"{path.stem}.shard{rank}.safetensors")
+    atomic_write(shard, _serialize(list(part.values()), key_id, list(part)))
+    ddp.barrier()
+    if rank == 0:
+        merged: dict[int, Marginals] = {}
+        for r in range(world):
+            other = path.with_name(f"{path.stem}.shard{r}.safetensors")
+            tensors = load_safetensors(other.read_bytes())
+            index = tensors["index"].tolist()
+            merged.update(zip(index, _deserialize(tensors, len(index))))
+            other.unlink()
+        _write(path, [merged[i] for i in range(count)], key_id)
+    ddp.barrier()
+    rows = _read(path, key_id) if rank != 0 else [merged[i] for i in range(count)]
     if rows is None:
-        rows = compute()
-        data = _serialize(rows, key_id)
-        atomic_write(path, data)
-        atomic_write_json(
-            path.with_suffix(".json"),
-            {"key": key_id, "sha256": sha256(data), "sentences": len(rows)},
-        )
+        raise RuntimeError(f"teacher cache {path} missing after rank 0 wrote it")
     return rows

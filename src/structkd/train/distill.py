@@ -5,8 +5,8 @@ labeled sentences, ``KD`` alone for unlabeled ones, with lambda annealed from 1 
 (teacher annealing, Clark et al., ACL 2019) or fixed. With several teachers each sentence learns
 from the teacher bound to its corpus, or from the average of all teachers' projected marginals.
 
-Structural KD at global temperature reads the teacher marginals from the on-disk cache (computed
-once); the other methods run the teacher on each batch.
+Structural KD reads the (tempered, projected) teacher marginals from the on-disk cache, computed
+once; the baselines run the teacher on each batch.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from torch import Tensor
 from structkd.config import ConfigError, DistillConfig
 from structkd.models.base import Model
 from structkd.tasks import get_task
-from structkd.train import ddp
 from structkd.train.batching import bucket_batches
 from structkd.train.cache import (
     Marginals,
@@ -56,7 +55,7 @@ class Distiller:
         tokens: every training sentence (labeled then unlabeled), indexed like the batches.
         corpus: the corpus id of each sentence (selects its teacher with ``corpus`` binding).
         student: the student (its part layout, vocabularies and task).
-        cache_dir: where projected marginals are cached (structural KD at global temperature).
+        cache_dir: where projected marginals are cached (structural KD).
         teacher_ids: an identifier per teacher checkpoint (its weights hash) for the cache key.
     """
 
@@ -78,11 +77,8 @@ class Distiller:
                 f"distill.method={config.method} is not available for task {self.task.name}; "
                 f"choose one of {', '.join(self.task.kd_methods)}"
             )
-        averaged = config.teacher_binding == "average" and len(teachers) > 1
-        if averaged and (config.method, config.temperature_mode) != ("structural", "global"):
-            raise ConfigError(
-                "teacher_binding=average needs method=structural and temperature_mode=global"
-            )
+        if config.teacher_binding == "average" and config.method != "structural":
+            raise ConfigError("teacher_binding=average needs distill.method=structural")
         self.teachers = [t.eval() for t in teachers]
         self.config = config
         self.tokens = tokens
@@ -91,20 +87,21 @@ class Distiller:
         self.stats: dict[str, float] = {}
         self.marginals: list[Marginals] | None = None
         self.offsets = position_offsets(lambda words: self.task.student_parts(student, words))
-        if config.method == "structural" and config.temperature_mode == "global":
+        if config.method == "structural":
             slot = {"data": data_hash(tokens, corpus), "student": self.task.cache_slot(student)}
             key = {
                 "teachers": list(teacher_ids),
                 "binding": config.teacher_binding,
                 "temperature": config.temperature,
+                "temperature_mode": config.temperature_mode,
             }
-            # Rank 0 fills the cache; the other ranks then read it.
-            for turn in (0, 1):
-                if (ddp.rank() == 0) == (turn == 0):
-                    self.marginals = cached_marginals(
-                        cache_dir, slot, key, lambda: self._compute_marginals(batch_size)
-                    )
-                ddp.barrier()
+            self.marginals = cached_marginals(
+                cache_dir,
+                slot,
+                key,
+                lambda shard, shards: self._compute_marginals(batch_size, shard, shards),
+                len(tokens),
+            )
 
     def weight(self, step: int, total_steps: int) -> float:
         """The KD weight lambda at optimizer step ``step`` of ``total_steps``."""
@@ -120,10 +117,14 @@ class Distiller:
         return {k: v / words for k, v in stats.items()} if words else stats
 
     @torch.no_grad()
-    def _compute_marginals(self, batch_size: int) -> list[Marginals]:
-        rows: list[Marginals | None] = [None] * len(self.tokens)
+    def _compute_marginals(
+        self, batch_size: int, shard: int = 0, shards: int = 1
+    ) -> dict[int, Marginals]:
+        """Projected teacher marginals of the sentences in batches ``shard::shards``."""
+        rows: dict[int, Marginals] = {}
         groups = self.corpus if self.config.teacher_binding == "corpus" else None
-        for ids in bucket_batches([len(t) for t in self.tokens], batch_size, groups=groups):
+        batches = bucket_batches([len(t) for t in self.tokens], batch_size, groups=groups)
+        for ids in batches[shard::shards]:
             tokens = [list(self.tokens[i]) for i in ids]
             chosen = (
                 [self.teachers[self.corpus[ids[0]]]]
@@ -134,7 +135,7 @@ class Distiller:
             mean = [torch.stack(group).mean(0) for group in zip(*parts)]
             for b, i in enumerate(ids):
                 rows[i] = crop(mean, b, len(tokens[b]), self.offsets)
-        return [r for r in rows if r is not None]
+        return rows
 
     def losses(self, output: Any, batch: Any, indices: Sequence[int]) -> Tensor:
         """Per-sentence KD losses [B] of the student's output on training sentences ``indices``.
