@@ -144,8 +144,8 @@ class DepModel(Model):
         projectivity checks."""
         base = self.encoder.collate(self.vocab.inputs, [list(w) for w in words], None)
         given = list(trees) if trees is not None else [None] * len(words)
-        batch, width = len(given), base.lengths.max().item() if len(given) else 0
-        width = max(int(width), 1)
+        batch = len(given)
+        width = max(int(base.lengths.max()), 1) if batch else 1  # as the encoder inputs
         heads = torch.zeros(batch, width + 1, dtype=torch.long)
         rels = torch.full((batch, width + 1), -1, dtype=torch.long)
         labels = torch.full((batch, width), -1, dtype=torch.long)

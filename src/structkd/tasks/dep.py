@@ -96,9 +96,9 @@ def _input_format(path: Path, fmt: str) -> str:
 
 
 def _check_format(fmt: str, extra: tuple[str, ...] = ()) -> None:
-    if fmt not in ("auto", *FORMATS, *extra):
-        choices = ", ".join(("auto", *FORMATS, *extra))
-        raise ConfigError(f"task dep reads formats {choices}, not {fmt!r}")
+    choices = (*DepTask.formats, *extra)
+    if fmt not in choices:
+        raise ConfigError(f"task dep reads formats {', '.join(choices)}, not {fmt!r}")
 
 
 def _label_kd_loss(

@@ -38,7 +38,12 @@ class NERTask(Task):
     log_metrics = ("f1", "precision", "recall")
     report_metrics = ("f1", "precision", "recall", "per_type")
 
+    def _check_format(self, fmt: str) -> None:
+        if fmt not in self.formats:
+            raise ConfigError(f"task ner reads formats {', '.join(self.formats)}, not {fmt!r}")
+
     def read_labeled(self, path: str, fmt: str) -> list[Sentence]:
+        self._check_format(fmt)
         sentences = read_ner(resolve_path(path), fmt)
         if any(s.tags is None for s in sentences):
             raise DataError(path, "has no tag column; a labeled corpus is needed here")
@@ -81,8 +86,7 @@ class NERTask(Task):
         )
 
     def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
-        if fmt not in FORMATS:
-            raise ConfigError(f"task ner reads formats {', '.join(FORMATS)}, not {fmt!r}")
+        self._check_format(fmt)
         return predict_stream(_tagger(model), iter_sentences(resolve_path(path), fmt), out)
 
     def check_teachers(self, teachers: Sequence[Model], student: Model) -> None:
