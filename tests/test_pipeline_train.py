@@ -106,22 +106,27 @@ def test_train_writes_outputs(tmp_path: Path) -> None:
     assert len(blocks) == 30 and all(len(line.split()) == 2 for line in blocks[0].splitlines())
 
 
+@pytest.mark.parametrize("command", ["train", "distill"])
 def test_resumed_run_ends_like_uninterrupted(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, crf_teacher: Path
 ) -> None:
+    teachers = [str(crf_teacher)] if command == "distill" else []
+    path = CONFIGS / ("case2a.yaml" if command == "distill" else "teacher-maxent.yaml")
+
     def config(out: Path):  # noqa: ANN202
         return load_config(
-            CONFIGS / "teacher-maxent.yaml",
+            path,
             [*TINY, "train.patience=0"],
             {
                 "data.train": [str(FIXTURES / "train.conll")],
                 "data.dev": str(FIXTURES / "dev.conll"),
+                "data.unlabeled": [str(FIXTURES / "unlabeled.txt")] if teachers else [],
                 "train.max_epochs": 3,
                 "out": str(out),
             },
         )
 
-    full = run(config(tmp_path / "full"))
+    full = run(config(tmp_path / "full"), teachers)
     saved = loop.save_checkpoint
     calls = []
 
@@ -134,12 +139,14 @@ def test_resumed_run_ends_like_uninterrupted(
 
     monkeypatch.setattr(loop, "save_checkpoint", killed_after_two)
     with pytest.raises(KeyboardInterrupt):
-        run(config(tmp_path / "resumed"))
+        run(config(tmp_path / "resumed"), teachers)
     monkeypatch.setattr(loop, "save_checkpoint", saved)
-    resumed = run(config(tmp_path / "resumed"), resume=True)
+    assert (tmp_path / "resumed" / "checkpoints" / "LAST").read_text() == "epoch-0002"
+    resumed = run(config(tmp_path / "resumed"), teachers, resume=True)
     assert resumed["dev"]["f1"] == full["dev"]["f1"]
-    a, b = weights(tmp_path / "full" / "model"), weights(tmp_path / "resumed" / "model")
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    for model in ("model", "checkpoints/epoch-0003"):
+        a, b = weights(tmp_path / "full" / model), weights(tmp_path / "resumed" / model)
+        assert all(torch.equal(a[k], b[k]) for k in a), model
     logs = [(tmp_path / d / "train_log.jsonl").read_text() for d in ("full", "resumed")]
     assert logs[0] == logs[1] and len(logs[0].splitlines()) == 3
 
@@ -403,3 +410,22 @@ def test_transformer_teacher_config(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["predict", str(out / "model"), str(FIXTURES / "test.conll")]) == 0
     lines = capsys.readouterr().out.strip().split("\n\n")[0].splitlines()
     assert all(len(line.split()) == 3 for line in lines)  # token, gold, predicted
+
+
+def test_unsupported_teacher_student_pair_is_a_user_error(
+    tmp_path: Path, crf_teacher: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli(
+        "distill",
+        str(CONFIGS / "case1a.yaml"),
+        *DATA,
+        f"--teacher={crf_teacher}",
+        f"--out={tmp_path / 'o'}",
+        "--set",
+        "model.head.kind=span",
+        "--set",
+        "data.unlabeled=[]",
+    )
+    assert code == 2
+    assert "LinearChainCRF" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

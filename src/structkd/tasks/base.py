@@ -110,7 +110,8 @@ class Task(ABC):
     # ---- distillation -------------------------------------------------------------------------
     @abstractmethod
     def check_teachers(self, teachers: Sequence[Model], student: Model) -> None:
-        """Raises ConfigError unless every teacher can distil into the student."""
+        """Raises ConfigError unless every teacher can distil into the student (called under
+        ``torch.no_grad`` with the student in eval mode)."""
 
     @abstractmethod
     def cache_slot(self, student: Model) -> Any:

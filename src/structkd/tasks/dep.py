@@ -233,13 +233,12 @@ class DepTask(Task):
                         f"teacher {i + 1} predicts no relations; the student's labels need them"
                     )
                 continue
-            with torch.no_grad():
-                words = [["x", "x"]]
-                source = teacher.structure(teacher.collate(words))
-                try:
-                    kd.project(source, pupil.structure(pupil.collate(words)))
-                except TypeError as error:
-                    raise ConfigError(f"teacher {i + 1}: {error}") from None
+            words = [["x", "x"]]
+            source = teacher.structure(teacher.collate(words))
+            try:
+                kd.project(source, pupil.structure(pupil.collate(words)))
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"teacher {i + 1}: {error}") from None
 
     def cache_slot(self, student: Model) -> Any:
         vocab = _dep(student).vocab

@@ -90,13 +90,23 @@ class NERTask(Task):
         return predict_stream(_tagger(model), iter_sentences(resolve_path(path), fmt), out)
 
     def check_teachers(self, teachers: Sequence[Model], student: Model) -> None:
-        for i, teacher in enumerate(teachers):
-            types = _tagger(teacher).vocab.entity_types
-            if types != _tagger(student).vocab.entity_types:
+        """Same entity types, and a structure that projects onto the student's (checked on a
+        two-word probe, so the run fails before anything is written)."""
+        pupil = _tagger(student)
+        probe = [["a", "b"]]
+        target = pupil.structure(pupil.collate(probe))
+        for i, teacher in enumerate(map(_tagger, teachers)):
+            if teacher.vocab.entity_types != pupil.vocab.entity_types:
                 raise ConfigError(
-                    f"teacher {i + 1} knows entity types {types}, the student "
-                    f"{_tagger(student).vocab.entity_types}; distillation needs the same types"
+                    f"teacher {i + 1} knows entity types {teacher.vocab.entity_types}, the "
+                    f"student {pupil.vocab.entity_types}; distillation needs the same types"
                 )
+            try:
+                kd.project(
+                    teacher.structure(teacher.collate(probe)), target, pupil.vocab.tag_scheme
+                )
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"teacher {i + 1}: {error}") from error
 
     def cache_slot(self, student: Model) -> Any:
         vocab = _tagger(student).vocab

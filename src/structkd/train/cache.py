@@ -17,14 +17,15 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
-from torch import Tensor
+from torch import Tensor, nn
 
 from structkd.models.checkpoint import atomic_write, atomic_write_json, sha256, tensors_to_bytes
 from structkd.train import ddp
@@ -39,6 +40,20 @@ class CacheWarning(UserWarning):
 def as_list(parts: Any) -> list[Tensor]:
     """Part marginals (a tensor or a tuple of tensors) as a list."""
     return list(parts) if isinstance(parts, (tuple, list)) else [parts]
+
+
+M = TypeVar("M", bound=nn.Module)
+
+
+@contextmanager
+def evaluating(model: M) -> Iterator[M]:
+    """``model`` in eval mode for the block (no dropout, so no draw from the global RNG)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def position_offsets(

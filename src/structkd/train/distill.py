@@ -27,19 +27,22 @@ from structkd.train.cache import (
     cached_marginals,
     crop,
     data_hash,
+    evaluating,
     pad_batch,
     position_offsets,
 )
 
 
 def check_teachers(teachers: Sequence[Model], student: Model) -> None:
-    """Raises ConfigError unless every teacher serves the student's task and can teach it."""
+    """Raises ConfigError unless every teacher serves the student's task and can teach it (the
+    task probes the pair, in eval mode so that no dropout draws from the RNG)."""
     for i, teacher in enumerate(teachers):
         if teacher.task != student.task:
             raise ConfigError(
                 f"teacher {i + 1} is a {teacher.task} model, the student a {student.task} model"
             )
-    get_task(student.task).check_teachers(teachers, student)
+    with torch.no_grad(), evaluating(student):
+        get_task(student.task).check_teachers(teachers, student)
 
 
 class Distiller:
@@ -86,7 +89,8 @@ class Distiller:
         self.student = student
         self.stats: dict[str, float] = {}
         self.marginals: list[Marginals] | None = None
-        self.offsets = position_offsets(lambda words: self.task.student_parts(student, words))
+        with evaluating(student):  # probes draw nothing from the RNG (resumed runs match)
+            self.offsets = position_offsets(lambda w: self.task.student_parts(student, w))
         if config.method == "structural":
             slot = {"data": data_hash(tokens, corpus), "student": self.task.cache_slot(student)}
             key = {
@@ -131,7 +135,8 @@ class Distiller:
                 if self.config.teacher_binding == "corpus"
                 else self.teachers
             )
-            parts = [self.task.project(t, self.student, tokens, self.config) for t in chosen]
+            with evaluating(self.student):
+                parts = [self.task.project(t, self.student, tokens, self.config) for t in chosen]
             mean = [torch.stack(group).mean(0) for group in zip(*parts)]
             for b, i in enumerate(ids):
                 rows[i] = crop(mean, b, len(tokens[b]), self.offsets)

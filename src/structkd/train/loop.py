@@ -122,7 +122,8 @@ def train(
         assert model is not None
         model = model.to(cfg.device)
         optimizer, state = make_optimizer(model, cfg), TrainState()
-    distiller = distiller_factory(model) if distiller_factory is not None else None
+    with torch.random.fork_rng(devices=[]):  # a resumed run must not draw differently
+        distiller = distiller_factory(model) if distiller_factory is not None else None
     net = ddp.wrap(model)
     lengths = [len(s) for s in sentences]
     # Every rank must take the same number of steps (DDP all-reduces each backward).
