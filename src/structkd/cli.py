@@ -1,5 +1,8 @@
 """Command line: ``structkd train|distill|evaluate|predict|demo``.
 
+The run config's ``task`` (``ner`` or ``dep``) selects the model family, readers and metrics;
+``evaluate`` and ``predict`` read it from the model directory.
+
 User errors (bad config, bad data, missing files) print one ``error: ...`` line on stderr and exit
 with status 2, before anything is written.
 """
@@ -18,7 +21,7 @@ from structkd.config import ConfigError, KDMethod, RunConfig, load_config
 from structkd.data.errors import DataError
 from structkd.models.checkpoint import CheckpointError
 
-FORMATS = ("auto", "conll", "wikiann", "text")
+FORMATS = ("auto", "conll", "wikiann", "text", "conllu", "conllx", "malttab")
 USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError, OSError)
 
 
@@ -28,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML run config (see configs/ner/)")
+    parser.add_argument("config", help="YAML run config (see configs/ner/, configs/dep/)")
     parser.add_argument("--train", action="append", help="training corpus (repeatable)")
     parser.add_argument("--dev", help="development corpus")
     parser.add_argument("--test", help="test corpus")
@@ -44,9 +47,12 @@ def _add_overrides(parser: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="structkd", description="Structural knowledge distillation for NER.")
+    parser = _Parser(
+        prog="structkd",
+        description="Structural knowledge distillation for NER and dependency parsing.",
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    _add_overrides(commands.add_parser("train", help="train a tagger"))
+    _add_overrides(commands.add_parser("train", help="train a tagger or a parser"))
     distill = commands.add_parser("distill", help="train a student from teachers")
     _add_overrides(distill)
     distill.add_argument(
@@ -55,13 +61,20 @@ def _parser() -> argparse.ArgumentParser:
         help="teacher model directory (repeatable; replaces distill.teachers)",
     )
     distill.add_argument("--method", choices=KDMethod.__args__, help="KD loss")  # type: ignore[attr-defined]
-    evaluate = commands.add_parser("evaluate", help="span F1 of a model on labeled data")
+    evaluate = commands.add_parser(
+        "evaluate", help="span F1 (NER) or UAS/LAS (parsing) of a model on labeled data"
+    )
     evaluate.add_argument("model", help="model directory")
     evaluate.add_argument("data", help="labeled corpus")
     evaluate.add_argument("--format", default="auto", choices=FORMATS)
-    predict = commands.add_parser("predict", help="tag a file (streamed)")
+    evaluate.add_argument(
+        "--include-punct", action="store_true", help="parsing: score punctuation too"
+    )
+    predict = commands.add_parser(
+        "predict", help="tag (CoNLL) or parse (CoNLL-U) a file, streamed"
+    )
     predict.add_argument("model", help="model directory")
-    predict.add_argument("input", help="text or CoNLL file")
+    predict.add_argument("input", help="text, CoNLL, CoNLL-U, CoNLL-X or MaltTab file")
     predict.add_argument("--output", help="output file (default: stdout)")
     predict.add_argument("--format", default="auto", choices=FORMATS)
     demo = commands.add_parser("demo", help="teacher, student and KD student on bundled WikiAnn")
@@ -88,12 +101,11 @@ def _config(args: argparse.Namespace) -> RunConfig:
     return load_config(args.config, args.set, values)
 
 
-def _print_metrics(metrics: dict[str, Any]) -> None:
+def _print_metrics(task: str, metrics: dict[str, Any]) -> None:
+    from structkd.tasks import get_task
+
     for split, scores in metrics.items():
-        print(
-            f"{split}: F1 {scores['f1']:.2f}  P {scores['precision']:.2f}  "
-            f"R {scores['recall']:.2f}  ({scores['tokens_per_second']:.0f} tokens/s)"
-        )
+        print(get_task(task).summary(split, scores))
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -106,29 +118,28 @@ def _run(args: argparse.Namespace) -> int:
         teachers = config.distill.teachers if args.command == "distill" else []
         metrics = run(config, teachers, args.resume)
         if metrics:  # rank 0 of a distributed run, or a single process
-            _print_metrics(metrics)
+            _print_metrics(config.task, metrics)
             print(f"model saved in {config.out}/model")
     elif args.command == "evaluate":
         from structkd.models.checkpoint import load_model
-        from structkd.train.evaluate import evaluate
-        from structkd.train.run import read_labeled
+        from structkd.tasks import get_task
 
         model = load_model(args.model)
-        print(json.dumps(evaluate(model, read_labeled(args.data, args.format)), indent=1))
+        task = get_task(model.task)
+        sentences = task.read_labeled(args.data, args.format)
+        print(json.dumps(task.evaluate(model, sentences, args.include_punct), indent=1))
     elif args.command == "predict":
-        from structkd.data.conll import iter_sentences
         from structkd.data.textio import atomic_text_output
         from structkd.models.checkpoint import load_model
-        from structkd.train.evaluate import predict_stream
-        from structkd.train.run import resolve_path
+        from structkd.tasks import get_task
 
         model = load_model(args.model)
-        sentences = iter_sentences(resolve_path(args.input), args.format)
+        task = get_task(model.task)
         if args.output is None:
-            predict_stream(model, sentences, sys.stdout)
+            task.predict_file(model, args.input, args.format, sys.stdout)
         else:
             with atomic_text_output(args.output) as handle:
-                predict_stream(model, sentences, handle)
+                task.predict_file(model, args.input, args.format, handle)
     else:
         from structkd.demo import run_demo
 

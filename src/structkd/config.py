@@ -19,7 +19,10 @@ import yaml
 T = TypeVar("T")
 
 HeadKind = Literal["crf", "maxent", "span"]
-KDMethod = Literal["structural", "token", "posterior", "topk", "topwk", "substructure", "none"]
+ParserKind = Literal["head_selection", "projective", "nonprojective", "sibling", "seqlabel"]
+KDMethod = Literal[
+    "structural", "token", "posterior", "topk", "topwk", "top1", "substructure", "none"
+]
 
 
 class ConfigError(ValueError):
@@ -72,9 +75,37 @@ class HeadConfig:
 
 
 @dataclass
+class ParserConfig:
+    """The dependency parser's scorers and output structure (read when ``task: dep``).
+
+    Attributes:
+        kind: ``head_selection`` (HeadSelection, decoded by MST), ``projective`` (DependencyCRF,
+            Eisner), ``nonprojective`` (DependencyCRF, matrix-tree), ``sibling``
+            (SiblingDependencyCRF, second order) or ``seqlabel`` (a tagger over relative-offset
+            labels, TokenSoftmax, decoded into a tree by MST).
+        inference: ``mfvi`` (mean field, Wang & Tu 2020) or ``exact`` (second-order Eisner); sibling
+            only.
+        mfvi_iters: mean-field updates.
+        arc_dim: size of the arc MLPs before the biaffine arc scorer.
+        rel_dim: size of the relation MLPs before the biaffine relation scorer.
+        sib_dim: size of the sibling MLPs before the triaffine sibling scorer.
+    """
+
+    kind: ParserKind = "projective"
+    inference: Literal["mfvi", "exact"] = "mfvi"
+    mfvi_iters: int = 3
+    arc_dim: int = 500
+    rel_dim: int = 100
+    sib_dim: int = 100
+
+
+@dataclass
 class ModelConfig:
+    """A model: the encoder, then the NER ``head`` (task ner) or the ``parser`` (task dep)."""
+
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
+    parser: ParserConfig = field(default_factory=ParserConfig)
 
 
 @dataclass
@@ -87,6 +118,7 @@ class DataConfig:
         test: test corpus, evaluated with the best model at the end.
         unlabeled: raw-text corpora used for distillation only.
         format: reader format (``auto`` detects it).
+        include_punct: count punctuation in attachment scores (task dep; excluded by default).
     """
 
     train: list[str] = field(default_factory=list)
@@ -94,6 +126,7 @@ class DataConfig:
     test: str | None = None
     unlabeled: list[str] = field(default_factory=list)
     format: str = "auto"
+    include_punct: bool = False
 
 
 @dataclass
@@ -108,7 +141,8 @@ class TrainConfig:
         lr: learning rate.
         weight_decay: L2 (adam) or decoupled (adamw) weight decay.
         clip: gradient-norm clipping threshold (0 = off).
-        patience: stop after this many epochs without a better dev F1 (0 = never).
+        patience: stop after this many epochs without a better dev score (F1 for NER, LAS for
+            parsing; 0 = never).
         progress: show progress bars (only on a terminal).
         device: torch device, e.g. ``cpu`` or ``cuda``.
     """
@@ -135,7 +169,7 @@ class DistillConfig:
         lam: the fixed KD weight lambda when ``anneal`` is false.
         temperature: softens the teacher and the student.
         temperature_mode: ``global`` (whole structure) or ``local`` (per factor).
-        k: the k of topk/topwk.
+        k: the k of topk/topwk (``top1`` is topk with k = 1).
         teacher_binding: ``corpus`` (teacher i distils corpus i) or ``average`` (average of the
             teachers' projected marginals).
         cache_dir: where teacher marginals are cached (default: OUT/cache).
@@ -155,6 +189,9 @@ class DistillConfig:
 
 @dataclass
 class RunConfig:
+    """A whole run; ``task`` picks the model family, data readers and metrics."""
+
+    task: Literal["ner", "dep"] = "ner"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -34,3 +34,20 @@ def resource_path(name: str) -> Path:
     # The package is installed as plain files (setuptools never zips it), so the resource
     # is already a real path.
     return Path(str(target))
+
+
+RESOURCE_PREFIX = "resource:"
+"""A data path starting with this names a bundled resource (``resource:wikiann_en/dev.tsv``)."""
+
+
+def resolve_path(path: str) -> Path:
+    """A data path; ``resource:NAME`` names a file bundled with structkd.
+
+    Raises:
+        FileNotFoundError: if the file does not exist.
+    """
+    if path.startswith(RESOURCE_PREFIX):
+        return resource_path(path[len(RESOURCE_PREFIX) :])
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    return Path(path)

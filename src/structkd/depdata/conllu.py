@@ -344,6 +344,38 @@ def _conllu_lines(sentence: DepSentence) -> tuple[list[str], list[int]]:
     return lines, list(range(len(lines)))
 
 
+def format_conllu(
+    sentence: DepSentence, heads: Sequence[int], rels: Sequence[str] | None = None
+) -> str:
+    """One sentence as CoNLL-U text, its blank line included, with these heads and relations.
+
+    The lines of a CoNLL-U input sentence are kept as ``write_conllu`` keeps them; only HEAD
+    and DEPREL change. Lets a caller stream predictions into any text stream.
+
+    Args:
+        sentence: the input sentence.
+        heads: n heads (1-based, 0 = root).
+        rels: n relations, or None to write ``_``.
+
+    Raises:
+        ValueError: on a length mismatch, a head out of range or a relation that is not a valid
+            field.
+    """
+    n = len(sentence)
+    heads = list(heads)
+    rels = list(rels) if rels is not None else ["_"] * n
+    if len(heads) != n or len(rels) != n:
+        raise ValueError(f"{n} words, {len(heads)} heads, {len(rels)} rels")
+    if any(not 0 <= h <= n for h in heads):
+        raise ValueError(f"heads {heads} out of range 0..{n}")
+    lines, word_lines = _conllu_lines(sentence)
+    for i, head, rel in zip(word_lines, heads, rels):
+        cols = lines[i].split("\t")
+        cols[_HEAD], cols[_DEPREL] = str(head), _field(rel)
+        lines[i] = "\t".join(cols)
+    return "".join(text + "\n" for text in lines) + "\n"
+
+
 def write_conllu(
     sentences: Sequence[DepSentence],
     pred_heads: Sequence[Sequence[int]],
@@ -372,19 +404,11 @@ def write_conllu(
         raise ValueError(f"{len(pred_rels)} relation lists for {len(sentences)} sentences")
     chunks: list[str] = []
     for k, sentence in enumerate(sentences):
-        n = len(sentence)
-        heads = list(pred_heads[k])
-        rels = list(pred_rels[k]) if pred_rels is not None else ["_"] * n
-        if len(heads) != n or len(rels) != n:
-            raise ValueError(f"sentence {k}: {n} words, {len(heads)} heads, {len(rels)} rels")
-        if any(not 0 <= h <= n for h in heads):
-            raise ValueError(f"sentence {k}: heads {heads} out of range 0..{n}")
-        lines, word_lines = _conllu_lines(sentence)
-        for i, head, rel in zip(word_lines, heads, rels):
-            cols = lines[i].split("\t")
-            cols[_HEAD], cols[_DEPREL] = str(head), _field(rel)
-            lines[i] = "\t".join(cols)
-        chunks.append("".join(text + "\n" for text in lines) + "\n")
+        rels = pred_rels[k] if pred_rels is not None else None
+        try:
+            chunks.append(format_conllu(sentence, pred_heads[k], rels))
+        except ValueError as error:
+            raise ValueError(f"sentence {k}: {error}") from None
     _atomic_write(str(path), chunks)
 
 

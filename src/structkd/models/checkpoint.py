@@ -1,10 +1,10 @@
 """Model checkpoints: safetensors weights + JSON config and vocabularies. Never pickle.
 
-A model directory holds ``model.safetensors``, ``config.json`` (model config, vocabularies and the
-weights' SHA-256) and, for transformer models, ``transformer/`` (tokenizer and architecture
-files). Each file is written to a temporary name and moved into place with ``os.replace``, weights
-first and ``config.json`` last, so a save killed midway never leaves a directory that loads as a
-different model: the checksum catches a half-replaced pair.
+A model directory holds ``model.safetensors``, ``config.json`` (the task, model config,
+vocabularies and the weights' SHA-256) and, for transformer models, ``transformer/`` (tokenizer
+and architecture files). Each file is written to a temporary name and moved into place with
+``os.replace``, weights first and ``config.json`` last, so a save killed midway never leaves a
+directory that loads as a different model: the checksum catches a half-replaced pair.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
-from structkd.config import ModelConfig, from_dict, to_dict
-from structkd.models.inputs import Vocabularies
-from structkd.models.tagger import Tagger
+from structkd.config import ConfigError, ModelConfig, from_dict, to_dict
+from structkd.models.base import Model
 
 FORMAT = "structkd-tagger"
 VERSION = 1
@@ -66,8 +65,8 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def save_model(model: Tagger, directory: str | Path) -> str:
-    """Saves a tagger to ``directory`` (created if needed).
+def save_model(model: Model, directory: str | Path) -> str:
+    """Saves a model to ``directory`` (created if needed).
 
     Returns:
         The SHA-256 of the weights file (identifies the model, e.g. for caches).
@@ -88,6 +87,7 @@ def save_model(model: Tagger, directory: str | Path) -> str:
         {
             "format": FORMAT,
             "version": VERSION,
+            "task": model.task,
             "model": to_dict(model.config),
             "vocab": model.vocab.to_dict(),
             "weights_sha256": digest,
@@ -116,8 +116,10 @@ def read_model_config(directory: str | Path) -> dict[str, Any]:
     return meta
 
 
-def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Tagger:
-    """Loads a tagger saved by ``save_model``, in eval mode, on ``device``.
+def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Model:
+    """Loads a model saved by ``save_model``, in eval mode, on ``device``.
+
+    The ``task`` recorded in ``config.json`` (``ner`` when absent) rebuilds the model family.
 
     Raises:
         CheckpointError: if the directory is missing, incomplete or its files disagree.
@@ -131,15 +133,20 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Tag
         raise CheckpointError(f"{weights_path}: unreadable ({error})") from error
     if sha256(weights) != meta.get("weights_sha256"):
         raise CheckpointError(f"{directory}: weights do not match config.json (interrupted save?)")
+    from structkd.tasks import get_task
+
+    try:
+        task = get_task(meta.get("task", "ner"))
+    except ConfigError as error:
+        raise CheckpointError(f"{directory}: {error}") from error
     # A hand-edited or foreign config.json must fail as a CheckpointError, not a traceback.
     try:
         config = from_dict(ModelConfig, meta["model"], "model")
-        vocab = Vocabularies.from_dict(meta["vocab"])
+        transformer_dir = str(directory / "transformer") if config.encoder.transformer else None
+        model = task.load_model(config, meta["vocab"], transformer_dir)
         state = load_safetensors(weights)
     except (KeyError, TypeError, ValueError, SafetensorError) as error:
         raise CheckpointError(f"{directory}: inconsistent config.json ({_flat(error)})") from error
-    transformer_dir = str(directory / "transformer") if config.encoder.transformer else None
-    model = Tagger(config, vocab, transformer_dir, pretrained_transformer=False)
     try:
         model.load_state_dict(state)
     except RuntimeError as error:  # tensor names or shapes disagree with config.json

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from structkd.config import ModelConfig
 from structkd.data.tags import detect_scheme, from_spans, to_spans
+from structkd.models.base import Model
 from structkd.models.encoder import Encoder
 from structkd.models.heads import CRFHead, MaxEntHead, SpanHead
 from structkd.models.inputs import Batch, Vocabularies
@@ -16,7 +17,7 @@ from structkd.nn.embeddings import read_word_vectors
 from structkd.structures.base import Structure
 
 
-class Tagger(nn.Module):
+class Tagger(Model):
     """A named-entity tagger whose output is a ``Structure`` (a distribution over outputs).
 
     ``structure(batch)`` is all distillation needs; ``loss`` and ``predict`` are the supervised
@@ -29,6 +30,8 @@ class Tagger(nn.Module):
         transformer_dir: local transformer directory when the config uses one.
         pretrained_transformer: load the transformer's own weights.
     """
+
+    task = "ner"
 
     def __init__(
         self,
@@ -50,10 +53,6 @@ class Tagger(nn.Module):
             self.head = SpanHead(
                 self.encoder.dim, vocab, config.head.span_dim, config.encoder.dropout
             )
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.parameters()).device
 
     def collate(
         self, tokens: Sequence[Sequence[str]], tags: Sequence[Sequence[str] | None] | None = None

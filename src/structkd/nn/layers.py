@@ -91,3 +91,28 @@ class Biaffine(nn.Module):
         x1 = torch.cat([x, ones], -1)  # [B, N, D+1]
         y1 = torch.cat([y, ones], -1)  # [B, N, D+1]
         return torch.einsum("bid,rde,bje->bijr", x1, self.weight, y1)  # [B, N, N, R]
+
+
+class Triaffine(nn.Module):
+    """Triaffine scorer ``s[b, i, j, k] = sum W[p, q, r] x1[b, i, p] y1[b, j, q] z1[b, k, r]``
+    with ``x1 = [x; 1]`` (likewise y, z), so every lower-order term has its own weights.
+
+    Scores the sibling parts of a second-order parser (Wang & Tu, AACL 2020; Zhang et al., ACL
+    2020): x are heads, y modifiers and z their siblings. Cost O(B N D^2 (D + N) + B N^3 D); the
+    weights start at zero, as in SuPar, so training starts from the first-order model.
+
+    Args:
+        dim: size D of x, y and z.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(dim + 1, dim + 1, dim + 1))
+
+    def forward(self, x: Tensor, y: Tensor, z: Tensor) -> Tensor:
+        """Scores [B, N, N, N] from x, y, z [B, N, D] (indices i, j, k)."""
+        ones = x.new_ones(x.shape[:-1] + (1,))
+        x1, y1, z1 = (torch.cat([t, ones], -1) for t in (x, y, z))  # [B, N, D+1]
+        xw = torch.einsum("bip,pqr->biqr", x1, self.weight)  # [B, N, D+1, D+1]
+        xwy = torch.einsum("biqr,bjq->bijr", xw, y1)  # [B, N, N, D+1]
+        return torch.einsum("bijr,bkr->bijk", xwy, z1)  # [B, N, N, N]

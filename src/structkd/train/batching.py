@@ -1,6 +1,6 @@
 """Length-bucketed batching: sentences of similar length share a batch, to waste little padding.
 
-Only indices are produced; tensors are built per batch by the model (``Tagger.collate``), and no
+Only indices are produced; tensors are built per batch by the task (``Task.collate``), and no
 state is ever written onto sentence objects.
 """
 

@@ -20,15 +20,14 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
-from torch import Tensor
+from torch import Tensor, nn
 
 from structkd.models.checkpoint import atomic_write, atomic_write_json, sha256, tensors_to_bytes
-from structkd.models.tagger import Tagger
 from structkd.train import ddp
 
 Marginals = list[Tensor]  # one sentence's marginal tensors, cropped to its length
@@ -43,8 +42,11 @@ def as_list(parts: Any) -> list[Tensor]:
     return list(parts) if isinstance(parts, (tuple, list)) else [parts]
 
 
+M = TypeVar("M", bound=nn.Module)
+
+
 @contextmanager
-def evaluating(model: Tagger) -> Iterator[Tagger]:
+def evaluating(model: M) -> Iterator[M]:
     """``model`` in eval mode for the block (no dropout, so no draw from the global RNG)."""
     was_training = model.training
     model.eval()
@@ -54,20 +56,19 @@ def evaluating(model: Tagger) -> Iterator[Tagger]:
         model.train(was_training)
 
 
-def position_offsets(student: Tagger) -> list[list[int | None]]:
+def position_offsets(
+    probe: Callable[[list[list[str]]], list[Tensor]],
+) -> list[list[int | None]]:
     """Per marginal tensor and non-batch dimension: ``size - N`` if it grows with N, else None.
 
-    Found by building the student's structure at two padded lengths and comparing shapes, so any
-    structure's part layout works (e.g. a chain's pair marginals [B, N-1, L, L] -> [-1, -1, None]).
+    Found by probing the student's part layout at two padded lengths and comparing shapes, so any
+    layout works (e.g. a chain's pair marginals [B, N-1, L, L] -> [-1, -1, None]).
+
+    Args:
+        probe: maps sentences to tensors in the student's part layout (``Task.student_parts``).
     """
-    with torch.no_grad(), evaluating(student):
-        shapes = [
-            [
-                m.shape
-                for m in as_list(student.structure(student.collate([["x"] * n])).part_marginals)
-            ]
-            for n in (5, 6)
-        ]
+    with torch.no_grad():
+        shapes = [[m.shape for m in probe([["x"] * n])] for n in (5, 6)]
     return [
         [a - 5 if a != b else None for a, b in zip(small[1:], large[1:])]
         for small, large in zip(*shapes)

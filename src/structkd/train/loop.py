@@ -14,13 +14,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from structkd.config import RunConfig, TrainConfig
-from structkd.data.conll import Sentence
+from structkd.models.base import Model
 from structkd.models.checkpoint import atomic_write, atomic_write_json, load_model, save_model
-from structkd.models.tagger import Tagger
+from structkd.tasks import Task, get_task
 from structkd.train import ddp
 from structkd.train.batching import bucket_batches
 from structkd.train.distill import Distiller
-from structkd.train.evaluate import evaluate
 from structkd.train.state import TrainState, last_checkpoint, load_checkpoint, save_checkpoint
 
 
@@ -36,7 +35,7 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
 
 
 def batch_loss(
-    model: Tagger,
+    model: Model,
     net: nn.Module,
     batch: Any,
     indices: Sequence[int],
@@ -44,12 +43,12 @@ def batch_loss(
     lam: float,
 ) -> Tensor:
     """Mean per-sentence loss: gold NLL, or ``lam KD + (1 - lam) NLL`` (KD only if unlabeled)."""
-    structure = net(batch)  # through the DDP wrapper when distributed
-    nll = model.nll(batch, structure)  # [B]
+    output = net(batch)  # through the DDP wrapper when distributed
+    nll = model.nll(batch, output)  # [B]
     labeled = batch.labeled.to(nll.device)
     if distiller is None:
         return nll.sum() / labeled.sum().clamp(min=1)
-    kd_loss = distiller.losses(structure, batch, indices)  # [B]
+    kd_loss = distiller.losses(output, batch, indices)  # [B]
     return torch.where(labeled, lam * kd_loss + (1 - lam) * nll, kd_loss).mean()
 
 
@@ -63,32 +62,33 @@ def _write_log(out: Path, history: list[dict[str, Any]]) -> None:
 
 
 def _final_metrics(
-    out: Path, dev: Sequence[Sentence], test: Sequence[Sentence], device: str
+    task: Task, config: RunConfig, dev: Sequence[Any], test: Sequence[Any]
 ) -> dict[str, Any]:
-    best = load_model(out / "model", device)
+    out = Path(config.out)
+    best = load_model(out / "model", config.train.device)
     metrics: dict[str, Any] = {}
     for name, sentences in (("dev", dev), ("test", test)):
         if sentences:
-            scores = evaluate(best, sentences)
-            metrics[name] = {k: scores[k] for k in ("f1", "precision", "recall", "per_type")}
+            scores = task.evaluate(best, sentences, config.data.include_punct)
+            metrics[name] = {k: scores[k] for k in task.report_metrics}
             metrics[name]["tokens_per_second"] = scores["tokens_per_second"]
     atomic_write_json(out / "metrics.json", metrics)
     return metrics
 
 
 def train(
-    model: Tagger | None,
+    model: Model | None,
     config: RunConfig,
-    sentences: Sequence[Sentence],
+    sentences: Sequence[Any],
     corpus: Sequence[int],
-    dev: Sequence[Sentence],
-    test: Sequence[Sentence],
-    distiller_factory: Callable[[Tagger], Distiller] | None = None,
+    dev: Sequence[Any],
+    test: Sequence[Any],
+    distiller_factory: Callable[[Model], Distiller] | None = None,
     resume: bool = False,
 ) -> dict[str, Any]:
-    """Trains a tagger and writes everything under ``config.out``.
+    """Trains a model of ``config.task`` and writes everything under ``config.out``.
 
-    Writes ``model/`` (best by dev F1, or the last model without a dev set),
+    Writes ``model/`` (best by the task's dev score, or the last model without a dev set),
     ``checkpoints/`` (after every epoch, for ``resume``), ``train_log.jsonl`` (one line per
     epoch) and ``metrics.json`` (``{"dev": ..., "test": ...}``). The run is deterministic for a
     seed on CPU, and a resumed run ends exactly where an uninterrupted one does.
@@ -109,7 +109,7 @@ def train(
     Raises:
         TrainingError: on a non-finite loss (the last good checkpoint is kept).
     """
-    cfg, out = config.train, Path(config.out)
+    cfg, out, task = config.train, Path(config.out), get_task(config.task)
     checkpoints = out / "checkpoints"
     if resume:
         path = last_checkpoint(checkpoints)
@@ -136,8 +136,7 @@ def train(
         total = 0.0
         bar = tqdm(batches, desc=f"epoch {state.epoch + 1}", disable=not progress_enabled(cfg))
         for indices in bar:
-            chosen = [sentences[i] for i in indices]
-            batch = model.collate([s.tokens for s in chosen], [s.tags for s in chosen])
+            batch = task.collate(model, [sentences[i] for i in indices])
             lam = distiller.weight(state.step, total_steps) if distiller is not None else 0.0
             loss = batch_loss(model, net, batch, indices, distiller, lam)
             if not math.isfinite(loss.item()):
@@ -162,14 +161,14 @@ def train(
         }
         if distiller is not None:
             record["lambda"] = distiller.weight(state.step, total_steps)
+            record.update(distiller.epoch_stats())
         improved = True
         if dev:
-            scores = evaluate(model, dev)
-            record.update(dev_f1=scores["f1"], dev_precision=scores["precision"])
-            record["dev_recall"] = scores["recall"]
-            improved = scores["f1"] > state.best_f1
+            scores = task.evaluate(model, dev, config.data.include_punct)
+            record.update({f"dev_{k}": scores[k] for k in task.log_metrics})
+            improved = task.selection_score(scores) > state.best_score
             if improved:
-                state.best_f1 = scores["f1"]
+                state.best_score = task.selection_score(scores)
         state.bad_epochs = 0 if improved else state.bad_epochs + 1
         state.epoch += 1
         state.history.append(record)
@@ -183,4 +182,4 @@ def train(
     ddp.barrier()
     if ddp.rank() != 0:
         return {}
-    return _final_metrics(out, dev, test, cfg.device)
+    return _final_metrics(task, config, dev, test)

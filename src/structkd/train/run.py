@@ -14,48 +14,16 @@ from typing import Any
 import torch
 
 from structkd.config import ConfigError, RunConfig
-from structkd.data.conll import Sentence, read_ner
-from structkd.data.errors import DataError
-from structkd.data.resources import resource_path
+from structkd.data.resources import resolve_path
+from structkd.models.base import Model
 from structkd.models.checkpoint import load_model, read_model_config
-from structkd.models.tagger import Tagger, build_tagger
+from structkd.tasks import Task, get_task
 from structkd.train import ddp
 from structkd.train.distill import Distiller, check_teachers
 from structkd.train.loop import train
 from structkd.train.state import last_checkpoint
 
-RESOURCE = "resource:"
-
-
-def resolve_path(path: str) -> Path:
-    """A data path; ``resource:NAME`` names a file bundled with structkd.
-
-    Raises:
-        FileNotFoundError: if the file does not exist.
-    """
-    if path.startswith(RESOURCE):
-        return resource_path(path[len(RESOURCE) :])
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    return Path(path)
-
-
-def read_labeled(path: str, fmt: str) -> list[Sentence]:
-    """Sentences with gold tags.
-
-    Raises:
-        DataError: if the file is malformed or has no tags.
-    """
-    resolved = resolve_path(path)
-    sentences = read_ner(resolved, fmt)
-    if any(s.tags is None for s in sentences):
-        raise DataError(path, "has no tag column; a labeled corpus is needed here")
-    return sentences
-
-
-def read_unlabeled(path: str) -> list[Sentence]:
-    """Sentences of a raw-text (or any NER) file, tags dropped."""
-    return [Sentence(s.tokens) for s in read_ner(resolve_path(path), "auto")]
+__all__ = ["resolve_path", "run", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -63,7 +31,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _corpora(config: RunConfig, n_teachers: int) -> tuple[list[Sentence], list[int]]:
+def _corpora(config: RunConfig, task: Task, n_teachers: int) -> tuple[list[Any], list[int]]:
     """Training sentences (labeled, then unlabeled) and each one's corpus id."""
     data = config.data
     if not data.train and not data.unlabeled:
@@ -75,14 +43,14 @@ def _corpora(config: RunConfig, n_teachers: int) -> tuple[list[Sentence], list[i
                 f"{name} has {len(paths)} corpora for {n_teachers} teachers; with "
                 "teacher_binding=corpus, corpus i is distilled from teacher i"
             )
-    sentences: list[Sentence] = []
+    sentences: list[Any] = []
     corpus: list[int] = []
     for i, path in enumerate(data.train):
-        part = read_labeled(path, data.format)
+        part = task.read_labeled(path, data.format)
         sentences += part
         corpus += [i if bound else 0] * len(part)
     for i, path in enumerate(data.unlabeled):
-        part = read_unlabeled(path)
+        part = task.read_unlabeled(path)
         sentences += part
         corpus += [i if bound else 0] * len(part)
     return sentences, corpus
@@ -91,7 +59,7 @@ def _corpora(config: RunConfig, n_teachers: int) -> tuple[list[Sentence], list[i
 def run(
     config: RunConfig, teacher_dirs: Sequence[str] = (), resume: bool = False
 ) -> dict[str, Any]:
-    """Trains (``teacher_dirs`` empty) or distils a tagger as ``config`` says.
+    """Trains (``teacher_dirs`` empty) or distils a model of ``config.task`` as ``config`` says.
 
     Returns:
         The final metrics (also in ``OUT/metrics.json``).
@@ -101,6 +69,7 @@ def run(
             anything is written.
     """
     config.train.device = ddp.setup(config.train.device)
+    task = get_task(config.task)
     out = Path(config.out)
     started = last_checkpoint(out / "checkpoints") is not None
     if resume and not started and not out.is_dir():
@@ -114,29 +83,24 @@ def run(
         raise ConfigError("data.unlabeled is only used when distilling with a teacher")
     teachers = [load_model(d, config.train.device) for d in teacher_dirs]
     teacher_ids = [read_model_config(d)["weights_sha256"] for d in teacher_dirs]
-    sentences, corpus = _corpora(config, len(teachers))
-    dev = read_labeled(config.data.dev, config.data.format) if config.data.dev else []
-    test = read_labeled(config.data.test, config.data.format) if config.data.test else []
-    labeled = [s for s in sentences if s.tags is not None]
-    if not labeled:
-        raise ConfigError("no labeled training sentences: the tag set comes from data.train")
-    model: Tagger | None = None
+    sentences, corpus = _corpora(config, task, len(teachers))
+    dev = task.read_labeled(config.data.dev, config.data.format) if config.data.dev else []
+    test = task.read_labeled(config.data.test, config.data.format) if config.data.test else []
+    if not any(task.is_labeled(s) for s in sentences):
+        raise ConfigError("no labeled training sentences: the label set comes from data.train")
+    model: Model | None = None
     if not resume:
         seed_everything(config.train.seed)
-        model = build_tagger(
-            config.model,
-            [s.tokens for s in sentences],
-            [s.tags for s in labeled if s.tags is not None],
-        )
+        model = task.build_model(config.model, sentences)
         if teachers:
             check_teachers(teachers, model)
 
-    def make_distiller(student: Tagger) -> Distiller:
+    def make_distiller(student: Model) -> Distiller:
         cache_dir = Path(config.distill.cache_dir or out / "cache")
         return Distiller(
             teachers,
             config.distill,
-            [s.tokens for s in sentences],
+            [task.words(s) for s in sentences],
             corpus,
             student,
             cache_dir,

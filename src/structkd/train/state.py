@@ -22,6 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from torch import Tensor
 
+from structkd.models.base import Model
 from structkd.models.checkpoint import (
     CheckpointError,
     atomic_write,
@@ -30,7 +31,6 @@ from structkd.models.checkpoint import (
     save_model,
     tensors_to_bytes,
 )
-from structkd.models.tagger import Tagger
 
 
 @dataclass
@@ -40,7 +40,7 @@ class TrainState:
     Attributes:
         epoch: the next epoch to run (0-based).
         step: optimizer steps taken.
-        best_f1: best dev F1 so far (-1 before any).
+        best_score: best dev score so far (the task's ``selection_score``; -1 before any).
         bad_epochs: epochs since the best one.
         finished: training is over (max epochs or early stop).
         history: one log record per finished epoch.
@@ -48,7 +48,7 @@ class TrainState:
 
     epoch: int = 0
     step: int = 0
-    best_f1: float = -1.0
+    best_score: float = -1.0
     bad_epochs: int = 0
     finished: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -90,7 +90,7 @@ def _restore_optimizer(
 
 
 def save_checkpoint(
-    directory: Path, model: Tagger, optimizer: torch.optim.Optimizer, state: TrainState
+    directory: Path, model: Model, optimizer: torch.optim.Optimizer, state: TrainState
 ) -> Path:
     """Writes a complete epoch checkpoint under ``directory`` and points ``LAST`` at it.
 
@@ -134,7 +134,7 @@ def last_checkpoint(directory: Path) -> Path | None:
 
 def load_checkpoint(
     path: Path, optimizer_factory: Any, device: torch.device | str = "cpu"
-) -> tuple[Tagger, torch.optim.Optimizer, TrainState]:
+) -> tuple[Model, torch.optim.Optimizer, TrainState]:
     """Restores model, optimizer, counters and RNG state from an epoch checkpoint.
 
     Args:

@@ -1,0 +1,45 @@
+"""What the trainer, checkpoints and distillation need of every model family."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from structkd.config import ModelConfig
+from structkd.models.encoder import Encoder
+
+
+class Model(nn.Module, ABC):
+    """Base class of the models a run trains: encoder -> head -> structure.
+
+    ``forward(batch)`` returns the model's output (a ``Structure``, or a structure with extras
+    such as relation scores); the task (``structkd.tasks``) reads it. A checkpoint stores
+    ``config``, ``vocab.to_dict()`` and ``task``, which names the task that rebuilds the model.
+
+    Attributes:
+        task: the task this model family serves (``"ner"``, ``"dep"``).
+        config: the model config.
+        vocab: the vocabularies (anything with ``to_dict``).
+        encoder: the word encoder (its transformer, if any, is saved beside the weights).
+    """
+
+    task: ClassVar[str]
+    config: ModelConfig
+    vocab: Any
+    encoder: Encoder
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    @abstractmethod
+    def nll(self, batch: Any, output: Any = None) -> Tensor:
+        """Gold negative log-likelihood [B] (0 for unlabeled sentences).
+
+        Args:
+            batch: collated inputs with gold outputs where known.
+            output: ``forward(batch)`` if already computed.
+        """

@@ -1,0 +1,148 @@
+"""The task interface: everything the trainer, distiller and CLI ask of a model family.
+
+The training loop, the checkpoints, the teacher-marginal cache and the command line are shared by
+every task; what differs (how a corpus is read, how a model is built and scored, what a teacher's
+marginals look like on the student's parts) is one ``Task`` subclass per task.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar, TextIO
+
+from torch import Tensor
+
+from structkd import kd
+from structkd.config import DistillConfig, ModelConfig
+from structkd.models.base import Model
+from structkd.structures.base import Structure
+
+Stats = dict[str, float]
+"""Running sums a KD loss may add to (e.g. teacher mass the student cannot express)."""
+
+
+def projected_marginals(
+    teacher: Structure, student: Structure, config: DistillConfig, tag_scheme: str = "BIOES"
+) -> Any:
+    """Teacher marginals on the student's parts, tempered as ``kd.structural_kd_loss`` does:
+    ``global`` tempers the teacher's potentials, ``local`` each slot of its marginals."""
+    temperature = config.temperature
+    if config.temperature_mode == "global" and temperature != 1.0:
+        return kd.project(teacher.tempered(temperature), student, tag_scheme)
+    marginals = kd.project(teacher, student, tag_scheme)
+    return kd.local_temper(marginals, temperature) if temperature != 1.0 else marginals
+
+
+class Task(ABC):
+    """One task: its corpora, model family, metrics and distillation.
+
+    Attributes:
+        name: the ``task`` value of a run config.
+        formats: the ``data.format`` values its readers take.
+        kd_methods: the ``distill.method`` values it implements.
+        log_metrics: dev metrics written to the training log each epoch (as ``dev_NAME``).
+        report_metrics: metrics written to ``metrics.json`` per split.
+    """
+
+    name: ClassVar[str]
+    formats: ClassVar[tuple[str, ...]]
+    kd_methods: ClassVar[tuple[str, ...]]
+    log_metrics: ClassVar[tuple[str, ...]]
+    report_metrics: ClassVar[tuple[str, ...]]
+
+    # ---- data ---------------------------------------------------------------------------------
+    @abstractmethod
+    def read_labeled(self, path: str, fmt: str) -> list[Any]:
+        """Sentences with gold outputs (``resource:NAME`` names a bundled file).
+
+        Raises:
+            DataError: if the file is malformed or has no gold outputs.
+        """
+
+    @abstractmethod
+    def read_unlabeled(self, path: str) -> list[Any]:
+        """Sentences without gold outputs (used for distillation only)."""
+
+    @abstractmethod
+    def words(self, sentence: Any) -> list[str]:
+        """The sentence's words."""
+
+    @abstractmethod
+    def is_labeled(self, sentence: Any) -> bool:
+        """Whether the sentence has gold outputs."""
+
+    # ---- models -------------------------------------------------------------------------------
+    @abstractmethod
+    def build_model(self, config: ModelConfig, sentences: Sequence[Any]) -> Model:
+        """A freshly initialised model with vocabularies from the training sentences (labeled
+        and unlabeled)."""
+
+    @abstractmethod
+    def load_model(
+        self, config: ModelConfig, vocab: dict[str, Any], transformer_dir: str | None
+    ) -> Model:
+        """The model of a checkpoint, before its weights are loaded."""
+
+    @abstractmethod
+    def collate(self, model: Model, sentences: Sequence[Any]) -> Any:
+        """The model's batch of sentences, gold outputs included where known."""
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    @abstractmethod
+    def evaluate(
+        self, model: Model, sentences: Sequence[Any], include_punct: bool = False
+    ) -> dict[str, Any]:
+        """Scores against the gold outputs (percent) and ``tokens_per_second``."""
+
+    @abstractmethod
+    def selection_score(self, scores: dict[str, Any]) -> float:
+        """The dev number that selects the best epoch (higher is better)."""
+
+    @abstractmethod
+    def summary(self, split: str, scores: dict[str, Any]) -> str:
+        """One line for the command line."""
+
+    @abstractmethod
+    def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
+        """Predicts every sentence of a file, streamed, and writes them; returns the count."""
+
+    # ---- distillation -------------------------------------------------------------------------
+    @abstractmethod
+    def check_teachers(self, teachers: Sequence[Model], student: Model) -> None:
+        """Raises ConfigError unless every teacher can distil into the student (called under
+        ``torch.no_grad`` with the student in eval mode)."""
+
+    @abstractmethod
+    def cache_slot(self, student: Model) -> Any:
+        """JSON data naming the student's part layout (part of the marginal cache's name)."""
+
+    @abstractmethod
+    def student_parts(self, student: Model, words: list[list[str]]) -> list[Tensor]:
+        """Tensors in the layout ``project`` returns, for these sentences (shapes are read)."""
+
+    @abstractmethod
+    def project(
+        self, teacher: Model, student: Model, words: list[list[str]], config: DistillConfig
+    ) -> list[Tensor]:
+        """The teacher's marginals on the student's parts, tempered by ``config`` as
+        ``projected_marginals`` does, batched over ``words`` and detached: what the cache holds
+        and ``structural_loss`` reads."""
+
+    @abstractmethod
+    def structural_loss(
+        self, student: Model, output: Any, parts: Any, temperature: float, stats: Stats
+    ) -> Tensor:
+        """Structural KD [B] from projected marginals (a tensor, or a tuple of tensors)."""
+
+    @abstractmethod
+    def kd_loss(
+        self,
+        teacher: Model,
+        student: Model,
+        batch: Any,
+        output: Any,
+        config: DistillConfig,
+        stats: Stats,
+    ) -> Tensor:
+        """A baseline KD [B] (any method but ``structural``), the teacher run on the batch."""

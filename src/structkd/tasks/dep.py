@@ -1,0 +1,356 @@
+"""Dependency parsing: treebanks, graph-based and sequence-labeling parsers, UAS/LAS, and the
+paper's cases 1b and 2b (Wang et al., ACL 2021, sections 3.1-3.2).
+
+Distillation into a sequence-labeling student (``kind: seqlabel``): the teacher's arc marginals
+times its relation probabilities give the marginal of each student label
+``P(offset@rel of d) = P(head of d = d + offset) P(rel | d, head)``
+(``arc_marginals_to_label_marginals``); the structural KD loss is the student's log Z minus its
+expected score under those label marginals. A (head, relation) pair no student label expresses
+loses its mass: the loss reports it as ``kd_lost_mass`` (per word) in the training log and
+renormalizes each word's label marginals over the student's labels. Into a
+``head_selection`` student the teacher's arc marginals go directly (``kd.project``); its relations
+learn from gold trees only.
+
+Methods: ``structural`` (global temperature tempers the teacher's potentials, local temperature
+each word's label distribution); ``token`` (the teacher's *local* distributions, its per-word
+head softmax times its relation softmax, ignoring the tree constraint; for a sequence-labeling
+student the loss is their cross-entropy with the student's label softmax, which differs from the
+token KL by the teacher's entropy only); ``top1`` (the teacher's best tree and relations as
+pseudo-gold).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+from torch import Tensor
+
+from structkd import kd
+from structkd.config import ConfigError, DistillConfig, ModelConfig
+from structkd.data.conll import Sentence, iter_text
+from structkd.data.resources import resolve_path
+from structkd.depdata import (
+    FORMATS,
+    DepSentence,
+    arc_marginals_to_label_marginals,
+    format_conllu,
+    is_projective,
+    iter_dep,
+    punct_mask,
+    read_dep,
+)
+from structkd.metrics.attachment import AttachmentScore
+from structkd.models.base import Model
+from structkd.models.depbase import DepModel, DepVocab, ParserOutput, Tree
+from structkd.models.parser import BiaffineParser, build_dep_model, load_dep_model
+from structkd.models.seqlabel import SeqLabelParser
+from structkd.structures.head_selection import HeadSelection
+from structkd.structures.token_softmax import TokenSoftmax
+from structkd.tasks.base import Stats, Task, projected_marginals
+from structkd.train.batching import bucket_batches
+from structkd.train.cache import as_list
+
+TREEBANK_SUFFIXES = (".conllu", ".conllx", ".conll", ".malttab")
+
+
+def _dep(model: Model) -> DepModel:
+    if not isinstance(model, DepModel):
+        raise ConfigError(f"task dep needs a dependency model, got a {type(model).__name__}")
+    return model
+
+
+def _tree(sentence: Any) -> Tree | None:
+    return (sentence.heads, sentence.rels) if isinstance(sentence, DepSentence) else None
+
+
+def predict_trees(
+    model: DepModel, words: Sequence[Sequence[str]], batch_size: int = 64
+) -> list[tuple[list[int], list[str] | None]]:
+    """A well-formed tree per sentence, in input order (batches are built by length)."""
+    out: list[tuple[list[int], list[str] | None]] = [([], None)] * len(words)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        for ids in bucket_batches([len(w) for w in words], batch_size):
+            for i, tree in zip(ids, model.predict(model.collate([words[i] for i in ids]))):
+                out[i] = tree
+    model.train(was_training)
+    return out
+
+
+def _input_format(path: Path, fmt: str) -> str:
+    """``fmt``, or for ``auto``: the treebank format, or ``text`` for a file without tabs."""
+    if fmt != "auto" or path.suffix.lower() in TREEBANK_SUFFIXES:
+        return fmt
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.strip() and not line.startswith("#"):
+                return "auto" if "\t" in line else "text"
+    return "auto"
+
+
+def _check_format(fmt: str, extra: tuple[str, ...] = ()) -> None:
+    choices = (*DepTask.formats, *extra)
+    if fmt not in choices:
+        raise ConfigError(f"task dep reads formats {', '.join(choices)}, not {fmt!r}")
+
+
+def _label_kd_loss(
+    structure: TokenSoftmax, marginals: Tensor, temperature: float, stats: Stats
+) -> Tensor:
+    """Structural KD [B] of a sequence-labeling student from its label marginals [B, N, K].
+
+    Each word's marginals are first renormalized over the student's labels (the teacher
+    conditioned on what the student can express): left unnormalized, the ``log Z`` term of a word
+    with lost mass would push all its scores down without bound. The lost mass (1 per word minus
+    its label marginals) is added to ``stats``.
+    """
+    mass = marginals.sum(-1, keepdim=True)  # [B, N, 1]
+    words = float(structure.lengths.sum())
+    stats["kd_lost_mass"] = stats.get("kd_lost_mass", 0.0) + max(words - float(mass.sum()), 0.0)
+    stats["kd_words"] = stats.get("kd_words", 0.0) + words
+    conditioned = torch.where(mass > 0, marginals / mass.clamp_min(1e-30), 0.0)
+    return kd.structural_kd_loss_from_marginals(conditioned, structure, temperature, "none")
+
+
+class DepTask(Task):
+    """Dependency parsers scored by UAS/LAS (punctuation excluded unless asked); predictions
+    written as CoNLL-U."""
+
+    name = "dep"
+    formats = ("auto", *FORMATS)
+    kd_methods = ("structural", "token", "top1")
+    log_metrics = ("uas", "las")
+    report_metrics = ("uas", "las", "ucm", "lcm", "per_relation", "tokens", "sentences")
+
+    def read_labeled(self, path: str, fmt: str) -> list[DepSentence]:
+        _check_format(fmt)
+        return read_dep(resolve_path(path), fmt)
+
+    def read_unlabeled(self, path: str) -> list[Any]:
+        resolved = resolve_path(path)
+        if resolved.suffix.lower() in TREEBANK_SUFFIXES:
+            return [Sentence(s.words) for s in iter_dep(resolved)]
+        return list(iter_text(resolved))
+
+    def words(self, sentence: Any) -> list[str]:
+        return list(sentence.words if isinstance(sentence, DepSentence) else sentence.tokens)
+
+    def is_labeled(self, sentence: Any) -> bool:
+        return isinstance(sentence, DepSentence)
+
+    def build_model(self, config: ModelConfig, sentences: Sequence[Any]) -> DepModel:
+        trees = [t for t in map(_tree, sentences) if t is not None]
+        parser = config.parser
+        if parser.kind == "projective" or (parser.kind, parser.inference) == ("sibling", "exact"):
+            skipped = sum(not is_projective(list(heads)) for heads, _ in trees)
+            if skipped:
+                warnings.warn(
+                    f"{skipped} of {len(trees)} training trees are non-projective; the "
+                    f"{parser.kind} structure cannot score them, so they add no arc loss",
+                    stacklevel=2,
+                )
+        return build_dep_model(config, [self.words(s) for s in sentences], trees)
+
+    def load_model(
+        self, config: ModelConfig, vocab: dict[str, Any], transformer_dir: str | None
+    ) -> DepModel:
+        return load_dep_model(config, DepVocab.from_dict(vocab), transformer_dir)
+
+    def collate(self, model: Model, sentences: Sequence[Any]) -> Any:
+        return _dep(model).collate([self.words(s) for s in sentences], list(map(_tree, sentences)))
+
+    def evaluate(
+        self, model: Model, sentences: Sequence[Any], include_punct: bool = False
+    ) -> dict[str, Any]:
+        """UAS, LAS (None when the model or the data has no relations), complete matches and
+        per-relation scores, all in percent, plus ``tokens_per_second``."""
+        start = time.perf_counter()
+        predicted = predict_trees(_dep(model), [s.words for s in sentences])
+        seconds = time.perf_counter() - start
+        labeled = bool(_dep(model).vocab.rels) and all(s.rels is not None for s in sentences)
+        metric = AttachmentScore(labeled)
+        for sentence, (heads, rels) in zip(sentences, predicted):
+            mask = punct_mask(sentence, include_punct)
+            if labeled:
+                metric.update(sentence.heads, heads, sentence.rels, rels, mask)
+            else:
+                metric.update(sentence.heads, heads, mask=mask)
+        scores = {"las": None, "lcm": None, "per_relation": {}, **metric.compute()}
+        words = sum(len(s) for s in sentences)
+        scores["tokens_per_second"] = words / max(seconds, 1e-9)
+        return scores
+
+    def selection_score(self, scores: dict[str, Any]) -> float:
+        return float(scores["las"] if scores["las"] is not None else scores["uas"])
+
+    def summary(self, split: str, scores: dict[str, Any]) -> str:
+        las = "-" if scores["las"] is None else f"{scores['las']:.2f}"
+        return (
+            f"{split}: UAS {scores['uas']:.2f}  LAS {las}  "
+            f"({scores['tokens_per_second']:.0f} tokens/s)"
+        )
+
+    def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
+        """Parses a treebank (its trees are replaced) or plain text (one sentence per line,
+        whitespace-separated words) and writes CoNLL-U, 2048 sentences at a time."""
+        _check_format(fmt, ("text",))
+        resolved = resolve_path(path)
+        fmt = _input_format(resolved, fmt)
+        sentences: Iterator[DepSentence]
+        if fmt == "text":
+            sentences = (
+                DepSentence(s.tokens, ["_"] * len(s), [0] * len(s)) for s in iter_text(resolved)
+            )
+        else:
+            sentences = iter_dep(resolved, fmt)
+        count = 0
+        while chunk := list(itertools.islice(sentences, 2048)):
+            trees = predict_trees(_dep(model), [s.words for s in chunk])
+            out.write("".join(format_conllu(s, h, r) for s, (h, r) in zip(chunk, trees)))
+            out.flush()
+            count += len(chunk)
+        return count
+
+    # ---- distillation -------------------------------------------------------------------------
+    def check_teachers(self, teachers: Sequence[Model], student: Model) -> None:
+        pupil = _dep(student)
+        for i, teacher in enumerate(teachers):
+            if not isinstance(teacher, BiaffineParser):
+                raise ConfigError(
+                    f"teacher {i + 1} is a {_dep(teacher).config.parser.kind} model; dependency "
+                    "teachers are graph-based parsers"
+                )
+            if isinstance(pupil, SeqLabelParser):
+                if pupil.vocab.rels and not teacher.vocab.rels:
+                    raise ConfigError(
+                        f"teacher {i + 1} predicts no relations; the student's labels need them"
+                    )
+                continue
+            words = [["x", "x"]]
+            source = teacher.structure(teacher.collate(words))
+            try:
+                kd.project(source, pupil.structure(pupil.collate(words)))
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"teacher {i + 1}: {error}") from None
+
+    def cache_slot(self, student: Model) -> Any:
+        vocab = _dep(student).vocab
+        return [student.config.parser.kind, vocab.rels, vocab.labels]
+
+    def student_parts(self, student: Model, words: list[list[str]]) -> list[Tensor]:
+        return [_dep(student).structure(_dep(student).collate(words)).marginals]
+
+    def _label_marginals(
+        self,
+        teacher: BiaffineParser,
+        output: ParserOutput,
+        arc_marginals: Tensor,
+        student: SeqLabelParser,
+        temperature: float,
+    ) -> Tensor:
+        """[B, N, K] student-label marginals from teacher arc marginals [B, N+1, N+1]."""
+        rel_probs = teacher.rel_probs(output, temperature) if student.vocab.rels else None
+        rels = teacher.vocab.rels if rel_probs is not None else None
+        marginals, _ = arc_marginals_to_label_marginals(
+            arc_marginals, rel_probs, student.vocab.labels, rels, output.structure.lengths
+        )
+        return marginals.detach()
+
+    def project(
+        self, teacher: Model, student: Model, words: list[list[str]], config: DistillConfig
+    ) -> list[Tensor]:
+        assert isinstance(teacher, BiaffineParser)
+        output = teacher(teacher.collate(words))
+        if not isinstance(student, SeqLabelParser):
+            target = _dep(student).structure(_dep(student).collate(words))
+            return as_list(projected_marginals(output.structure, target, config))
+        temperature = config.temperature
+        if config.temperature_mode == "local" or temperature == 1.0:
+            raw = self._label_marginals(teacher, output, output.structure.marginals, student, 1.0)
+            if temperature == 1.0:
+                return [raw]
+            # Each word's slot tempered; its total (what the labels can express) kept.
+            return [kd.local_temper(raw, temperature) * raw.sum(-1, keepdim=True)]
+        arcs = output.structure.tempered(temperature).marginals
+        return [self._label_marginals(teacher, output, arcs, student, temperature)]
+
+    def structural_loss(
+        self, student: Model, output: Any, parts: Any, temperature: float, stats: Stats
+    ) -> Tensor:
+        structure = output.structure
+        if isinstance(structure, TokenSoftmax):
+            return _label_kd_loss(structure, parts, temperature, stats)
+        return kd.structural_kd_loss_from_marginals(parts, structure, temperature, "none")
+
+    def kd_loss(
+        self,
+        teacher: Model,
+        student: Model,
+        batch: Any,
+        output: Any,
+        config: DistillConfig,
+        stats: Stats,
+    ) -> Tensor:
+        assert isinstance(teacher, BiaffineParser)
+        temperature = config.temperature
+        with torch.no_grad():
+            source = teacher(teacher.collate(batch.tokens))
+        if config.method == "top1":
+            return self._top1(teacher, _dep(student), source, output, stats)
+        if config.method != "token":
+            raise ConfigError(f"distill.method={config.method} has no uncached KD loss")
+        if not isinstance(student, SeqLabelParser):
+            return kd.token_kd_loss(source.structure, output.structure, temperature, "none")
+        # The teacher's local head softmax times its relation softmax: no tree constraint.
+        arcs = source.structure
+        local = HeadSelection(arcs.arc_scores / temperature, arcs.lengths).marginals
+        with torch.no_grad():
+            parts = self._label_marginals(teacher, source, local, student, temperature)
+        return _label_kd_loss(output.structure, parts, temperature, stats)
+
+    def _top1(
+        self,
+        teacher: BiaffineParser,
+        student: DepModel,
+        source: ParserOutput,
+        output: ParserOutput,
+        stats: Stats,
+    ) -> Tensor:
+        """Student NLL of the teacher's best trees and relations (pseudo-gold)."""
+        with torch.no_grad():
+            heads, rels = teacher.decode(source)  # [B, N+1] each
+        lengths = source.structure.lengths.tolist()
+        trees = [
+            (
+                heads[b, 1 : n + 1].tolist(),
+                None if rels is None else teacher.rel_names(rels[b, 1 : n + 1].tolist()),
+            )
+            for b, n in enumerate(lengths)
+        ]
+        device = heads.device
+        if isinstance(student, SeqLabelParser):
+            assert isinstance(output.structure, TokenSoftmax)
+            ids = torch.full(output.structure.mask.shape, -1, dtype=torch.long)
+            missing = 0
+            for b, tree in enumerate(trees):
+                row = student.vocab.label_ids(tree)
+                ids[b, : lengths[b]] = torch.tensor(row, dtype=torch.long)
+                missing += row.count(-1)  # the pseudo-gold label is not in the inventory
+            stats["kd_lost_mass"] = stats.get("kd_lost_mass", 0.0) + missing
+            stats["kd_words"] = stats.get("kd_words", 0.0) + float(sum(lengths))
+            return student.label_nll(output.structure, ids.to(device))
+        assert isinstance(student, BiaffineParser)
+        ids = torch.full_like(heads, -1)
+        for b, (_, names) in enumerate(trees):
+            if names is not None:
+                row = [student.vocab.rel_index.get(r, -1) for r in names]
+                ids[b, 1 : lengths[b] + 1] = torch.tensor(row, dtype=torch.long)
+        projective = torch.tensor([is_projective(h) for h, _ in trees], device=device)
+        return student.tree_nll(output, heads, ids, projective)

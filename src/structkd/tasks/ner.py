@@ -1,0 +1,157 @@
+"""Named-entity recognition: CoNLL/WikiAnn/text corpora, taggers, span F1, the four NER cases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import torch
+from torch import Tensor
+
+from structkd import kd
+from structkd.config import ConfigError, DistillConfig, ModelConfig
+from structkd.data.conll import FORMATS, Sentence, iter_sentences, read_ner
+from structkd.data.errors import DataError
+from structkd.data.resources import resolve_path
+from structkd.models.base import Model
+from structkd.models.inputs import Vocabularies
+from structkd.models.tagger import Tagger, build_tagger
+from structkd.tasks.base import Stats, Task, projected_marginals
+from structkd.train.cache import as_list
+from structkd.train.evaluate import evaluate, predict_stream
+
+
+def _tagger(model: Model) -> Tagger:
+    if not isinstance(model, Tagger):
+        raise ConfigError(f"task ner needs a tagger, got a {type(model).__name__}")
+    return model
+
+
+
+
+class NERTask(Task):
+    """Taggers (CRF, MaxEnt, span) scored by span F1; predictions written as CoNLL."""
+
+    name = "ner"
+    formats = FORMATS
+    kd_methods = ("structural", "token", "posterior", "topk", "topwk", "top1", "substructure")
+    log_metrics = ("f1", "precision", "recall")
+    report_metrics = ("f1", "precision", "recall", "per_type")
+
+    def _check_format(self, fmt: str) -> None:
+        if fmt not in self.formats:
+            raise ConfigError(f"task ner reads formats {', '.join(self.formats)}, not {fmt!r}")
+
+    def read_labeled(self, path: str, fmt: str) -> list[Sentence]:
+        self._check_format(fmt)
+        sentences = read_ner(resolve_path(path), fmt)
+        if any(s.tags is None for s in sentences):
+            raise DataError(path, "has no tag column; a labeled corpus is needed here")
+        return sentences
+
+    def read_unlabeled(self, path: str) -> list[Sentence]:
+        return [Sentence(s.tokens) for s in read_ner(resolve_path(path), "auto")]
+
+    def words(self, sentence: Sentence) -> list[str]:
+        return sentence.tokens
+
+    def is_labeled(self, sentence: Sentence) -> bool:
+        return sentence.tags is not None
+
+    def build_model(self, config: ModelConfig, sentences: Sequence[Sentence]) -> Tagger:
+        tags = [s.tags for s in sentences if s.tags is not None]
+        return build_tagger(config, [s.tokens for s in sentences], tags)
+
+    def load_model(
+        self, config: ModelConfig, vocab: dict[str, Any], transformer_dir: str | None
+    ) -> Tagger:
+        vocabularies = Vocabularies.from_dict(vocab)
+        return Tagger(config, vocabularies, transformer_dir, pretrained_transformer=False)
+
+    def collate(self, model: Model, sentences: Sequence[Sentence]) -> Any:
+        return _tagger(model).collate([s.tokens for s in sentences], [s.tags for s in sentences])
+
+    def evaluate(
+        self, model: Model, sentences: Sequence[Sentence], include_punct: bool = False
+    ) -> dict[str, Any]:
+        return evaluate(_tagger(model), sentences)
+
+    def selection_score(self, scores: dict[str, Any]) -> float:
+        return float(scores["f1"])
+
+    def summary(self, split: str, scores: dict[str, Any]) -> str:
+        return (
+            f"{split}: F1 {scores['f1']:.2f}  P {scores['precision']:.2f}  "
+            f"R {scores['recall']:.2f}  ({scores['tokens_per_second']:.0f} tokens/s)"
+        )
+
+    def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
+        self._check_format(fmt)
+        return predict_stream(_tagger(model), iter_sentences(resolve_path(path), fmt), out)
+
+    def check_teachers(self, teachers: Sequence[Model], student: Model) -> None:
+        """Same entity types, and a structure that projects onto the student's (checked on a
+        two-word probe, so the run fails before anything is written)."""
+        pupil = _tagger(student)
+        probe = [["a", "b"]]
+        target = pupil.structure(pupil.collate(probe))
+        for i, teacher in enumerate(map(_tagger, teachers)):
+            if teacher.vocab.entity_types != pupil.vocab.entity_types:
+                raise ConfigError(
+                    f"teacher {i + 1} knows entity types {teacher.vocab.entity_types}, the "
+                    f"student {pupil.vocab.entity_types}; distillation needs the same types"
+                )
+            try:
+                kd.project(
+                    teacher.structure(teacher.collate(probe)), target, pupil.vocab.tag_scheme
+                )
+            except (TypeError, ValueError) as error:
+                raise ConfigError(f"teacher {i + 1}: {error}") from error
+
+    def cache_slot(self, student: Model) -> Any:
+        vocab = _tagger(student).vocab
+        return [student.config.head.kind, vocab.tag_scheme, vocab.entity_types]
+
+    def student_parts(self, student: Model, words: list[list[str]]) -> list[Tensor]:
+        tagger = _tagger(student)
+        return as_list(tagger.structure(tagger.collate(words)).part_marginals)
+
+    def project(
+        self, teacher: Model, student: Model, words: list[list[str]], config: DistillConfig
+    ) -> list[Tensor]:
+        tagger, source = _tagger(student), _tagger(teacher)
+        target = tagger.structure(tagger.collate(words))
+        teacher_structure = source.structure(source.collate(words))
+        scheme = tagger.vocab.tag_scheme
+        return as_list(projected_marginals(teacher_structure, target, config, scheme))
+
+    def structural_loss(
+        self, student: Model, output: Any, parts: Any, temperature: float, stats: Stats
+    ) -> Tensor:
+        return kd.structural_kd_loss_from_marginals(
+            parts, output, temperature=temperature, reduction="none"
+        )
+
+    def kd_loss(
+        self,
+        teacher: Model,
+        student: Model,
+        batch: Any,
+        output: Any,
+        config: DistillConfig,
+        stats: Stats,
+    ) -> Tensor:
+        with torch.no_grad():
+            target = _tagger(teacher).structure(_tagger(teacher).collate(batch.tokens))
+        scheme = _tagger(student).vocab.tag_scheme
+        if config.method == "token":
+            return kd.token_kd_loss(target, output, config.temperature, reduction="none")
+        if config.method == "posterior":
+            return kd.posterior_kd_loss(target, output, reduction="none", tag_scheme=scheme)
+        if config.method in ("topk", "topwk", "top1"):
+            k = 1 if config.method == "top1" else config.k
+            weighted = config.method == "topwk"
+            return kd.topk_kd_loss(target, output, k, weighted, "none", tag_scheme=scheme)
+        if config.method == "substructure":
+            return kd.substructure_mse_loss(target, output, reduction="none")
+        raise ConfigError(f"distill.method={config.method} has no uncached KD loss")
