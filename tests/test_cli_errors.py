@@ -23,8 +23,9 @@ import torch
 from structkd.cli import main
 from structkd.config import load_config
 from structkd.models.checkpoint import load_model
+from structkd.tasks import get_task
 from structkd.train.evaluate import evaluate
-from structkd.train.run import read_labeled, run
+from structkd.train.run import run
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "pipeline"
@@ -181,7 +182,7 @@ def test_entity_types_the_model_never_saw_count_as_misses(no_org_teacher: Path) 
     one is a miss (recall drops); the type is listed in per_type with nothing predicted."""
     model = load_model(no_org_teacher)
     assert "ORG" not in model.vocab.entity_types
-    gold = read_labeled(str(FIXTURES / "test.conll"), "auto")
+    gold = get_task("ner").read_labeled(str(FIXTURES / "test.conll"), "auto")
     scores = evaluate(model, gold)
     org = scores["per_type"]["ORG"]
     assert org["gold"] > 0 and org["predicted"] == 0 and org["correct"] == 0 and org["f1"] == 0
