@@ -11,6 +11,7 @@ docs/reliability.md.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -189,3 +190,42 @@ def test_entity_types_the_model_never_saw_count_as_misses(no_org_teacher: Path) 
     total_gold = sum(t["gold"] for t in scores["per_type"].values())
     total_correct = sum(t["correct"] for t in scores["per_type"].values())
     assert scores["recall"] == pytest.approx(100 * total_correct / total_gold)
+
+
+def test_relations_the_parser_never_saw_count_as_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The dependency analogue: gold relations unknown to the parser are LAS errors (its UAS is
+    unchanged), listed under per_relation; exit status 0."""
+    ewt = ROOT / "tests" / "fixtures" / "dep" / "en_ewt-dev-slice.conllu"
+    train = tmp_path / "train.conllu"
+    train.write_text("\n\n".join(ewt.read_text(encoding="utf-8").split("\n\n")[:6]) + "\n")
+    sets = [
+        *TINY,
+        "model.encoder.lstm_layers=1",
+        "model.parser.arc_dim=8",
+        "model.parser.rel_dim=4",
+        "data.dev=",
+        "data.test=",
+    ]
+    out = tmp_path / "parser"
+    args = ["train", str(ROOT / "configs" / "dep" / "teacher-biaffine.yaml"), f"--train={train}"]
+    assert (
+        main([*args, f"--out={out}", "--max-epochs=1", *(a for s in sets for a in ("--set", s))])
+        == 0
+    )
+    renamed = tmp_path / "renamed.conllu"
+    rows = []
+    for line in train.read_text(encoding="utf-8").splitlines():
+        cols = line.split("\t")
+        if len(cols) == 10 and cols[0].isdigit():
+            cols[7] = "never-seen"
+        rows.append("\t".join(cols))
+    renamed.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    capsys.readouterr()
+    scores = []
+    for gold in (train, renamed):
+        assert main(["evaluate", str(out / "model"), str(gold)]) == 0
+        scores.append(json.loads(capsys.readouterr().out))
+    assert scores[1]["uas"] == scores[0]["uas"] and scores[1]["las"] == 0.0
+    assert set(scores[1]["per_relation"]) == {"never-seen"}
