@@ -5,8 +5,8 @@ reports the growth of the process's peak resident set size (``ru_maxrss``) over 
 just before the computation, i.e. what the computation itself added, after ``import torch`` and
 the input scores. ``tracemalloc`` would miss it: torch allocates tensors outside Python's allocator.
 
-    python benchmarks/memory.py            # the default cases, a Markdown table on stdout
-    python benchmarks/memory.py --words 300 --cases eisner-f32 matrix-tree-f32
+    python benchmarks/memory.py            # every case at 300 words, a Markdown table on stdout
+    python benchmarks/memory.py --words 60 80 100 --cases matrix-tree-f32-x1000
 """
 
 from __future__ import annotations
@@ -94,39 +94,39 @@ def run_case(name: str, words: int, limit_gib: float) -> dict[str, float | str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--words", type=int, default=300)
+    parser.add_argument("--words", type=int, nargs="+", default=[300])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--limit-gib", type=float, default=8.0, help="address-space cap per case")
+    parser.add_argument("--limit-gib", type=float, default=2.0, help="address-space cap per case")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_case(args.child, args.words, args.limit_gib)))
+        print(json.dumps(run_case(args.child, args.words[0], args.limit_gib)))
         return
     import torch
 
     print(
-        f"One sentence of {args.words} words, batch 1, 1 torch thread; torch {torch.__version__},"
+        f"One sentence, batch 1, 1 torch thread; torch {torch.__version__},"
         f" Python {platform.python_version()}, {platform.machine()}; each case capped at"
         f" {args.limit_gib} GiB of address space.\n"
     )
-    print("| case | computes | added peak RSS (MiB) | process peak RSS (MiB) | time (s) |")
-    print("|---|---|---|---|---|")
+    print("| case | words | computes | added peak RSS (MiB) | process peak RSS (MiB) | time (s) |")
+    print("|---|---|---|---|---|---|")
     for name in args.cases:
-        out = subprocess.run(
-            [sys.executable, __file__, "--child", name, "--words", str(args.words)]
-            + ["--limit-gib", str(args.limit_gib)],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        row = json.loads(out.stdout)
-        if "error" in row:
-            print(f"| {name} | {CASES[name][2]} | {row['error']} | - | - |")
-            continue
-        print(
-            f"| {name} | {CASES[name][2]} | {row['added_mib']} | {row['peak_mib']} |"
-            f" {row['seconds']} |"
-        )
+        for words in args.words:
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", name, "--words", str(words)]
+                + ["--limit-gib", str(args.limit_gib)],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            row = json.loads(out.stdout)
+            cells = (
+                [row["error"], "-", "-"]
+                if "error" in row
+                else [row["added_mib"], row["peak_mib"], row["seconds"]]
+            )
+            print(f"| {name} | {words} | {CASES[name][2]} | " + " | ".join(map(str, cells)) + " |")
 
 
 if __name__ == "__main__":
