@@ -155,6 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return _run(args)
+    except BrokenPipeError:
+        # The reader of our output went away (`structkd predict ... | head`): not an error.
+        # Point stdout at devnull so the interpreter's final flush does not fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except USER_ERRORS as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
