@@ -243,6 +243,7 @@ def _execute(run: Run, work: Path, results: Path, threads: int, log: Callable[[s
     src = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     log(f"start {run.run_id}: {shlex.join(command)}")
+    commit = _git_commit()  # the code the run starts with
     start = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "stdout.log", "w", encoding="utf-8") as stdout:
@@ -260,7 +261,7 @@ def _execute(run: Run, work: Path, results: Path, threads: int, log: Callable[[s
         "seed": run.seed,
         "teacher": run.teacher,
         "command": shlex.join(["structkd", *command[3:]]),
-        "commit": _git_commit(),
+        "commit": commit,
         "machine": machine(),
         "threads": threads,
         "seconds": round(seconds, 1),

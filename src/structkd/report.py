@@ -100,6 +100,7 @@ def render_experiment(name: str, meta: dict[str, Any], runs: dict[str, dict[str,
     rows = _rows(meta, runs)
     commits = sorted({r["run"]["commit"] for r in runs.values()})
     data = sorted({d for r in runs.values() for d in r["run"].get("data", [])})
+    threads = ", ".join(sorted({str(r["run"].get("threads")) for r in runs.values()}))
     command = (
         f"structkd experiment {meta.get('file', '?')} --data-root {meta.get('data_root', '?')}"
     )
@@ -108,8 +109,7 @@ def render_experiment(name: str, meta: dict[str, Any], runs: dict[str, dict[str,
         "",
         f"- command: `{command}` (per-run commands: `results/{name}/RUN_ID/run.json`)",
         f"- commit: {', '.join(f'`{c}`' for c in commits) or '–'}",
-        f"- machine: {meta.get('machine', '–')}; "
-        f"{sorted({r['run'].get('threads') for r in runs.values()})} thread(s) per run",
+        f"- machine: {meta.get('machine', '–')}; {threads} thread(s) per run",
         f"- data: {', '.join(f'`{d}`' for d in data) or '–'}",
         "",
     ]
