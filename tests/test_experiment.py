@@ -156,3 +156,9 @@ def test_report_renders_the_expected_table(tmp_path: Path) -> None:
     assert text.rstrip().endswith("Hand-written analysis.")
     assert (tmp_path / "docs/results.md").read_text() == text
     assert render_experiment("exp", meta, {}).count("not run") == 4
+    pytest.importorskip("matplotlib")
+    text = write_report(tmp_path / "results", tmp_path / "docs/results.md")
+    for kind in ("methods", "speed"):
+        png = tmp_path / f"docs/results/exp-case2a-{kind}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG"
+        assert f"(results/exp-case2a-{kind}.png)" in text

@@ -199,7 +199,8 @@ def _mean(values: list[float]) -> float:
 def _plots(
     name: str, meta: dict[str, Any], runs: dict[str, dict[str, Any]], folder: Path
 ) -> list[str]:
-    """Bar chart of methods (test score, error bars over seeds) and score vs speed; PNG paths."""
+    """Per student case: a bar chart of the methods' test score (error bars: std over seeds) and
+    a score-vs-speed scatter. Returns the PNG paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,40 +209,44 @@ def _plots(
     keys = _task_keys(runs)
     main_key = f"test_{keys[-1]}"
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [r for r in _rows(meta, runs) if r["runs"]]
-    labels = [
-        f"teacher ({r['group']})"
-        if r["role"] == "teacher"
-        else _LABELS.get(r["method"], r["method"])
-        for r in rows
-    ]
-    values = [[_scores(keys, x["metrics"])[main_key] for x in r["runs"]] for r in rows]
-    means = [statistics.mean(v) for v in values]
-    errors = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar(range(len(rows)), means, yerr=errors, capsize=4, color="tab:blue")
-    ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right")
-    ax.set_ylabel(main_key.replace("_", " "))
-    ax.set_ylim(min(means) - 5, max(means) + 3)
-    ax.set_title(name)
-    fig.tight_layout()
-    bars = folder / f"{name}-methods.png"
-    fig.savefig(bars, dpi=100)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for row, label in zip(rows, labels, strict=True):
-        speeds = [x["run"]["tokens_per_second"] for x in row["runs"]]
-        scores = [_scores(keys, x["metrics"])[main_key] for x in row["runs"]]
-        ax.scatter(speeds, scores, label=label, marker="s" if row["role"] == "teacher" else "o")
-    ax.set_xlabel("test prediction speed (tokens/s)")
-    ax.set_ylabel(main_key.replace("_", " "))
-    ax.legend(fontsize=7)
-    ax.set_title(f"{name}: score vs speed")
-    fig.tight_layout()
-    scatter = folder / f"{name}-speed.png"
-    fig.savefig(scatter, dpi=100)
-    plt.close(fig)
-    return [str(bars), str(scatter)]
+    done = [r for r in _rows(meta, runs) if r["runs"]]
+    pngs: list[str] = []
+    for case in sorted({r["group"] for r in done if r["role"] == "student"}):
+        rows = [r for r in done if r["role"] == "teacher" or r["group"] == case]
+        labels = [
+            f"teacher ({r['group']})"
+            if r["role"] == "teacher"
+            else _LABELS.get(r["method"], r["method"])
+            for r in rows
+        ]
+        values = [[_scores(keys, x["metrics"])[main_key] for x in r["runs"]] for r in rows]
+        means = [statistics.mean(v) for v in values]
+        errors = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+        colors = ["tab:gray" if r["role"] == "teacher" else "tab:blue" for r in rows]
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.bar(range(len(rows)), means, yerr=errors, capsize=4, color=colors)
+        ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right")
+        ax.set_ylabel(main_key.replace("_", " "))
+        ax.set_title(f"{name} / {case} (error bars: std over seeds)")
+        fig.tight_layout()
+        pngs.append(str(folder / f"{name}-{case}-methods.png"))
+        fig.savefig(pngs[-1], dpi=100)
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for row, label in zip(rows, labels, strict=True):
+            speeds = [x["run"]["tokens_per_second"] for x in row["runs"]]
+            scores = [_scores(keys, x["metrics"])[main_key] for x in row["runs"]]
+            marker = "s" if row["role"] == "teacher" else "o"
+            ax.scatter(speeds, scores, label=label, marker=marker)
+        ax.set_xlabel("test prediction speed (tokens/s, one point per run)")
+        ax.set_ylabel(main_key.replace("_", " "))
+        ax.legend(fontsize=7)
+        ax.set_title(f"{name} / {case}: score vs speed")
+        fig.tight_layout()
+        pngs.append(str(folder / f"{name}-{case}-speed.png"))
+        fig.savefig(pngs[-1], dpi=100)
+        plt.close(fig)
+    return pngs
 
 
 def write_report(results: str | Path, out: str | Path, plots: bool = True) -> str:
