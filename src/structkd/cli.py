@@ -1,4 +1,4 @@
-"""Command line: ``structkd train|distill|evaluate|predict|demo``.
+"""Command line: ``structkd train|distill|evaluate|predict|demo|experiment|report``.
 
 The run config's ``task`` (``ner`` or ``dep``) selects the model family, readers and metrics;
 ``evaluate`` and ``predict`` read it from the model directory.
@@ -70,9 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--include-punct", action="store_true", help="parsing: score punctuation too"
     )
-    predict = commands.add_parser(
-        "predict", help="tag (CoNLL) or parse (CoNLL-U) a file, streamed"
-    )
+    predict = commands.add_parser("predict", help="tag (CoNLL) or parse (CoNLL-U) a file, streamed")
     predict.add_argument("model", help="model directory")
     predict.add_argument("input", help="text, CoNLL, CoNLL-U, CoNLL-X or MaltTab file")
     predict.add_argument("--output", help="output file (default: stdout)")
@@ -80,6 +78,19 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="teacher, student and KD student on bundled WikiAnn")
     demo.add_argument("--out", default="runs/demo", help="output directory")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    experiment = commands.add_parser(
+        "experiment", help="run a grid of teacher and student runs (resumable)"
+    )
+    experiment.add_argument("spec", help="experiment YAML (see configs/experiments/)")
+    experiment.add_argument("--results", default="results", help="results root")
+    experiment.add_argument("--data-root", help="replaces the file's data_root")
+    experiment.add_argument("--jobs", type=int, help="runs at once")
+    experiment.add_argument("--only", action="append", help="run id to run (repeatable)")
+    experiment.add_argument("--dry-run", action="store_true", help="print the plan only")
+    report = commands.add_parser("report", help="Markdown tables (and plots) of results/")
+    report.add_argument("results", help="results root (one folder per experiment)")
+    report.add_argument("--out", default="docs/results.md", help="Markdown file to write")
+    report.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return parser
 
 
@@ -140,6 +151,17 @@ def _run(args: argparse.Namespace) -> int:
         else:
             with atomic_text_output(args.output) as handle:
                 task.predict_file(model, args.input, args.format, handle)
+    elif args.command == "experiment":
+        from structkd.experiment import run_experiment
+
+        if not os.path.isfile(args.spec):
+            raise FileNotFoundError(f"no such experiment file: {args.spec}")
+        run_experiment(args.spec, args.results, args.data_root, args.jobs, args.only, args.dry_run)
+    elif args.command == "report":
+        from structkd.report import write_report
+
+        write_report(args.results, args.out, plots=not args.no_plots)
+        print(f"report written to {args.out}")
     else:
         from structkd.demo import run_demo
 

@@ -1,0 +1,355 @@
+"""Grids of runs from one YAML file: ``structkd experiment configs/experiments/NAME.yaml``.
+
+An experiment names teachers (trained first) and students (one run per method and seed, distilled
+from one teacher). Every run is a ``python -m structkd train|distill`` subprocess, so its exact
+command is recorded and thread counts are set per run. Model weights, caches and data slices go to
+the git-ignored ``work_dir``; only ``metrics.json`` and ``run.json`` (command, commit, seconds,
+tokens/s, parameter count) are copied to ``results/NAME/RUN_ID/``, which stays small enough to
+commit. A run whose ``results/NAME/RUN_ID/metrics.json`` exists is skipped, so an interrupted grid
+resumes where it stopped, across sessions (a half-trained run continues with ``--resume``).
+
+Experiment file (paths in ``data`` are relative to ``data_root``; ``{path, skip, first}`` takes
+sentences ``skip .. skip+first`` of a corpus)::
+
+    data_root: ../shared/data
+    work_dir: runs/experiments
+    jobs: 2                       # runs at once
+    threads: 1                    # OMP/MKL/torch threads per run
+    teachers:
+      crf: {config: configs/ner/teacher-crf.yaml, seed: 1, set: [train.max_epochs=10],
+            data: {train: [{path: ner/wikiann-en/train.tsv, first: 5000}], dev: ..., test: ...}}
+    students:
+      case2a:
+        config: configs/ner/case2a.yaml
+        teacher: crf
+        seeds: [1, 2]
+        data: {train: [...], unlabeled: [...], dev: ..., test: ...}
+        methods:                  # label -> KD method, or {method: M, set: [KEY=VALUE, ...]}
+          none: none              # a plain ``train`` run: no teacher, no unlabeled data
+          structural-local: {method: structural, set: [distill.temperature_mode=local]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import shutil
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from math import prod
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from structkd.config import ConfigError
+from structkd.models.checkpoint import atomic_write_json
+
+__all__ = ["Run", "load_experiment", "plan_runs", "run_experiment", "parameter_count"]
+
+_SPLITS = ("train", "unlabeled", "dev", "test")
+
+
+@dataclass
+class Run:
+    """One training run of the grid.
+
+    Attributes:
+        run_id: directory name under ``results/NAME/`` and ``work_dir/NAME/``.
+        role: ``teacher`` or ``student``.
+        group: the teacher's or the student case's name in the experiment file.
+        method: the method label (``teacher`` for teachers).
+        seed: ``train.seed``.
+        args: ``structkd`` arguments after ``python -m structkd`` (without ``--out``).
+        teacher: the run id of the teacher (students that distil), else None.
+        data: the data files the run reads, as given to the command.
+    """
+
+    run_id: str
+    role: str
+    group: str
+    method: str
+    seed: int
+    args: list[str]
+    teacher: str | None = None
+    data: list[str] = field(default_factory=list)
+
+
+def load_experiment(path: str | Path) -> dict[str, Any]:
+    """Reads and checks an experiment file (see the module docstring).
+
+    Raises:
+        ConfigError: on a missing section, an unknown teacher or a malformed method.
+    """
+    spec = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(spec, dict) or not spec.get("teachers") and not spec.get("students"):
+        raise ConfigError(f"{path}: an experiment needs 'teachers' and/or 'students'")
+    spec.setdefault("teachers", {})
+    spec.setdefault("students", {})
+    for name, student in spec["students"].items():
+        teacher = student.get("teacher")
+        if teacher is not None and teacher not in spec["teachers"]:
+            raise ConfigError(f"{path}: student {name}: unknown teacher {teacher!r}")
+        for label, method in student.get("methods", {"none": "none"}).items():
+            if not isinstance(method, (str, dict)):
+                raise ConfigError(f"{path}: student {name}: method {label}: expected str or map")
+    return spec
+
+
+def _slice(source: Path, skip: int, first: int | None, target: Path) -> None:
+    """Writes sentences ``skip .. skip+first`` of ``source`` to ``target``.
+
+    Sentences are blank-line separated blocks in labeled corpora and lines in raw text (a file
+    with no blank line).
+    """
+    text = source.read_text(encoding="utf-8")
+    blocks = [b for b in text.split("\n\n") if b.strip()]
+    if len(blocks) > 1:
+        chosen = blocks[skip : None if first is None else skip + first]
+        body = "\n\n".join(b.strip("\n") for b in chosen) + "\n\n"
+    else:
+        lines = [line for line in text.splitlines() if line.strip()]
+        body = "\n".join(lines[skip : None if first is None else skip + first]) + "\n"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_text(body, encoding="utf-8")
+    os.replace(tmp, target)
+
+
+def _data_path(item: Any, root: Path, slices: Path) -> str:
+    """A data file to pass on the command line; ``{path, skip, first}`` makes a slice once."""
+    if isinstance(item, str):
+        return item if item.startswith("resource:") else str(root / item)
+    if not isinstance(item, dict) or "path" not in item:
+        raise ConfigError(f"data entry {item!r}: expected a path or {{path, skip, first}}")
+    source = root / item["path"]
+    skip, first = int(item.get("skip", 0)), item.get("first")
+    name = Path(item["path"])
+    target = (
+        slices
+        / name.parent
+        / f"{name.stem}.{skip}-{'end' if first is None else skip + first}{name.suffix}"
+    )
+    if not target.exists():
+        _slice(source, skip, None if first is None else int(first), target)
+    return str(target)
+
+
+def _data_args(data: dict[str, Any], root: Path, slices: Path, keep: tuple[str, ...]) -> list[str]:
+    args: list[str] = []
+    for split in keep:
+        items = data.get(split)
+        for item in items if isinstance(items, list) else [] if items is None else [items]:
+            args += [f"--{split}", _data_path(item, root, slices)]
+    return args
+
+
+def plan_runs(spec: dict[str, Any], root: Path, slices: Path, work: Path) -> list[Run]:
+    """Every run of the grid, teachers first, then students by case, method and seed."""
+    runs: list[Run] = []
+    for name, t in spec["teachers"].items():
+        seed = int(t.get("seed", 1))
+        data = _data_args(t.get("data", {}), root, slices, ("train", "dev", "test"))
+        sets = [a for s in t.get("set", []) for a in ("--set", s)]
+        args = ["train", t["config"], *data, "--seed", str(seed), *sets]
+        runs.append(
+            Run(f"teacher-{name}", "teacher", name, "teacher", seed, args, None, data[1::2])
+        )
+    for name, s in spec["students"].items():
+        grid: list[tuple[str, list[str], str | None]] = []
+        for label, method in s.get("methods", {"none": "none"}).items():
+            kind = method if isinstance(method, str) else method.get("method", "structural")
+            extra = [] if isinstance(method, str) else list(method.get("set", []))
+            teacher = s.get("teacher") if kind != "none" else None
+            keep = _SPLITS if teacher else ("train", "dev", "test")
+            data = _data_args(s.get("data", {}), root, slices, keep)
+            sets = [a for x in [*s.get("set", []), *extra] for a in ("--set", x)]
+            if teacher is None:
+                args = ["train", s["config"], *data, "--set", "data.unlabeled=[]", *sets]
+            else:
+                model = str(work / f"teacher-{teacher}" / "model")
+                args = ["distill", s["config"], *data, "--teacher", model, "--method", kind, *sets]
+            grid.append((label, args, teacher))
+        for seed in s.get("seeds", [1]):  # seed-major: a cut-short grid has every method once
+            for label, args, teacher in grid:
+                run_id = f"{name}-{label}-s{seed}"
+                tid = f"teacher-{teacher}" if teacher else None
+                data = [a for flag, a in zip(args, args[1:]) if flag in {f"--{x}" for x in _SPLITS}]
+                runs.append(
+                    Run(
+                        run_id,
+                        "student",
+                        name,
+                        label,
+                        int(seed),
+                        [*args, "--seed", str(seed)],
+                        tid,
+                        data,
+                    )
+                )
+    return runs
+
+
+def parameter_count(model_dir: str | Path) -> int:
+    """Number of weights in ``model_dir/model.safetensors``, read from the file's header only."""
+    with open(Path(model_dir) / "model.safetensors", "rb") as handle:
+        (size,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(size))
+    return sum(prod(v["shape"]) for k, v in header.items() if k != "__metadata__")
+
+
+def _git_commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "src", "configs"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def machine() -> str:
+    """One line describing the machine: OS, CPU, cores and torch version."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    return f"{platform.system()} {cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def _execute(run: Run, work: Path, results: Path, threads: int, log: Callable[[str], None]) -> None:
+    out = work / run.run_id
+    command = [sys.executable, "-m", "structkd", *run.args, "--out", str(out), "--no-progress"]
+    if (out / "checkpoints").exists() and not (out / "metrics.json").exists():
+        command.append("--resume")
+    elif out.exists():  # a finished run whose results were removed, or a teacher to redo
+        shutil.rmtree(out)
+    # torch sizes its intra-op thread pool from OMP_NUM_THREADS when it starts
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    # the runs import the same structkd as this process, whatever is installed in the venv
+    src = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    log(f"start {run.run_id}: {shlex.join(command)}")
+    commit = _git_commit()  # the code the run starts with
+    start = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "stdout.log", "w", encoding="utf-8") as stdout:
+        code = subprocess.run(command, env=env, stdout=stdout, stderr=subprocess.STDOUT).returncode
+    seconds = time.perf_counter() - start
+    if code != 0:
+        log(f"FAILED {run.run_id} (exit {code} after {seconds:.0f} s; see {out / 'stdout.log'})")
+        return
+    metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    record = {
+        "run_id": run.run_id,
+        "role": run.role,
+        "group": run.group,
+        "method": run.method,
+        "seed": run.seed,
+        "teacher": run.teacher,
+        "command": shlex.join(["structkd", *command[3:]]),
+        "commit": commit,
+        "machine": machine(),
+        "threads": threads,
+        "seconds": round(seconds, 1),
+        "tokens_per_second": metrics.get("test", metrics.get("dev", {})).get("tokens_per_second"),
+        "parameters": parameter_count(out / "model"),
+        "data": run.data,
+    }
+    target = results / run.run_id
+    target.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(target / "run.json", record)
+    atomic_write_json(target / "metrics.json", metrics)  # last: its presence marks the run done
+    log(f"done {run.run_id} in {seconds:.0f} s")
+
+
+def run_experiment(
+    path: str | Path,
+    results_root: str | Path = "results",
+    data_root: str | None = None,
+    jobs: int | None = None,
+    only: list[str] | None = None,
+    dry_run: bool = False,
+) -> list[Run]:
+    """Runs the grid of ``path``, skipping finished runs.
+
+    Args:
+        path: the experiment YAML file; its stem names ``results_root/NAME``.
+        results_root: where ``NAME/RUN_ID/{metrics,run}.json`` are written.
+        data_root: overrides the file's ``data_root``.
+        jobs: runs at once (overrides the file's ``jobs``).
+        only: run ids to restrict the grid to (a teacher a chosen student needs is kept).
+        dry_run: print the plan and run nothing.
+
+    Returns:
+        The runs that were pending when the grid started.
+    """
+    spec = load_experiment(path)
+    name = Path(path).stem
+    root = Path(data_root or spec.get("data_root", "."))
+    work = Path(spec.get("work_dir", "runs/experiments")) / name
+    results = Path(results_root) / name
+    threads = int(spec.get("threads", 1))
+    runs = plan_runs(spec, root, work / "data", work)
+    if only:
+        runs = [
+            r
+            for r in runs
+            if r.run_id in only or any(r.run_id == s.teacher for s in runs if s.run_id in only)
+        ]
+    done = {r.run_id for r in runs if (results / r.run_id / "metrics.json").exists()}
+    students = [r for r in runs if r.role == "student" and r.run_id not in done]
+    needed = {r.teacher for r in students if r.teacher}
+    teachers = [
+        r
+        for r in runs
+        if r.role == "teacher"
+        and (
+            r.run_id not in done or r.run_id in needed and not (work / r.run_id / "model").exists()
+        )
+    ]
+    lock = threading.Lock()
+
+    def log(message: str) -> None:
+        with lock:
+            print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+    log(f"{name}: {len(runs)} runs, {len(done)} done, {len(teachers) + len(students)} to run")
+    if dry_run:
+        for r in [*teachers, *students]:
+            log(f"would run {r.run_id}: structkd {shlex.join(r.args)}")
+        return [*teachers, *students]
+    results.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(
+        results / "experiment.json",
+        {
+            "file": str(path),
+            "spec": spec,
+            "commit": _git_commit(),
+            "machine": machine(),
+            "data_root": str(root),
+            "runs": [r.run_id for r in runs],
+        },
+    )
+    # students that need no teacher train alongside the teachers
+    stages = (
+        [*teachers, *(r for r in students if r.teacher is None)],
+        [r for r in students if r.teacher is not None],
+    )
+    with ThreadPoolExecutor(max_workers=jobs or int(spec.get("jobs", 1))) as pool:
+        for stage in stages:
+            list(pool.map(lambda r: _execute(r, work, results, threads, log), stage))
+    return [*teachers, *students]

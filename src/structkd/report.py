@@ -1,0 +1,284 @@
+"""Markdown tables (and optional PNG plots) of experiment results: ``structkd report results/``.
+
+Reads ``RESULTS/NAME/experiment.json`` and ``RESULTS/NAME/RUN_ID/{metrics,run}.json`` as written
+by :mod:`structkd.experiment`. One table per experiment and student case: rows are the teacher,
+the student without KD and each KD method (planned runs without results are marked *not run*);
+scores are mean ± sample standard deviation over seeds. A hand-written
+``RESULTS/NAME/NOTES.md`` (what was cut, analysis) is copied under the experiment's tables, so the
+whole Markdown file can be regenerated at any time.
+
+Plots need matplotlib (``pip install matplotlib``); without it the tables are still written and the
+report says the plots were skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+__all__ = ["load_results", "render_experiment", "write_report"]
+
+_LABELS = {"none": "student w/o KD"}
+
+
+def load_results(directory: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """An experiment's ``experiment.json`` ({} if absent) and run id -> {"run", "metrics"}."""
+    directory = Path(directory)
+    meta_file = directory / "experiment.json"
+    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
+    runs: dict[str, dict[str, Any]] = {}
+    for run_dir in sorted(p for p in directory.iterdir() if (p / "metrics.json").exists()):
+        runs[run_dir.name] = {
+            "run": json.loads((run_dir / "run.json").read_text(encoding="utf-8")),
+            "metrics": json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")),
+        }
+    return meta, runs
+
+
+def _scores(task_keys: tuple[str, ...], metrics: dict[str, Any]) -> dict[str, float]:
+    return {
+        f"{split}_{k}": float(metrics[split][k])
+        for split in ("dev", "test")
+        for k in task_keys
+        if split in metrics and k in metrics[split]
+    }
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def _rows(meta: dict[str, Any], runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (group, method) in planned order, with every seed's scores."""
+    planned = meta.get("runs") or list(runs)
+    order: list[tuple[str, str, str]] = []  # (role, group, method)
+    for run_id in planned:
+        run = runs.get(run_id, {}).get("run") or _parse_run_id(run_id, meta)
+        key = (run["role"], run["group"], run["method"])
+        if key not in order:
+            order.append(key)
+    rows = []
+    for role, group, method in order:
+        done = [
+            r
+            for r in runs.values()
+            if (r["run"]["role"], r["run"]["group"], r["run"]["method"]) == (role, group, method)
+        ]
+        rows.append({"role": role, "group": group, "method": method, "runs": done})
+    return rows
+
+
+def _parse_run_id(run_id: str, meta: dict[str, Any]) -> dict[str, Any]:
+    """Role, group and method of a planned run without results, from the experiment spec."""
+    spec = meta.get("spec", {})
+    if run_id.startswith("teacher-"):
+        return {"role": "teacher", "group": run_id[len("teacher-") :], "method": "teacher"}
+    for group, student in spec.get("students", {}).items():
+        for method in student.get("methods", {"none": "none"}):
+            for seed in student.get("seeds", [1]):
+                if run_id == f"{group}-{method}-s{seed}":
+                    return {"role": "student", "group": group, "method": method}
+    return {"role": "student", "group": "?", "method": run_id}
+
+
+def _task_keys(runs: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    for r in runs.values():
+        if "uas" in r["metrics"].get("test", r["metrics"].get("dev", {})):
+            return ("uas", "las")
+    return ("f1",)
+
+
+def render_experiment(name: str, meta: dict[str, Any], runs: dict[str, dict[str, Any]]) -> str:
+    """The Markdown section of one experiment: a table per student case, then its notes."""
+    keys = _task_keys(runs)
+    rows = _rows(meta, runs)
+    commits = sorted({r["run"]["commit"] for r in runs.values()})
+    data = sorted({d for r in runs.values() for d in r["run"].get("data", [])})
+    threads = ", ".join(sorted({str(r["run"].get("threads")) for r in runs.values()}))
+    command = (
+        f"structkd experiment {meta.get('file', '?')} --data-root {meta.get('data_root', '?')}"
+    )
+    lines = [
+        f"## {name}",
+        "",
+        f"- command: `{command}` (per-run commands: `results/{name}/RUN_ID/run.json`)",
+        f"- commit: {', '.join(f'`{c}`' for c in commits) or '–'}",
+        f"- machine: {meta.get('machine', '–')}; {threads} thread(s) per run",
+        f"- data: {', '.join(f'`{d}`' for d in data) or '–'}",
+        "",
+    ]
+    cols = [
+        f"{split} {k.upper() if k != 'f1' else 'F1'}" for split in ("dev", "test") for k in keys
+    ]
+    head = [
+        "model",
+        *cols,
+        "n",
+        "tokens/s",
+        "speed ×T",
+        f"test {cols[-1].split()[-1]} / T",
+        "params",
+    ]
+    teachers = {r["group"]: r for r in rows if r["role"] == "teacher"}
+    cases = sorted({r["group"] for r in rows if r["role"] == "student"}, key=str)
+    main_key = f"test_{keys[-1]}"
+    for case in cases:
+        members = [r for r in rows if r["role"] == "student" and r["group"] == case]
+        teacher_ids = {
+            x["run"]["teacher"] for m in members for x in m["runs"] if x["run"]["teacher"]
+        }
+        teacher_rows = [
+            teachers[t[len("teacher-") :]]
+            for t in sorted(teacher_ids)
+            if t[len("teacher-") :] in teachers
+        ] or list(teachers.values())
+        t_speed = _mean([x["run"]["tokens_per_second"] for t in teacher_rows for x in t["runs"]])
+        t_score = _mean(
+            [
+                _scores(keys, x["metrics"]).get(main_key, 0.0)
+                for t in teacher_rows
+                for x in t["runs"]
+            ]
+        )
+        lines += [f"### {name} / {case}", "", "| " + " | ".join(head) + " |"]
+        lines.append("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+        for row in [*teacher_rows, *members]:
+            label = (
+                f"teacher ({row['group']})"
+                if row["role"] == "teacher"
+                else _LABELS.get(row["method"], row["method"])
+            )
+            if not row["runs"]:
+                lines.append(
+                    f"| {label} | " + " | ".join(["not run"] + [""] * (len(head) - 2)) + " |"
+                )
+                continue
+            scores = [_scores(keys, x["metrics"]) for x in row["runs"]]
+            speed = _mean([x["run"]["tokens_per_second"] for x in row["runs"]])
+            score = _mean([s.get(main_key, 0.0) for s in scores])
+            cells = [_mean_std([s[c] for s in scores if c in s]) for c in _col_keys(keys)]
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        label,
+                        *cells,
+                        str(len(row["runs"])),
+                        f"{speed:,.0f}",
+                        f"{speed / t_speed:.2f}" if t_speed else "–",
+                        f"{score / t_score:.3f}" if t_score else "–",
+                        f"{row['runs'][0]['run']['parameters']:,}",
+                    ]
+                )
+                + " |"
+            )
+        lines.append("")
+    lines.append(
+        "Scores are mean ± sample standard deviation over the n seeds; tokens/s is the test-set "
+        "prediction speed of each run (same machine, shared with other jobs: a noisy figure); "
+        "speed ×T and the score ratio are relative to the teacher."
+    )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _col_keys(keys: tuple[str, ...]) -> list[str]:
+    return [f"{split}_{k}" for split in ("dev", "test") for k in keys]
+
+
+def _mean(values: list[float]) -> float:
+    return statistics.mean(values) if values else 0.0
+
+
+def _plots(
+    name: str, meta: dict[str, Any], runs: dict[str, dict[str, Any]], folder: Path
+) -> list[str]:
+    """Per student case: a bar chart of the methods' test score (error bars: std over seeds) and
+    a score-vs-speed scatter. Returns the PNG paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = _task_keys(runs)
+    main_key = f"test_{keys[-1]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    done = [r for r in _rows(meta, runs) if r["runs"]]
+    pngs: list[str] = []
+    for case in sorted({r["group"] for r in done if r["role"] == "student"}):
+        rows = [r for r in done if r["role"] == "teacher" or r["group"] == case]
+        labels = [
+            f"teacher ({r['group']})"
+            if r["role"] == "teacher"
+            else _LABELS.get(r["method"], r["method"])
+            for r in rows
+        ]
+        values = [[_scores(keys, x["metrics"])[main_key] for x in r["runs"]] for r in rows]
+        means = [statistics.mean(v) for v in values]
+        errors = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
+        colors = ["tab:gray" if r["role"] == "teacher" else "tab:blue" for r in rows]
+        fig, ax = plt.subplots(figsize=(8, 4))
+        ax.bar(range(len(rows)), means, yerr=errors, capsize=4, color=colors)
+        ax.set_xticks(range(len(rows)), labels, rotation=30, ha="right")
+        ax.set_ylabel(main_key.replace("_", " "))
+        ax.set_title(f"{name} / {case} (error bars: std over seeds)")
+        fig.tight_layout()
+        pngs.append(str(folder / f"{name}-{case}-methods.png"))
+        fig.savefig(pngs[-1], dpi=100)
+        plt.close(fig)
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for row, label in zip(rows, labels, strict=True):
+            speeds = [x["run"]["tokens_per_second"] for x in row["runs"]]
+            scores = [_scores(keys, x["metrics"])[main_key] for x in row["runs"]]
+            marker = "s" if row["role"] == "teacher" else "o"
+            ax.scatter(speeds, scores, label=label, marker=marker)
+        ax.set_xlabel("test prediction speed (tokens/s, one point per run)")
+        ax.set_ylabel(main_key.replace("_", " "))
+        ax.legend(fontsize=7)
+        ax.set_title(f"{name} / {case}: score vs speed")
+        fig.tight_layout()
+        pngs.append(str(folder / f"{name}-{case}-speed.png"))
+        fig.savefig(pngs[-1], dpi=100)
+        plt.close(fig)
+    return pngs
+
+
+def write_report(results: str | Path, out: str | Path, plots: bool = True) -> str:
+    """Writes the Markdown report of every experiment under ``results`` to ``out``.
+
+    Plots go to ``OUT_STEM/`` next to ``out`` (``docs/results/`` for ``docs/results.md``).
+
+    Returns:
+        The Markdown text.
+    """
+    results, out = Path(results), Path(out)
+    sections = ["# Results", "", f"Generated by `structkd report {results} --out {out}`.", ""]
+    for directory in sorted(p for p in results.iterdir() if p.is_dir()):
+        meta, runs = load_results(directory)
+        if not runs:
+            continue
+        sections.append(render_experiment(directory.name, meta, runs))
+        if plots:
+            try:
+                pngs = _plots(directory.name, meta, runs, out.parent / out.stem)
+            except ImportError:
+                sections += [
+                    "Plots skipped: matplotlib is not installed (pip install matplotlib).",
+                    "",
+                ]
+            else:
+                sections += [f"![{Path(p).stem}]({Path(p).relative_to(out.parent)})" for p in pngs]
+                sections.append("")
+        notes = directory / "NOTES.md"
+        if notes.exists():
+            sections += [notes.read_text(encoding="utf-8").strip(), ""]
+    text = "\n".join(sections)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return text

@@ -1,0 +1,164 @@
+"""``structkd experiment`` (a tiny grid on the fixture corpora) and ``structkd report``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from structkd.config import ConfigError
+from structkd.experiment import load_experiment, parameter_count, run_experiment
+from structkd.report import render_experiment, write_report
+
+FIXTURES = Path(__file__).parent / "fixtures" / "pipeline"
+ROOT = Path(__file__).parents[1]
+TINY = ["model.encoder.lstm_hidden=8", "model.encoder.word_dim=8", "train.max_epochs=1"]
+
+
+def _spec(tmp_path: Path) -> Path:
+    spec = {
+        "data_root": str(FIXTURES),
+        "work_dir": str(tmp_path / "runs"),
+        "jobs": 2,
+        "teachers": {
+            "crf": {
+                "config": str(ROOT / "configs/ner/teacher-crf.yaml"),
+                "data": {"train": ["train.conll"], "dev": "dev.conll", "test": "test.conll"},
+                "set": [*TINY, "model.encoder.char_filters=4"],
+            }
+        },
+        "students": {
+            "case2a": {
+                "config": str(ROOT / "configs/ner/case2a.yaml"),
+                "teacher": "crf",
+                "seeds": [1],
+                "data": {
+                    "train": [{"path": "train.conll", "first": 20}],
+                    "unlabeled": [{"path": "unlabeled.txt", "skip": 5, "first": 10}],
+                    "dev": "dev.conll",
+                    "test": "test.conll",
+                },
+                "set": TINY,
+                "methods": {"none": "none", "structural": "structural"},
+            }
+        },
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return path
+
+
+def test_grid_runs_records_and_skips_on_rerun(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    results = tmp_path / "results"
+    ran = run_experiment(spec, results)
+    assert [r.run_id for r in ran] == ["teacher-crf", "case2a-none-s1", "case2a-structural-s1"]
+    out = results / "tiny"
+    for run_id in ("teacher-crf", "case2a-none-s1", "case2a-structural-s1"):
+        record = json.loads((out / run_id / "run.json").read_text())
+        metrics = json.loads((out / run_id / "metrics.json").read_text())
+        assert set(metrics) == {"dev", "test"} and 0 <= metrics["test"]["f1"] <= 100
+        assert record["parameters"] == parameter_count(tmp_path / "runs/tiny" / run_id / "model")
+        assert record["seconds"] > 0 and record["tokens_per_second"] > 0
+        assert record["command"].startswith("structkd ")
+        assert not (out / run_id / "model").exists()  # weights stay in the work dir
+    structural = json.loads((out / "case2a-structural-s1/run.json").read_text())
+    assert "--method structural" in structural["command"] and structural["teacher"] == "teacher-crf"
+    none = json.loads((out / "case2a-none-s1/run.json").read_text())
+    assert none["command"].startswith("structkd train") and "--unlabeled" not in none["command"]
+    # the slices hold exactly the requested sentences
+    sliced = Path(structural["data"][0]).read_text().strip().split("\n\n")
+    assert len(sliced) == 20
+    unlabeled = Path(structural["data"][1]).read_text().splitlines()
+    assert unlabeled == (FIXTURES / "unlabeled.txt").read_text().splitlines()[5:15]
+    # a rerun runs nothing; removing one result reruns only that run (its teacher model is kept)
+    stamp = (out / "teacher-crf/run.json").stat().st_mtime_ns
+    assert run_experiment(spec, results) == []
+    assert (out / "teacher-crf/run.json").stat().st_mtime_ns == stamp
+    (out / "case2a-structural-s1/metrics.json").unlink()
+    assert [r.run_id for r in run_experiment(spec, results, dry_run=True)] == [
+        "case2a-structural-s1"
+    ]
+    # without the teacher's weights, the teacher reruns first
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs/tiny/teacher-crf/model")
+    assert [r.run_id for r in run_experiment(spec, results, dry_run=True)] == [
+        "teacher-crf",
+        "case2a-structural-s1",
+    ]
+
+
+def test_unknown_teacher_is_an_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"students": {"s": {"teacher": "nope", "config": "x"}}}))
+    with pytest.raises(ConfigError, match="unknown teacher 'nope'"):
+        load_experiment(path)
+
+
+def _write(directory: Path, run_id: str, run: dict, f1: tuple[float, float], speed: float) -> None:
+    (directory / run_id).mkdir(parents=True)
+    record = {
+        "commit": "abc123",
+        "threads": 1,
+        "tokens_per_second": speed,
+        "parameters": 1000 if run["role"] == "teacher" else 100,
+        "data": ["d/train.tsv"],
+        "teacher": "teacher-crf" if run["method"] not in ("teacher", "none") else None,
+        **run,
+    }
+    (directory / run_id / "run.json").write_text(json.dumps(record))
+    metrics = {"dev": {"f1": f1[0]}, "test": {"f1": f1[1], "tokens_per_second": speed}}
+    (directory / run_id / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_report_renders_the_expected_table(tmp_path: Path) -> None:
+    exp = tmp_path / "results" / "exp"
+    exp.mkdir(parents=True)
+    meta = {
+        "file": "configs/experiments/exp.yaml",
+        "data_root": "/data",
+        "machine": "test machine",
+        "runs": [
+            "teacher-crf",
+            *(f"case2a-{m}-s{s}" for s in (1, 2) for m in ("none", "token", "structural")),
+        ],
+        "spec": {
+            "teachers": {"crf": {}},
+            "students": {
+                "case2a": {"seeds": [1, 2], "methods": {"none": 0, "token": 0, "structural": 0}}
+            },
+        },
+    }
+    (exp / "experiment.json").write_text(json.dumps(meta))
+    (exp / "NOTES.md").write_text("Hand-written analysis.\n")
+    teacher = {"role": "teacher", "group": "crf", "method": "teacher", "seed": 1}
+    _write(exp, "teacher-crf", teacher, (60.0, 50.0), 1000.0)
+    for seed, (dev, test, speed) in {1: (40.0, 30.0, 4000.0), 2: (42.0, 32.0, 6000.0)}.items():
+        run = {"role": "student", "group": "case2a", "method": "none", "seed": seed}
+        _write(exp, f"case2a-none-s{seed}", run, (dev, test), speed)
+    run = {"role": "student", "group": "case2a", "method": "structural", "seed": 1}
+    _write(exp, "case2a-structural-s1", run, (45.0, 40.0), 5000.0)
+    text = write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
+    table = text[text.index("| model") :].split("\n\n")[0].splitlines()
+    assert table == [
+        "| model | dev F1 | test F1 | n | tokens/s | speed ×T | test F1 / T | params |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| teacher (crf) | 60.00 | 50.00 | 1 | 1,000 | 1.00 | 1.000 | 1,000 |",
+        "| student w/o KD | 41.00 ± 1.41 | 31.00 ± 1.41 | 2 | 5,000 | 5.00 | 0.620 | 100 |",
+        "| token | not run |  |  |  |  |  |  |",
+        "| structural | 45.00 | 40.00 | 1 | 5,000 | 5.00 | 0.800 | 100 |",
+    ]
+    assert "`structkd experiment configs/experiments/exp.yaml --data-root /data`" in text
+    assert "commit: `abc123`" in text and "test machine" in text and "`d/train.tsv`" in text
+    assert text.rstrip().endswith("Hand-written analysis.")
+    assert (tmp_path / "docs/results.md").read_text() == text
+    assert render_experiment("exp", meta, {}).count("not run") == 4
+    pytest.importorskip("matplotlib")
+    text = write_report(tmp_path / "results", tmp_path / "docs/results.md")
+    for kind in ("methods", "speed"):
+        png = tmp_path / f"docs/results/exp-case2a-{kind}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG"
+        assert f"(results/exp-case2a-{kind}.png)" in text
