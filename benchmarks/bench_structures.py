@@ -6,7 +6,7 @@ grad, batch 32, on the CPU; the KL task times ``kl(p, q)`` plus its backward pas
 not installed are skipped (``pip install -e .[bench]`` installs them). The fastest of several
 interleaved repeats is reported, and the ratio ours / fastest peer goes to benchmarks/README.md.
 
-Usage: python benchmarks/bench_structures.py [--quick] [--threads 2] [--out benchmarks/README.md]
+Usage: python benchmarks/bench_structures.py [--quick] [--threads 1] [--out benchmarks/README.md]
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ TASKS: list[tuple[str, Callable[[], dict[str, Callable[[], Any]]], float]] = [
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: least noise)")
     parser.add_argument("--out", default=None, help="write a markdown report here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
