@@ -253,3 +253,15 @@ def _run_300_words(dtype: torch.dtype, projective: bool) -> None:
     _check_normalised(spec, dist, dtype)
     (grad,) = torch.autograd.grad(dist.log_partition.sum(), scores)
     torch.testing.assert_close(grad, dist.marginals.detach(), atol=TOL, rtol=0)
+
+
+def test_single_root_matrix_tree_fallback_on_a_long_peaked_sentence() -> None:
+    """x1000 scores on 150 words send the single-root matrix-tree to its log-space fallback, which
+    must stay O(N^3) (one tilted elimination; one elimination per root word needed > 2 GB at 100
+    words): finite, normalised, and log Z at least the best tree's score."""
+    gen = torch.Generator().manual_seed(4)
+    scores = torch.randn(1, 151, 151, generator=gen, dtype=torch.float64) * 1000
+    dist = DependencyCRF(scores, projective=False)
+    _check_normalised(SPECS["matrix_tree"], dist, torch.float64)
+    best = dist.score(dist.argmax)
+    assert float(dist.log_partition[0]) >= float(best[0]) - 1e-6
