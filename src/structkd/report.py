@@ -212,7 +212,12 @@ def _plots(
     done = [r for r in _rows(meta, runs) if r["runs"]]
     pngs: list[str] = []
     for case in sorted({r["group"] for r in done if r["role"] == "student"}):
-        rows = [r for r in done if r["role"] == "teacher" or r["group"] == case]
+        students = [r for r in done if r["role"] == "student" and r["group"] == case]
+        # only the teacher(s) this case distils from, as in its table
+        used = {x["run"]["teacher"] for m in students for x in m["runs"] if x["run"]["teacher"]}
+        rows = [
+            r for r in done if r["role"] == "teacher" and f"teacher-{r['group']}" in used
+        ] + students
         labels = [
             f"teacher ({r['group']})"
             if r["role"] == "teacher"
