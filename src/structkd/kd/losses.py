@@ -123,6 +123,24 @@ def _local_logits(structure: Structure) -> tuple[Tensor, Tensor]:
     raise TypeError(f"{type(structure).__name__} has no per-token scores")
 
 
+def _paired_local_scores(
+    teacher: Structure, student: Structure, what: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Teacher and student per-slot scores [B, N, K] and their common slot mask [B, N].
+
+    Raises:
+        ValueError: when the two structures do not score the same slots.
+    """
+    t_scores, t_mask = _local_logits(teacher)
+    s_scores, s_mask = _local_logits(student)
+    if t_scores.shape != s_scores.shape:
+        raise ValueError(
+            f"{what} needs per-token scores of the same shape, got {list(t_scores.shape)} "
+            f"and {list(s_scores.shape)}"
+        )
+    return t_scores, s_scores, t_mask & s_mask
+
+
 def _token_kl(teacher_probs: Tensor, student_logp: Tensor, mask: Tensor) -> Tensor:
     """sum over slots of KL(teacher || student) [B]; zero-probability teacher entries skipped."""
     teacher_logp = teacher_probs.clamp_min(torch.finfo(teacher_probs.dtype).tiny).log()
@@ -139,16 +157,10 @@ def token_kd_loss(
     per-word head softmax. Scaled by T^2.
     """
     _check_temperature(temperature)
-    t_logits, mask = _local_logits(teacher)
-    s_logits, s_mask = _local_logits(student)
-    if t_logits.shape != s_logits.shape:
-        raise ValueError(
-            f"token KD needs per-token scores of the same shape, got {list(t_logits.shape)} "
-            f"and {list(s_logits.shape)}"
-        )
+    t_logits, s_logits, mask = _paired_local_scores(teacher, student, "token KD")
     t_probs = torch.softmax(t_logits.detach() / temperature, -1).nan_to_num(0.0)
     s_logp = torch.log_softmax(s_logits / temperature, -1).nan_to_num(0.0)
-    loss = _token_kl(t_probs, s_logp, mask & s_mask) * temperature**2
+    loss = _token_kl(t_probs, s_logp, mask) * temperature**2
     return _reduce(loss, reduction)
 
 
@@ -247,13 +259,7 @@ def substructure_mse_loss(
     of the same size, and the transition matrix when both are linear-chain CRFs. Mean over the
     valid parts of each sentence.
     """
-    t_scores, mask = _local_logits(teacher)
-    s_scores, _ = _local_logits(student)
-    if t_scores.shape != s_scores.shape:
-        raise ValueError(
-            f"sub-structure MSE needs scores of the same shape, got {list(t_scores.shape)} "
-            f"and {list(s_scores.shape)}"
-        )
+    t_scores, s_scores, mask = _paired_local_scores(teacher, student, "sub-structure MSE")
     finite = torch.isfinite(t_scores) & mask[..., None]
     diff = torch.where(finite, s_scores - t_scores.detach(), 0.0)
     per_sentence = diff.pow(2).sum((1, 2)) / finite.sum((1, 2)).clamp_min(1)
