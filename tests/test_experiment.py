@@ -11,6 +11,7 @@ import yaml
 from structkd.config import ConfigError
 from structkd.experiment import load_experiment, parameter_count, run_experiment
 from structkd.report import render_experiment, write_report
+from structkd.speed import run_speed
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pipeline"
 ROOT = Path(__file__).parents[1]
@@ -63,6 +64,9 @@ def test_grid_runs_records_and_skips_on_rerun(tmp_path: Path) -> None:
         assert record["parameters"] == parameter_count(tmp_path / "runs/tiny" / run_id / "model")
         assert record["seconds"] > 0 and record["tokens_per_second"] > 0
         assert record["command"].startswith("structkd ")
+        # one timed epoch (updates only), recorded for the training-cost table
+        assert record["epochs"] == 1 and len(record["epoch_seconds"]) == 1
+        assert 0 < record["epoch_seconds"][0] < record["seconds"]
         assert not (out / run_id / "model").exists()  # weights stay in the work dir
     structural = json.loads((out / "case2a-structural-s1/run.json").read_text())
     assert "--method structural" in structural["command"] and structural["teacher"] == "teacher-crf"
@@ -73,6 +77,13 @@ def test_grid_runs_records_and_skips_on_rerun(tmp_path: Path) -> None:
     assert len(sliced) == 20
     unlabeled = Path(structural["data"][1]).read_text().splitlines()
     assert unlabeled == (FIXTURES / "unlabeled.txt").read_text().splitlines()[5:15]
+    # prediction speed of the teacher and of one student per case, measured afterwards
+    measured = run_speed(spec, results, threads=1, batch_size=4, limit=6, log=lambda _: None)
+    assert set(measured["models"]) == {"teacher-crf", "case2a-none-s1"}
+    assert json.loads((out / "speed.json").read_text()) == measured
+    for run_id, m in measured["models"].items():
+        assert m["parameters"] == parameter_count(tmp_path / "runs/tiny" / run_id / "model")
+        assert m["sentences"] == 6 and m["tokens_per_second"] > 0 and m["batch_size"] == 4
     # a rerun runs nothing; removing one result reruns only that run (its teacher model is kept)
     stamp = (out / "teacher-crf/run.json").stat().st_mtime_ns
     assert run_experiment(spec, results) == []
@@ -98,9 +109,17 @@ def test_unknown_teacher_is_an_error(tmp_path: Path) -> None:
         load_experiment(path)
 
 
-def _write(directory: Path, run_id: str, run: dict, f1: tuple[float, float], speed: float) -> None:
+def _write(
+    directory: Path,
+    run_id: str,
+    run: dict,
+    f1: tuple[float, float],
+    speed: float,
+    epoch_seconds: list[float] | None = None,
+) -> None:
     (directory / run_id).mkdir(parents=True)
     record = {
+        "epoch_seconds": epoch_seconds or [],
         "commit": "abc123",
         "threads": 1,
         "tokens_per_second": speed,
@@ -138,9 +157,10 @@ def test_report_renders_the_expected_table(tmp_path: Path) -> None:
     _write(exp, "teacher-crf", teacher, (60.0, 50.0), 1000.0)
     for seed, (dev, test, speed) in {1: (40.0, 30.0, 4000.0), 2: (42.0, 32.0, 6000.0)}.items():
         run = {"role": "student", "group": "case2a", "method": "none", "seed": seed}
-        _write(exp, f"case2a-none-s{seed}", run, (dev, test), speed)
+        timing = [2.0, 4.0, 9.0] if seed == 1 else [3.0, 5.0]  # medians 4 and 4
+        _write(exp, f"case2a-none-s{seed}", run, (dev, test), speed, timing)
     run = {"role": "student", "group": "case2a", "method": "structural", "seed": 1}
-    _write(exp, "case2a-structural-s1", run, (45.0, 40.0), 5000.0)
+    _write(exp, "case2a-structural-s1", run, (45.0, 40.0), 5000.0, [6.0, 5.0, 7.0])
     text = write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
     table = text[text.index("| model") :].split("\n\n")[0].splitlines()
     assert table == [
@@ -155,6 +175,29 @@ def test_report_renders_the_expected_table(tmp_path: Path) -> None:
     assert "commit: `abc123`" in text and "test machine" in text and "`d/train.tsv`" in text
     assert text.rstrip().endswith("Hand-written analysis.")
     assert (tmp_path / "docs/results.md").read_text() == text
+    cost = text[text.index("| case | method") :].split("\n\n")[0].splitlines()
+    assert cost[2:] == [
+        "| case2a | student w/o KD | 4.0 | 1.00 | 2.5 | 2 |",
+        "| case2a | structural | 6.0 | 1.50 | 3.0 | 1 |",
+    ]
+    assert "Prediction speed, measured alone" not in text  # no speed.json yet
+    speed = {
+        "command": "structkd speed exp.yaml",
+        "threads": 2,
+        "batch_size": 32,
+        "machine": "m",
+        "models": {
+            "teacher-crf": {"tokens_per_second": 1000.0, "parameters": 1000},
+            "case2a-none-s1": {"tokens_per_second": 8000.0, "parameters": 100},
+        },
+    }
+    (exp / "speed.json").write_text(json.dumps(speed))
+    text = write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
+    rows = text[text.index("| model | params") :].split("\n\n")[0].splitlines()
+    assert rows[2:] == [
+        "| teacher-crf | 1,000 | 1,000 | 1.00 | 50.00 | | | |",
+        "| student case2a (teacher-crf) | 100 | 8,000 | 8.00 | 31.00 | 0.620 | 40.00 | 0.800 |",
+    ]
     assert render_experiment("exp", meta, {}).count("not run") == 4
     pytest.importorskip("matplotlib")
     text = write_report(tmp_path / "results", tmp_path / "docs/results.md")

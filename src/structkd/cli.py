@@ -1,4 +1,4 @@
-"""Command line: ``structkd train|distill|evaluate|predict|demo|experiment|report``.
+"""Command line: ``structkd train|distill|evaluate|predict|demo|experiment|speed|report``.
 
 The run config's ``task`` (``ner`` or ``dep``) selects the model family, readers and metrics;
 ``evaluate`` and ``predict`` read it from the model directory.
@@ -87,6 +87,15 @@ def _parser() -> argparse.ArgumentParser:
     experiment.add_argument("--jobs", type=int, help="runs at once")
     experiment.add_argument("--only", action="append", help="run id to run (repeatable)")
     experiment.add_argument("--dry-run", action="store_true", help="print the plan only")
+    speed = commands.add_parser(
+        "speed", help="prediction speed of an experiment's teachers and students"
+    )
+    speed.add_argument("spec", help="experiment YAML whose models to measure")
+    speed.add_argument("--results", default="results", help="results root")
+    speed.add_argument("--data-root", help="replaces the file's data_root")
+    speed.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    speed.add_argument("--batch-size", type=int, default=32, help="sentences a batch (32)")
+    speed.add_argument("--limit", type=int, default=2000, help="first N test sentences")
     report = commands.add_parser("report", help="Markdown tables (and plots) of results/")
     report.add_argument("results", help="results root (one folder per experiment)")
     report.add_argument("--out", default="docs/results.md", help="Markdown file to write")
@@ -157,6 +166,14 @@ def _run(args: argparse.Namespace) -> int:
         if not os.path.isfile(args.spec):
             raise FileNotFoundError(f"no such experiment file: {args.spec}")
         run_experiment(args.spec, args.results, args.data_root, args.jobs, args.only, args.dry_run)
+    elif args.command == "speed":
+        from structkd.speed import run_speed
+
+        if not os.path.isfile(args.spec):
+            raise FileNotFoundError(f"no such experiment file: {args.spec}")
+        run_speed(
+            args.spec, args.results, args.data_root, args.threads, args.batch_size, args.limit
+        )
     elif args.command == "report":
         from structkd.report import write_report
 

@@ -253,6 +253,12 @@ def _execute(run: Run, work: Path, results: Path, threads: int, log: Callable[[s
         log(f"FAILED {run.run_id} (exit {code} after {seconds:.0f} s; see {out / 'stdout.log'})")
         return
     metrics = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    log_file = out / "train_log.jsonl"
+    epochs = (
+        [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines() if line]
+        if log_file.exists()
+        else []
+    )
     record = {
         "run_id": run.run_id,
         "role": run.role,
@@ -267,6 +273,8 @@ def _execute(run: Run, work: Path, results: Path, threads: int, log: Callable[[s
         "seconds": round(seconds, 1),
         "tokens_per_second": metrics.get("test", metrics.get("dev", {})).get("tokens_per_second"),
         "parameters": parameter_count(out / "model"),
+        "epochs": len(epochs),
+        "epoch_seconds": [e["train_seconds"] for e in epochs if "train_seconds" in e],
         "data": run.data,
     }
     target = results / run.run_id

@@ -94,8 +94,14 @@ def _task_keys(runs: dict[str, dict[str, Any]]) -> tuple[str, ...]:
     return ("f1",)
 
 
-def render_experiment(name: str, meta: dict[str, Any], runs: dict[str, dict[str, Any]]) -> str:
-    """The Markdown section of one experiment: a table per student case, then its notes."""
+def render_experiment(
+    name: str,
+    meta: dict[str, Any],
+    runs: dict[str, dict[str, Any]],
+    measured: dict[str, Any] | None = None,
+) -> str:
+    """The Markdown section of one experiment: a table per student case, the speed table (when
+    ``speed.json`` was written by ``structkd speed``) and the training-cost table."""
     keys = _task_keys(runs)
     rows = _rows(meta, runs)
     commits = sorted({r["run"]["commit"] for r in runs.values()})
@@ -185,7 +191,111 @@ def render_experiment(name: str, meta: dict[str, Any], runs: dict[str, dict[str,
         "speed ×T and the score ratio are relative to the teacher."
     )
     lines.append("")
+    if measured:
+        lines += _speed_table(meta, runs, measured)
+    lines += _cost_table(rows)
     return "\n".join(lines)
+
+
+def _speed_table(
+    meta: dict[str, Any], runs: dict[str, dict[str, Any]], speed: dict[str, Any]
+) -> list[str]:
+    """Teachers and one student per case measured alone (``speed.json``), with each student's
+    speed and score ratios against its teacher (w/o KD and with Structural KD)."""
+    keys = _task_keys(runs)
+    main_key = f"test_{keys[-1]}"
+    rows = _rows(meta, runs)
+
+    def score(role: str, group: str, method: str) -> float | None:
+        found = [r for r in rows if (r["role"], r["group"], r["method"]) == (role, group, method)]
+        values = [_scores(keys, x["metrics"]).get(main_key) for f in found for x in f["runs"]]
+        clean = [v for v in values if v is not None]
+        return statistics.mean(clean) if clean else None
+
+    metric = keys[-1].upper() if keys[-1] != "f1" else "F1"
+    lines = [
+        f"Prediction speed, measured alone: `{speed.get('command', '?')}` "
+        f"({speed.get('threads')} threads, batch {speed.get('batch_size')}, "
+        f"{speed.get('machine')})",
+        "",
+        f"| model | params | tokens/s | speed ×T | test {metric} (w/o KD) | ×T "
+        f"| test {metric} (structural KD) | ×T |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    models = speed.get("models", {})
+    for run_id, m in models.items():
+        if not run_id.startswith("teacher-"):
+            continue
+        t_score = score("teacher", run_id[len("teacher-") :], "teacher")
+        lines.append(
+            f"| {run_id} | {m['parameters']:,} | {m['tokens_per_second']:,.0f} | 1.00 | "
+            f"{_fmt(t_score)} | | | |"
+        )
+    for run_id, m in models.items():
+        if run_id.startswith("teacher-"):
+            continue
+        record = runs.get(run_id, {}).get("run", {})
+        group = record.get("group", run_id.rsplit("-", 2)[0])
+        teacher = next(
+            (
+                x["run"]["teacher"]
+                for r in rows
+                if r["group"] == group
+                for x in r["runs"]
+                if x["run"].get("teacher")
+            ),
+            None,
+        )
+        t = models.get(teacher or "", {})
+        t_score = score("teacher", (teacher or "")[len("teacher-") :], "teacher")
+        plain, kd = score("student", group, "none"), score("student", group, "structural")
+        ratio = m["tokens_per_second"] / t["tokens_per_second"] if t else None
+        lines.append(
+            f"| student {group} ({teacher or '?'}) | {m['parameters']:,} | "
+            f"{m['tokens_per_second']:,.0f} | {_fmt(ratio)} | {_fmt(plain)} | "
+            f"{_fmt(plain / t_score if plain and t_score else None, 3)} | {_fmt(kd)} | "
+            f"{_fmt(kd / t_score if kd and t_score else None, 3)} |"
+        )
+    return [*lines, ""]
+
+
+def _cost_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Seconds per training epoch of each student method (median over epochs, mean over seeds)
+    against the same case without KD; runs recorded before epoch timing existed are left out."""
+    lines = [
+        "Training cost: seconds per epoch (median over epochs, mean over seeds; updates only, "
+        "no evaluation). Structural KD reads teacher marginals cached before training (cache "
+        "build not included); the other KD methods run the teacher on every batch.",
+        "",
+        "| case | method | s/epoch | × w/o KD | epochs | n |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    base: dict[str, float] = {}
+    body = []
+    for row in rows:
+        if row["role"] != "student":
+            continue
+        timed = [x["run"]["epoch_seconds"] for x in row["runs"] if x["run"].get("epoch_seconds")]
+        if not timed:
+            continue
+        per_epoch = statistics.mean(statistics.median(t) for t in timed)
+        epochs = statistics.mean(len(t) for t in timed)
+        if row["method"] == "none":
+            base[row["group"]] = per_epoch
+        body.append((row["group"], row["method"], per_epoch, epochs, len(timed)))
+    if not body:
+        return []
+    for group, method, per_epoch, epochs, n in body:
+        ratio = per_epoch / base[group] if group in base else None
+        label = _LABELS.get(method, method)
+        lines.append(
+            f"| {group} | {label} | {per_epoch:.1f} | {_fmt(ratio)} | {epochs:.1f} | {n} |"
+        )
+    return [*lines, ""]
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def _col_keys(keys: tuple[str, ...]) -> list[str]:
@@ -268,7 +378,9 @@ def write_report(results: str | Path, out: str | Path, plots: bool = True) -> st
         meta, runs = load_results(directory)
         if not runs:
             continue
-        sections.append(render_experiment(directory.name, meta, runs))
+        speed_file = directory / "speed.json"
+        speed = json.loads(speed_file.read_text(encoding="utf-8")) if speed_file.exists() else None
+        sections.append(render_experiment(directory.name, meta, runs, speed))
         if plots:
             try:
                 pngs = _plots(directory.name, meta, runs, out.parent / out.stem)

@@ -27,8 +27,6 @@ def _tagger(model: Model) -> Tagger:
     return model
 
 
-
-
 class NERTask(Task):
     """Taggers (CRF, MaxEnt, span) scored by span F1; predictions written as CoNLL."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,7 @@ def train(
         batches = bucket_batches(lengths, cfg.batch_size, cfg.seed * 7919 + state.epoch, corpus)
         batches = batches[ddp.rank() :: ddp.world()][:steps_per_epoch]
         total = 0.0
+        started = time.perf_counter()
         bar = tqdm(batches, desc=f"epoch {state.epoch + 1}", disable=not progress_enabled(cfg))
         for indices in bar:
             batch = task.collate(model, [sentences[i] for i in indices])
@@ -158,6 +160,7 @@ def train(
             "epoch": state.epoch + 1,
             "step": state.step,
             "loss": total / max(len(batches), 1),
+            "train_seconds": round(time.perf_counter() - started, 3),  # updates only, no dev eval
         }
         if distiller is not None:
             record["lambda"] = distiller.weight(state.step, total_steps)

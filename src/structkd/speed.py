@@ -1,0 +1,135 @@
+"""Prediction speed of an experiment's models: ``structkd speed configs/experiments/X.yaml``.
+
+The tokens/s recorded by each training run come from its test evaluation while other runs share
+the machine, so they are noisy. This module measures every teacher of an experiment and one
+student per case (a student's architecture, hence its speed, does not depend on the KD method)
+afterwards, one model at a time, with a fixed number of torch threads and a fixed batch size,
+and writes ``results/NAME/speed.json``, which :mod:`structkd.report` turns into the speed table
+(student/teacher speed ratio next to the score ratio).
+
+Complexity: one prediction pass over the test sentences per repeat and model.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from structkd.config import ConfigError
+from structkd.experiment import load_experiment, machine, parameter_count
+from structkd.models.checkpoint import atomic_write_json, load_model
+from structkd.tasks import get_task
+
+__all__ = ["measure_speed", "run_speed"]
+
+
+def _inputs(sentences: Sequence[Any]) -> list[list[str]]:
+    return [list(getattr(s, "tokens", None) or s.words) for s in sentences]
+
+
+def measure_speed(
+    model_dir: str | Path,
+    test_path: str | Path,
+    threads: int = 2,
+    batch_size: int = 32,
+    repeats: int = 3,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """Prediction tokens per second of one saved model (the fastest of ``repeats`` passes).
+
+    Args:
+        model_dir: a ``model/`` directory written by ``structkd train|distill``.
+        test_path: labeled sentences in a format the model's task reads (gold outputs unused).
+        threads: torch intra-op threads during the measurement (restored afterwards).
+        batch_size: sentences per prediction batch (length-bucketed).
+        repeats: timed passes; the fastest counts (the first batch is run once before, untimed).
+        limit: only the first ``limit`` sentences.
+
+    Returns:
+        ``{"tokens_per_second", "tokens", "sentences", "parameters", "threads", "batch_size"}``.
+    """
+    model = load_model(model_dir)
+    task = get_task(model.task)
+    words = _inputs(task.read_labeled(str(test_path), "auto")[:limit])
+    if task.name == "ner":
+        from structkd.train.evaluate import predict_tags as predict
+    else:
+        from structkd.tasks.dep import predict_trees as predict
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        predict(model, words[:batch_size], batch_size)  # type: ignore[arg-type]
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            predict(model, words, batch_size)  # type: ignore[arg-type]
+            best = min(best, time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(previous)
+    tokens = sum(len(w) for w in words)
+    return {
+        "tokens_per_second": tokens / max(best, 1e-9),
+        "tokens": tokens,
+        "sentences": len(words),
+        "parameters": parameter_count(model_dir),
+        "threads": threads,
+        "batch_size": batch_size,
+    }
+
+
+def run_speed(
+    path: str | Path,
+    results_root: str | Path = "results",
+    data_root: str | None = None,
+    threads: int = 2,
+    batch_size: int = 32,
+    limit: int | None = 2000,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Measures the teachers and one student per case of experiment ``path``; writes
+    ``results_root/NAME/speed.json`` and returns its content.
+
+    Raises:
+        ConfigError: when a model to measure has not been trained yet.
+    """
+    spec = load_experiment(path)
+    name = Path(path).stem
+    root = Path(data_root or spec.get("data_root", "."))
+    work = Path(spec.get("work_dir", "runs/experiments")) / name
+    jobs: list[tuple[str, str, str]] = []  # (run id, model dir, test file)
+    for group, t in spec["teachers"].items():
+        jobs.append((f"teacher-{group}", f"teacher-{group}", t["data"]["test"]))
+    for group, s in spec["students"].items():
+        seed = s.get("seeds", [1])[0]
+        label = next(iter(s.get("methods", {"none": "none"})))
+        jobs.append((f"{group}-{label}-s{seed}", f"{group}-{label}-s{seed}", s["data"]["test"]))
+    models: dict[str, Any] = {}
+    for run_id, folder, test in jobs:
+        model_dir = work / folder / "model"
+        if not (model_dir / "model.safetensors").exists():
+            raise ConfigError(f"{model_dir}: not trained yet; run the experiment first")
+        test_file = test if isinstance(test, str) else test["path"]
+        models[run_id] = measure_speed(
+            model_dir, root / test_file, threads=threads, batch_size=batch_size, limit=limit
+        )
+        log(f"{run_id}: {models[run_id]['tokens_per_second']:,.0f} tokens/s")
+    record = {
+        "command": (
+            f"structkd speed {path} --threads {threads} --batch-size {batch_size}"
+            + (f" --limit {limit}" if limit else "")
+        ),
+        "sentences_limit": limit,
+        "machine": machine(),
+        "threads": threads,
+        "batch_size": batch_size,
+        "models": models,
+    }
+    target = Path(results_root) / name
+    target.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(target / "speed.json", record)
+    return json.loads(json.dumps(record))
