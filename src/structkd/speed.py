@@ -53,7 +53,7 @@ def measure_speed(
     Returns:
         ``{"tokens_per_second", "tokens", "sentences", "parameters", "threads", "batch_size"}``.
     """
-    model = load_model(model_dir)
+    model: Any = load_model(model_dir)
     task = get_task(model.task)
     words = _inputs(task.read_labeled(str(test_path), "auto")[:limit])
     predict: Callable[[Any, Sequence[Sequence[str]], int], Any]
