@@ -102,6 +102,18 @@ def test_grid_runs_records_and_skips_on_rerun(tmp_path: Path) -> None:
     ]
 
 
+def test_a_teacher_given_by_its_model_is_not_retrained(tmp_path: Path) -> None:
+    spec = yaml.safe_load(_spec(tmp_path).read_text())
+    spec["teachers"] = {"crf": {"model": "elsewhere/teacher-crf/model"}}
+    path = tmp_path / "reuse.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    planned = run_experiment(path, tmp_path / "results", dry_run=True)
+    assert [r.run_id for r in planned] == ["case2a-none-s1", "case2a-structural-s1"]
+    structural = planned[1]
+    assert structural.args[structural.args.index("--teacher") + 1] == "elsewhere/teacher-crf/model"
+    assert structural.teacher == "teacher-crf"
+
+
 def test_unknown_teacher_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"students": {"s": {"teacher": "nope", "config": "x"}}}))

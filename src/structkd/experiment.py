@@ -18,6 +18,7 @@ sentences ``skip .. skip+first`` of a corpus)::
     teachers:
       crf: {config: configs/ner/teacher-crf.yaml, seed: 1, set: [train.max_epochs=10],
             data: {train: [{path: ner/wikiann-en/train.tsv, first: 5000}], dev: ..., test: ...}}
+      old: {model: runs/experiments/other/teacher-crf/model}   # trained elsewhere: not rerun
     students:
       case2a:
         config: configs/ner/case2a.yaml
@@ -156,6 +157,8 @@ def plan_runs(spec: dict[str, Any], root: Path, slices: Path, work: Path) -> lis
     """Every run of the grid, teachers first, then students by case, method and seed."""
     runs: list[Run] = []
     for name, t in spec["teachers"].items():
+        if "model" in t:  # an already trained teacher (e.g. another experiment's): no run
+            continue
         seed = int(t.get("seed", 1))
         data = _data_args(t.get("data", {}), root, slices, ("train", "dev", "test"))
         sets = [a for s in t.get("set", []) for a in ("--set", s)]
@@ -175,7 +178,8 @@ def plan_runs(spec: dict[str, Any], root: Path, slices: Path, work: Path) -> lis
             if teacher is None:
                 args = ["train", s["config"], *data, "--set", "data.unlabeled=[]", *sets]
             else:
-                model = str(work / f"teacher-{teacher}" / "model")
+                given = spec["teachers"][teacher].get("model")
+                model = str(given or work / f"teacher-{teacher}" / "model")
                 args = ["distill", s["config"], *data, "--teacher", model, "--method", kind, *sets]
             grid.append((label, args, teacher))
         for seed in s.get("seeds", [1]):  # seed-major: a cut-short grid has every method once
