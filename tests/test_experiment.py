@@ -10,7 +10,7 @@ import yaml
 
 from structkd.config import ConfigError
 from structkd.experiment import load_experiment, parameter_count, run_experiment
-from structkd.report import render_experiment, write_report
+from structkd.report import load_results, render_experiment, write_report
 from structkd.speed import run_speed
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pipeline"
@@ -193,6 +193,9 @@ def test_report_renders_the_expected_table(tmp_path: Path) -> None:
         "| case2a | structural | 6.0 | 1.50 | 3.0 | 1 |",
     ]
     assert "Prediction speed, measured alone" not in text  # no speed.json yet
+    timing = {**meta, "spec": {**meta["spec"], "report": "cost"}}
+    only_cost = render_experiment("exp", timing, load_results(exp)[1])
+    assert "| case | method" in only_cost and "| model |" not in only_cost
     speed = {
         "command": "structkd speed exp.yaml",
         "threads": 2,

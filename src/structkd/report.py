@@ -1,7 +1,8 @@
 """Markdown tables (and optional PNG plots) of experiment results: ``structkd report results/``.
 
 Reads ``RESULTS/NAME/experiment.json`` and ``RESULTS/NAME/RUN_ID/{metrics,run}.json`` as written
-by :mod:`structkd.experiment`. One table per experiment and student case: rows are the teacher,
+by :mod:`structkd.experiment`. One table per experiment and student case (only the training-cost
+table for an experiment file with ``report: cost``): rows are the teacher,
 the student without KD and each KD method (planned runs without results are marked *not run*);
 scores are mean ± sample standard deviation over seeds. A hand-written
 ``RESULTS/NAME/NOTES.md`` (what was cut, analysis) is copied under the experiment's tables, so the
@@ -133,6 +134,8 @@ def render_experiment(
     ]
     teachers = {r["group"]: r for r in rows if r["role"] == "teacher"}
     cases = sorted({r["group"] for r in rows if r["role"] == "student"}, key=str)
+    if meta.get("spec", {}).get("report") == "cost":  # a timing grid: its scores mean nothing
+        return "\n".join([*lines, *_cost_table(rows)])
     main_key = f"test_{keys[-1]}"
     for case in cases:
         members = [r for r in rows if r["role"] == "student" and r["group"] == case]
@@ -381,7 +384,7 @@ def write_report(results: str | Path, out: str | Path, plots: bool = True) -> st
         speed_file = directory / "speed.json"
         speed = json.loads(speed_file.read_text(encoding="utf-8")) if speed_file.exists() else None
         sections.append(render_experiment(directory.name, meta, runs, speed))
-        if plots:
+        if plots and meta.get("spec", {}).get("report") != "cost":
             try:
                 pngs = _plots(directory.name, meta, runs, out.parent / out.stem)
             except ImportError:
