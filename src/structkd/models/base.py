@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -34,6 +35,22 @@ class Model(nn.Module, ABC):
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+    @abstractmethod
+    def collate(self, words: Sequence[Sequence[str]], /) -> Any:
+        """Padded inputs of sentences given as words (no gold outputs)."""
+
+    @abstractmethod
+    def from_features(self, hidden: Tensor, lengths: Tensor) -> Any:
+        """The model's output (what ``forward`` returns) from encoder features: the head only.
+
+        ``forward(batch)`` is ``from_features(encoder(batch), batch.lengths)``; distillation
+        caches a teacher's encoder features once and rebuilds its output per batch with this.
+
+        Args:
+            hidden: encoder features [B, N, H] (padding arbitrary).
+            lengths: LongTensor [B].
+        """
 
     @abstractmethod
     def nll(self, batch: Any, output: Any = None) -> Tensor:

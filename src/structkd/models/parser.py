@@ -89,7 +89,12 @@ class BiaffineParser(DepModel):
     def forward(self, batch: DepBatch) -> ParserOutput:
         """Arc structure over [B, N+1, N+1] (dep, head) scores and relation scores."""
         batch = batch.to(self.device)
-        hidden = self.encoder(batch)  # [B, N, H]
+        return self.from_features(self.encoder(batch), batch.lengths)
+
+    def from_features(self, hidden: Tensor, lengths: Tensor) -> ParserOutput:
+        """``forward``'s output from encoder features [B, N, H] and lengths [B]: ROOT, the
+        scorers and the structure, without the encoder."""
+        lengths = lengths.to(hidden.device)
         root = self.root.expand(hidden.shape[0], 1, -1)  # [B, 1, H]
         nodes = torch.cat([root, hidden], 1)  # [B, N+1, H]
         dep, head = (mlp(nodes) for mlp in self.arc_mlp)
@@ -98,7 +103,7 @@ class BiaffineParser(DepModel):
         if self.rel is not None and self.rel_mlp is not None:
             rel_dep, rel_head = (mlp(nodes) for mlp in self.rel_mlp)
             rel_scores = self.rel(rel_dep, rel_head)  # [B, N+1, N+1, R]
-        return ParserOutput(self._structure(arc_scores, nodes, batch.lengths), rel_scores)
+        return ParserOutput(self._structure(arc_scores, nodes, lengths), rel_scores)
 
     def _structure(self, arc_scores: Tensor, nodes: Tensor, lengths: Tensor) -> Structure:
         parser = self.config.parser

@@ -49,7 +49,11 @@ class SeqLabelParser(DepModel):
     def forward(self, batch: DepBatch) -> ParserOutput:
         """TokenSoftmax over label scores [B, N, K]."""
         batch = batch.to(self.device)
-        return ParserOutput(TokenSoftmax(self.scorer(self.encoder(batch)), batch.lengths))
+        return self.from_features(self.encoder(batch), batch.lengths)
+
+    def from_features(self, hidden: Tensor, lengths: Tensor) -> ParserOutput:
+        """``forward``'s output from encoder features [B, N, H] and lengths [B]."""
+        return ParserOutput(TokenSoftmax(self.scorer(hidden), lengths.to(hidden.device)))
 
     @staticmethod
     def label_nll(structure: TokenSoftmax, labels: Tensor) -> Tensor:

@@ -67,7 +67,11 @@ class Tagger(Model):
     def structure(self, batch: Batch) -> Structure:
         """The model's distribution over outputs for each sentence of the batch."""
         batch = batch.to(self.device)
-        return self.head(self.encoder(batch), batch.lengths)
+        return self.from_features(self.encoder(batch), batch.lengths)
+
+    def from_features(self, hidden: Tensor, lengths: Tensor) -> Structure:
+        """The structure from encoder features [B, N, H] and lengths [B]: the head only."""
+        return self.head(hidden, lengths.to(hidden.device))
 
     def forward(self, batch: Batch) -> Structure:
         """Same as ``structure`` (so that DistributedDataParallel can wrap a tagger)."""

@@ -140,9 +140,19 @@ class Task(ABC):
         self,
         teacher: Model,
         student: Model,
-        batch: Any,
+        source: Any,
         output: Any,
         config: DistillConfig,
         stats: Stats,
     ) -> Tensor:
-        """A baseline KD [B] (any method but ``structural``), the teacher run on the batch."""
+        """A baseline KD [B] (any method but ``structural``).
+
+        Args:
+            teacher: the teacher (its vocabularies and decoders).
+            student: the student.
+            source: the teacher's output on the batch, as its ``forward`` returns it (built
+                without gradients, by ``Distiller.teacher_output``).
+            output: the student's output on the batch.
+            config: method, temperature, k.
+            stats: running sums the loss may add to.
+        """

@@ -293,15 +293,13 @@ class DepTask(Task):
         self,
         teacher: Model,
         student: Model,
-        batch: Any,
+        source: Any,
         output: Any,
         config: DistillConfig,
         stats: Stats,
     ) -> Tensor:
         assert isinstance(teacher, BiaffineParser)
         temperature = config.temperature
-        with torch.no_grad():
-            source = teacher(teacher.collate(batch.tokens))
         if config.method == "top1":
             return self._top1(teacher, _dep(student), source, output, stats)
         if config.method != "token":

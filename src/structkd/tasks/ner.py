@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-import torch
 from torch import Tensor
 
 from structkd import kd
@@ -134,22 +133,20 @@ class NERTask(Task):
         self,
         teacher: Model,
         student: Model,
-        batch: Any,
+        source: Any,
         output: Any,
         config: DistillConfig,
         stats: Stats,
     ) -> Tensor:
-        with torch.no_grad():
-            target = _tagger(teacher).structure(_tagger(teacher).collate(batch.tokens))
         scheme = _tagger(student).vocab.tag_scheme
         if config.method == "token":
-            return kd.token_kd_loss(target, output, config.temperature, reduction="none")
+            return kd.token_kd_loss(source, output, config.temperature, reduction="none")
         if config.method == "posterior":
-            return kd.posterior_kd_loss(target, output, reduction="none", tag_scheme=scheme)
+            return kd.posterior_kd_loss(source, output, reduction="none", tag_scheme=scheme)
         if config.method in ("topk", "topwk", "top1"):
             k = 1 if config.method == "top1" else config.k
             weighted = config.method == "topwk"
-            return kd.topk_kd_loss(target, output, k, weighted, "none", tag_scheme=scheme)
+            return kd.topk_kd_loss(source, output, k, weighted, "none", tag_scheme=scheme)
         if config.method == "substructure":
-            return kd.substructure_mse_loss(target, output, reduction="none")
+            return kd.substructure_mse_loss(source, output, reduction="none")
         raise ConfigError(f"distill.method={config.method} has no uncached KD loss")

@@ -10,6 +10,10 @@ temperature) is stale; one whose checksum or content fails is corrupt: both are 
 
 Per sentence, every marginal tensor is cropped to the sentence's own length (dimensions that grow
 with the padded length N, found by probing the student at two lengths) and stored flat.
+
+The other KD methods keep each teacher's encoder features (one [n, H] tensor per sentence) in the
+same kind of file (named ``features-*``, see ``Distiller``), so that only the teacher's head runs
+on each batch.
 """
 
 from __future__ import annotations
@@ -176,6 +180,7 @@ def cached_marginals(
     key: dict[str, Any],
     compute: Callable[[int, int], dict[int, Marginals]],
     count: int,
+    name: str = "marginals",
 ) -> list[Marginals]:
     """Loads the marginals for ``key`` from the cache, or computes and stores them.
 
@@ -188,10 +193,12 @@ def cached_marginals(
         key: everything the content depends on (slot, teachers, temperature, ...).
         compute: ``(shard, shards) -> {sentence index: marginals}`` for one shard of the data.
         count: the number of sentences.
+        name: what the file holds (its name's prefix), e.g. ``features`` for a teacher's
+            encoder features (``Distiller``).
     """
     slot_id = hashlib.sha256(json.dumps(slot, sort_keys=True).encode()).hexdigest()[:20]
     key_id = hashlib.sha256(json.dumps({**slot, **key}, sort_keys=True).encode()).hexdigest()
-    path = Path(directory) / f"marginals-{slot_id}.safetensors"
+    path = Path(directory) / f"{name}-{slot_id}.safetensors"
     rows = _read(path, key_id)
     ddp.barrier()  # every rank has looked before anyone rewrites the file
     if rows is not None:
