@@ -114,3 +114,40 @@ def test_chu_liu_edmonds_rejects_bad_input() -> None:
     with pytest.raises(ValueError, match="n\\+1"):
         chu_liu_edmonds(np.zeros((2, 3)))
     assert chu_liu_edmonds(np.zeros((1, 1))) == []
+
+
+@pytest.mark.parametrize("single_root", [True, False])
+def test_chu_liu_edmonds_is_exact_on_peaked_scores(single_root: bool) -> None:
+    """Scores of a confident model (a tree plus noise): the greedy heads often form a tree and
+    are returned without contraction; the result must still be the best tree."""
+    from structkd.depdata.trees import _greedy_tree
+
+    rng = np.random.default_rng(1)
+    shortcuts = 0
+    for trial in range(120):
+        n = 2 + trial % 5
+        gold = all_trees(n, single_root)[rng.integers(len(all_trees(n, single_root)))]
+        scores = rng.normal(size=(n + 1, n + 1))
+        scores[np.arange(1, n + 1), gold] += 3.0 if trial % 2 else 0.5
+        greedy = _greedy_tree(scores.copy(), single_root)
+        heads = chu_liu_edmonds(scores, single_root=single_root)
+        if greedy is not None:
+            shortcuts += 1
+            assert heads == greedy
+        assert is_tree(heads, single_root=single_root)
+        got = float(scores[np.arange(1, n + 1), heads].sum())
+        assert got == pytest.approx(best_by_enumeration(scores, single_root), abs=1e-9)
+    assert 20 < shortcuts < 120  # both paths were exercised
+
+
+def test_greedy_heads_with_a_cycle_or_two_roots_are_not_a_tree() -> None:
+    from structkd.depdata.trees import _greedy_tree
+
+    cyclic = np.zeros((4, 4))
+    cyclic[1, 2] = cyclic[2, 1] = 5.0  # words 1 and 2 pick each other
+    cyclic[3, 0] = 5.0
+    assert _greedy_tree(cyclic, single_root=True) is None
+    two_roots = np.zeros((3, 3))
+    two_roots[1, 0] = two_roots[2, 0] = 5.0
+    assert _greedy_tree(two_roots, single_root=True) is None
+    assert _greedy_tree(two_roots, single_root=False) == [0, 0]

@@ -21,6 +21,7 @@ label inventory cannot express.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -187,18 +188,8 @@ def label_arc_scores(log_probs: Any, label_vocab: Sequence[str]) -> tuple[np.nda
         raise ValueError(f"log_probs must be [n, {len(label_vocab)}], got {list(scores.shape)}")
     if np.isnan(scores).any() or np.isposinf(scores).any():
         raise ValueError("log_probs hold NaN or +inf")
-    n, vocab = scores.shape
-    offsets = np.zeros(vocab, dtype=np.int64)
-    is_root = np.zeros(vocab, dtype=bool)
-    usable = np.zeros(vocab, dtype=bool)
-    for k, label in enumerate(label_vocab):
-        try:
-            offset, _ = parse_label(label)
-        except ValueError:
-            continue
-        usable[k] = True
-        is_root[k] = offset is None
-        offsets[k] = 0 if offset is None else offset
+    n, _ = scores.shape
+    offsets, is_root, usable, _ = _parsed_vocab(tuple(label_vocab))
     words = np.arange(1, n + 1)[:, None]  # [n, 1]
     head = np.where(is_root[None, :], 0, words + offsets[None, :])  # [n, K]
     valid = usable[None, :] & (((head >= 1) & (head <= n)) | is_root[None, :])  # [n, K]
@@ -223,6 +214,31 @@ def label_arc_scores(log_probs: Any, label_vocab: Sequence[str]) -> tuple[np.nda
     return arc, best
 
 
+@functools.lru_cache(maxsize=8)
+def _parsed_vocab(
+    label_vocab: tuple[str, ...],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str | None, ...]]:
+    """Per label: offset (0 for ROOT), is-ROOT, well-formed, relation (None if unlabeled or
+    malformed). Parsed once per vocabulary, not once per sentence. Read-only arrays [K]."""
+    offsets = np.zeros(len(label_vocab), dtype=np.int64)
+    is_root = np.zeros(len(label_vocab), dtype=bool)
+    usable = np.zeros(len(label_vocab), dtype=bool)
+    rels: list[str | None] = []
+    for k, label in enumerate(label_vocab):
+        try:
+            offset, rel = parse_label(label)
+        except ValueError:
+            rels.append(None)
+            continue
+        usable[k] = True
+        is_root[k] = offset is None
+        offsets[k] = 0 if offset is None else offset
+        rels.append(rel)
+    for array in (offsets, is_root, usable):
+        array.flags.writeable = False
+    return offsets, is_root, usable, tuple(rels)
+
+
 def decode_scores(log_probs: Any, label_vocab: Sequence[str]) -> tuple[list[int], list[str] | None]:
     """The best single-root tree under the label distributions: Chu-Liu/Edmonds on the arc
     scores of ``label_arc_scores``; each word's relation is that of its most probable label
@@ -238,12 +254,7 @@ def decode_scores(log_probs: Any, label_vocab: Sequence[str]) -> tuple[list[int]
     """
     arc, best = label_arc_scores(log_probs, label_vocab)
     heads = chu_liu_edmonds(arc)
-    label_rels = []
-    for label in label_vocab:
-        try:
-            label_rels.append(parse_label(label)[1])
-        except ValueError:
-            label_rels.append(None)
+    label_rels = _parsed_vocab(tuple(label_vocab))[3]
     if all(rel is None for rel in label_rels):
         return heads, None
     rels = []
