@@ -114,7 +114,9 @@ def render_experiment(
     lines = [
         f"## {name}",
         "",
-        f"- command: `{command}` (per-run commands: `results/{name}/RUN_ID/run.json`)",
+        f"- command: `{command}`; one row's run: the same with `--only RUN_ID` (run ids "
+        f"`GROUP-METHOD-sSEED`, e.g. `case2a-structural-s1`; each run's exact command is in "
+        f"`results/{name}/RUN_ID/run.json`)",
         f"- commit: {', '.join(f'`{c}`' for c in commits) or '–'}",
         f"- machine: {meta.get('machine', '–')}; {threads} thread(s) per run",
         f"- data: {', '.join(f'`{d}`' for d in data) or '–'}",
