@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -93,7 +94,6 @@ def test_grid_runs_records_and_skips_on_rerun(tmp_path: Path) -> None:
         "case2a-structural-s1"
     ]
     # without the teacher's weights, the teacher reruns first
-    import shutil
 
     shutil.rmtree(tmp_path / "runs/tiny/teacher-crf/model")
     assert [r.run_id for r in run_experiment(spec, results, dry_run=True)] == [
@@ -193,6 +193,17 @@ def test_report_renders_the_expected_table(tmp_path: Path) -> None:
         "| case2a | structural | 6.0 | 1.50 | 3.0 | 1 |",
     ]
     assert "Prediction speed, measured alone" not in text  # no speed.json yet
+    # before any KD run of a case finished, its table shows its own teacher only
+    other = {"role": "teacher", "group": "other", "method": "teacher", "seed": 1}
+    _write(exp, "teacher-other", other, (10.0, 10.0), 10.0)
+    early = {k: v for k, v in load_results(exp)[1].items() if "structural" not in k}
+    planned = {**meta, "spec": {**meta["spec"], "teachers": {"crf": {}, "other": {}}}}
+    planned["spec"]["students"] = {
+        "case2a": {**meta["spec"]["students"]["case2a"], "teacher": "crf"}
+    }
+    table = render_experiment("exp", planned, early).split("### exp / case2a")[1]
+    assert "| teacher (crf) |" in table and "teacher (other)" not in table
+    shutil.rmtree(exp / "teacher-other")
     timing = {**meta, "spec": {**meta["spec"], "report": "cost"}}
     only_cost = render_experiment("exp", timing, load_results(exp)[1])
     assert "| case | method" in only_cost and "| model |" not in only_cost

@@ -144,6 +144,9 @@ def render_experiment(
         teacher_ids = {
             x["run"]["teacher"] for m in members for x in m["runs"] if x["run"]["teacher"]
         }
+        planned = meta.get("spec", {}).get("students", {}).get(case, {}).get("teacher")
+        if planned:  # the case's own teacher, even before any of its KD runs finished
+            teacher_ids.add(f"teacher-{planned}")
         teacher_rows = [
             teachers[t[len("teacher-") :]]
             for t in sorted(teacher_ids)
