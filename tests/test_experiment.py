@@ -94,7 +94,6 @@ def test_grid_runs_records_and_skips_on_rerun(tmp_path: Path) -> None:
         "case2a-structural-s1"
     ]
     # without the teacher's weights, the teacher reruns first
-
     shutil.rmtree(tmp_path / "runs/tiny/teacher-crf/model")
     assert [r.run_id for r in run_experiment(spec, results, dry_run=True)] == [
         "teacher-crf",
