@@ -22,6 +22,7 @@ label inventory cannot express.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -237,6 +238,146 @@ def _parsed_vocab(
     for array in (offsets, is_root, usable):
         array.flags.writeable = False
     return offsets, is_root, usable, tuple(rels)
+
+
+@functools.lru_cache(maxsize=8)
+def _vocab_tensors(label_vocab: tuple[str, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    """``_parsed_vocab``'s offsets, is-ROOT and well-formed flags as CPU tensors [K]."""
+    offsets, is_root, usable, _ = _parsed_vocab(label_vocab)
+    return torch.tensor(offsets), torch.tensor(is_root), torch.tensor(usable)
+
+
+def _word_mask(log_probs: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Checked lengths [B] and the in-sentence word mask [B, N] of a [B, N, K] batch."""
+    if log_probs.dim() != 3:
+        raise ValueError(f"log_probs must be [B, N, K], got {list(log_probs.shape)}")
+    batch, size, _ = log_probs.shape
+    device = log_probs.device
+    if lengths is None:
+        lengths = torch.full((batch,), size, dtype=torch.long, device=device)
+    lengths = lengths.to(device=device, dtype=torch.long)
+    if lengths.shape != (batch,) or bool(((lengths < 0) | (lengths > size)).any()):
+        raise ValueError(f"lengths must be [{batch}] values in 0..{size}")
+    words = torch.arange(1, size + 1, device=device)  # [N]
+    return lengths, words[None, :] <= lengths[:, None]  # [B, N]
+
+
+def batch_label_arc_scores(
+    log_probs: Tensor, label_vocab: Sequence[str], lengths: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """``label_arc_scores`` for a padded batch, in vectorized torch (float64, on the inputs'
+    device): the same math, word shift, ignored labels and tie rule, one scatter per output.
+
+    Labels that are malformed, point outside their sentence or score ``-inf`` carry no arc;
+    padding words and padding heads get no arc (``-inf``, label -1) whatever they hold. Each
+    arc's best label is its highest-scoring one, the lowest index on ties. O(B N K) time and
+    memory.
+
+    Args:
+        log_probs: [B, N, K] label log-probabilities (any log scores; -inf = impossible).
+        label_vocab: K labels.
+        lengths: LongTensor [B] of sentence lengths (None = N).
+
+    Returns:
+        ``arc`` [B, N+1, N+1] float64 in (dep, head) layout (row 0 and padding ``-inf``) and
+        ``best`` [B, N+1, N+1] long, the best label index behind each arc (-1 where none).
+
+    Raises:
+        ValueError: on wrong shapes or lengths, or NaN/+inf scores of in-sentence words.
+    """
+    lengths, in_sentence = _word_mask(log_probs, lengths)  # [B], [B, N]
+    batch, size, num_labels = log_probs.shape
+    if num_labels != len(label_vocab):
+        raise ValueError(f"log_probs must be [B, N, {len(label_vocab)}], got {num_labels} labels")
+    device = log_probs.device
+    scores = log_probs.detach().double()  # [B, N, K]
+    real = scores.masked_fill(~in_sentence[..., None], 0.0)  # padding junk may be NaN
+    if bool((torch.isnan(real) | torch.isposinf(real)).any()):
+        raise ValueError("log_probs hold NaN or +inf")
+    offsets, is_root, usable = (t.to(device) for t in _vocab_tensors(tuple(label_vocab)))
+    words = torch.arange(1, size + 1, device=device)[:, None]  # [N, 1]
+    head = torch.where(is_root, torch.zeros_like(words), words + offsets)  # [N, K]
+    valid = (usable & (is_root | (head >= 1)))[None] & (head <= lengths[:, None, None])
+    valid &= in_sentence[..., None] & (real != -math.inf)  # [B, N, K], NaN/+inf ruled out
+    masked = real.masked_fill(~valid, -math.inf)  # [B, N, K]
+    # Shift by each word's best usable score so that exp cannot overflow.
+    shift = masked.amax(-1)  # [B, N]
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    # Column N+1 is a sink for the ignored labels, dropped below.
+    cell = torch.where(valid, head, size + 1)  # [B, N, K]
+    mass = masked.new_zeros(batch, size, size + 2).scatter_add_(
+        2, cell, torch.exp(masked - shift[..., None])
+    )  # [B, N, N+2]
+    arc = masked.new_full((batch, size + 1, size + 1), -math.inf)
+    arc[:, 1:] = torch.log(mass[..., : size + 1]) + shift[..., None]  # [B, N, N+1]
+    top = masked.new_full((batch, size, size + 2), -math.inf).scatter_reduce_(
+        2, cell, masked, "amax"
+    )  # [B, N, N+2]
+    label_ids = torch.arange(num_labels, device=device).expand_as(cell)  # [B, N, K]
+    at_top = valid & (masked == top.gather(2, cell))
+    first = torch.full_like(top, num_labels, dtype=torch.long).scatter_reduce_(
+        2, cell, label_ids.masked_fill(~at_top, num_labels), "amin"
+    )  # [B, N, N+2]
+    best = torch.full((batch, size + 1, size + 1), -1, dtype=torch.long, device=device)
+    best[:, 1:] = first[..., : size + 1].masked_fill(first[..., : size + 1] == num_labels, -1)
+    return arc, best
+
+
+def _greedy_heads(arc: Tensor, in_sentence: Tensor) -> tuple[Tensor, Tensor]:
+    """Each word's best head [B, N] (first on ties) and whether they form a single-root tree
+    of allowed arcs [B], the batched ``trees._greedy_tree``. O(B N^2).
+
+    Acyclicity by pointer doubling: after ``ceil(log2(N + 1))`` squarings a word's ancestor
+    ``2^s >= n`` steps up is the root exactly when its head chain reaches the root.
+    """
+    size = arc.shape[1] - 1
+    candidates = arc[:, 1:].clone()  # [B, N, N+1]
+    candidates.diagonal(offset=1, dim1=1, dim2=2).fill_(-math.inf)  # no self-loops
+    heads = candidates.argmax(-1)  # [B, N]
+    allowed = torch.isfinite(candidates.gather(2, heads[..., None])[..., 0]) | ~in_sentence
+    one_root = ((heads == 0) & in_sentence).sum(-1) == 1  # [B]
+    up = torch.cat([torch.zeros_like(heads[:, :1]), heads.masked_fill(~in_sentence, 0)], 1)
+    for _ in range(size.bit_length()):
+        up = up.gather(1, up)  # [B, N+1]
+    return heads, allowed.all(-1) & one_root & (up == 0).all(-1)
+
+
+def decode_batch(
+    log_probs: Tensor, label_vocab: Sequence[str], lengths: Tensor | None = None
+) -> list[tuple[list[int], list[str] | None]]:
+    """``decode_scores`` for every sentence of a padded batch, with the same trees and
+    relations: batched arc scores, batched greedy heads, and Chu-Liu/Edmonds (numpy) only for
+    the sentences whose greedy heads are not a single-root tree. O(B N K + B N^2) in torch plus
+    O(n^3) per such sentence.
+
+    Args:
+        log_probs: [B, N, K] label log-probabilities; padding may hold anything.
+        label_vocab: K labels (see the module docstring).
+        lengths: LongTensor [B] of sentence lengths (None = N).
+
+    Returns:
+        Per sentence, n heads (1-based, 0 = root) and n relations (``"_"`` where the chosen arc
+        has no labeled label), or None when no label carries a relation.
+    """
+    arc, best = batch_label_arc_scores(log_probs, label_vocab, lengths)
+    lengths, in_sentence = _word_mask(log_probs, lengths)  # [B], [B, N]
+    heads, is_tree = _greedy_heads(arc, in_sentence)  # [B, N], [B]
+    heads, arc_cpu = heads.cpu(), arc.cpu()
+    sizes = lengths.tolist()
+    for b in torch.nonzero(~is_tree.cpu()).flatten().tolist():
+        n = sizes[b]
+        tree = chu_liu_edmonds(arc_cpu[b, : n + 1, : n + 1].numpy())
+        heads[b, :n] = torch.tensor(tree, dtype=torch.long)
+    label_rels = _parsed_vocab(tuple(label_vocab))[3]
+    if all(rel is None for rel in label_rels):
+        return [(row[:n], None) for row, n in zip(heads.tolist(), sizes)]
+    chosen = best[:, 1:].gather(2, heads.to(best.device)[..., None])[..., 0]  # [B, N]
+    # Index -1 (no label reaches the arc) picks the trailing "_".
+    names = [rel if rel is not None else "_" for rel in label_rels] + ["_"]
+    return [
+        (row[:n], [names[k] for k in ids[:n]])
+        for row, ids, n in zip(heads.tolist(), chosen.cpu().tolist(), sizes)
+    ]
 
 
 def decode_scores(log_probs: Any, label_vocab: Sequence[str]) -> tuple[list[int], list[str] | None]:

@@ -4,7 +4,8 @@ Strzyz, Vilares & Gomez-Rodriguez (NAACL 2019): each word is tagged with its hea
 offset and its relation (``"+2@obj"``, ``"ROOT@root"``; see ``structkd.depdata.seqlabel``) by an
 encoder and a softmax per word, a ``TokenSoftmax`` whose parts are exactly (word, label) pairs.
 The tags need not form a tree, so decoding takes the maximum spanning tree of the arc scores the
-label distributions imply (``decode_scores``): the output is always a well-formed tree.
+label distributions imply (``decode_scores``, batched as ``decode_batch``): the output is always
+a well-formed tree.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from structkd.config import ModelConfig
-from structkd.depdata.seqlabel import decode_scores
+from structkd.depdata.seqlabel import decode_batch
 from structkd.models.depbase import DepBatch, DepModel, DepVocab, ParserOutput
 from structkd.models.encoder import Encoder
 from structkd.structures.token_softmax import TokenSoftmax
@@ -74,8 +75,5 @@ class SeqLabelParser(DepModel):
     def predict(self, batch: DepBatch) -> list[tuple[list[int], list[str] | None]]:
         structure = self(batch).structure
         assert isinstance(structure, TokenSoftmax)
-        log_probs = torch.log_softmax(structure.logits, -1).cpu()  # [B, N, K]
-        return [
-            decode_scores(log_probs[b, :n], self.vocab.labels)
-            for b, n in enumerate(structure.lengths.tolist())
-        ]
+        log_probs = torch.log_softmax(structure.logits, -1)  # [B, N, K]
+        return decode_batch(log_probs, self.vocab.labels, structure.lengths)
