@@ -108,7 +108,8 @@ def run_speed(
     work = Path(spec.get("work_dir", "runs/experiments")) / name
     jobs: list[tuple[str, str, str]] = []  # (run id, model dir, test file)
     for group, t in spec["teachers"].items():
-        jobs.append((f"teacher-{group}", f"teacher-{group}", t["data"]["test"]))
+        if "model" not in t:  # a teacher given by its model is measured in its own experiment
+            jobs.append((f"teacher-{group}", f"teacher-{group}", t["data"]["test"]))
     for group, s in spec["students"].items():
         seed = s.get("seeds", [1])[0]
         label = next(iter(s.get("methods", {"none": "none"})))
