@@ -67,7 +67,7 @@ def test_grid_runs_records_and_skips_on_rerun(tmp_path: Path) -> None:
         assert record["command"].startswith("structkd ")
         # one timed epoch (updates only), recorded for the training-cost table
         assert record["epochs"] == 1 and len(record["epoch_seconds"]) == 1
-        assert 0 < record["epoch_seconds"][0] < record["seconds"]
+        assert 0 < record["epoch_seconds"][0] < record["seconds"] and record["steps"] > 0
         assert not (out / run_id / "model").exists()  # weights stay in the work dir
     structural = json.loads((out / "case2a-structural-s1/run.json").read_text())
     assert "--method structural" in structural["command"] and structural["teacher"] == "teacher-crf"
@@ -172,6 +172,9 @@ def test_report_renders_the_expected_table(tmp_path: Path) -> None:
         _write(exp, f"case2a-none-s{seed}", run, (dev, test), speed, timing)
     run = {"role": "student", "group": "case2a", "method": "structural", "seed": 1}
     _write(exp, "case2a-structural-s1", run, (45.0, 40.0), 5000.0, [6.0, 5.0, 7.0])
+    record = json.loads((exp / "case2a-structural-s1/run.json").read_text())
+    record["steps"] = 200  # 18 s of updates over 200 batches: 90 ms a batch
+    (exp / "case2a-structural-s1/run.json").write_text(json.dumps(record))
     text = write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
     table = text[text.index("| model") :].split("\n\n")[0].splitlines()
     assert table == [
@@ -188,8 +191,8 @@ def test_report_renders_the_expected_table(tmp_path: Path) -> None:
     assert (tmp_path / "docs/results.md").read_text() == text
     cost = text[text.index("| case | method") :].split("\n\n")[0].splitlines()
     assert cost[2:] == [
-        "| case2a | student w/o KD | 4.0 | 1.00 | 2.5 | 2 |",
-        "| case2a | structural | 6.0 | 1.50 | 3.0 | 1 |",
+        "| case2a | student w/o KD | 4.0 | 1.00 | – | – | 2.5 | 2 |",
+        "| case2a | structural | 6.0 | 1.50 | 90.0 | – | 3.0 | 1 |",
     ]
     assert "Prediction speed, measured alone" not in text  # no speed.json yet
     # before any KD run of a case finished, its table shows its own teacher only

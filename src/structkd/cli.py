@@ -95,7 +95,8 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--data-root", help="replaces the file's data_root")
     speed.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     speed.add_argument("--batch-size", type=int, default=32, help="sentences a batch (32)")
-    speed.add_argument("--limit", type=int, default=2000, help="first N test sentences")
+    speed.add_argument("--limit", type=int, help="only the first N test sentences")
+    speed.add_argument("--repeats", type=int, default=5, help="timed passes (the fastest counts)")
     report = commands.add_parser("report", help="Markdown tables (and plots) of results/")
     report.add_argument("results", help="results root (one folder per experiment)")
     report.add_argument("--out", default="docs/results.md", help="Markdown file to write")
@@ -172,7 +173,13 @@ def _run(args: argparse.Namespace) -> int:
         if not os.path.isfile(args.spec):
             raise FileNotFoundError(f"no such experiment file: {args.spec}")
         run_speed(
-            args.spec, args.results, args.data_root, args.threads, args.batch_size, args.limit
+            args.spec,
+            args.results,
+            args.data_root,
+            args.threads,
+            args.batch_size,
+            args.limit,
+            args.repeats,
         )
     elif args.command == "report":
         from structkd.report import write_report

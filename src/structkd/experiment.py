@@ -279,6 +279,7 @@ def _execute(run: Run, work: Path, results: Path, threads: int, log: Callable[[s
         "parameters": parameter_count(out / "model"),
         "epochs": len(epochs),
         "epoch_seconds": [e["train_seconds"] for e in epochs if "train_seconds" in e],
+        "steps": epochs[-1]["step"] if epochs else 0,  # optimizer steps (batches) in all
         "data": run.data,
     }
     target = results / run.run_id

@@ -272,13 +272,18 @@ def _cost_table(rows: list[dict[str, Any]]) -> list[str]:
     against the same case without KD; runs recorded before epoch timing existed are left out."""
     lines = [
         "Training cost: seconds per epoch (median over epochs, mean over seeds; updates only, "
-        "no evaluation). Structural KD reads teacher marginals cached before training (cache "
-        "build not included); the other KD methods run the teacher on every batch.",
+        "no evaluation) and milliseconds per batch of 32 sentences. Without KD an epoch covers "
+        "the labeled sentences only; with KD also the unlabeled ones. Structural KD reads the "
+        "teacher's marginals cached before training; the other KD methods read the teacher's "
+        "cached encoder features and run its head (runs from before the feature cache ran the "
+        "whole teacher on every batch); building the caches is not included. In a grid, runs "
+        "share the CPU with other runs: a noisy figure.",
         "",
-        "| case | method | s/epoch | × w/o KD | epochs | n |",
-        "|---|---|---:|---:|---:|---:|",
+        "| case | method | s/epoch | × w/o KD | ms/batch | × w/o KD | epochs | n |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     base: dict[str, float] = {}
+    base_step: dict[str, float] = {}
     body = []
     for row in rows:
         if row["role"] != "student":
@@ -288,16 +293,27 @@ def _cost_table(rows: list[dict[str, Any]]) -> list[str]:
             continue
         per_epoch = statistics.mean(statistics.median(t) for t in timed)
         epochs = statistics.mean(len(t) for t in timed)
+        stepped = [x["run"] for x in row["runs"] if x["run"].get("steps")]
+        per_step = (
+            statistics.mean(1000 * sum(r["epoch_seconds"]) / r["steps"] for r in stepped)
+            if stepped
+            else None
+        )
         if row["method"] == "none":
             base[row["group"]] = per_epoch
-        body.append((row["group"], row["method"], per_epoch, epochs, len(timed)))
+            if per_step is not None:
+                base_step[row["group"]] = per_step
+        body.append((row["group"], row["method"], per_epoch, per_step, epochs, len(timed)))
     if not body:
         return []
-    for group, method, per_epoch, epochs, n in body:
+    for group, method, per_epoch, per_step, epochs, n in body:
         ratio = per_epoch / base[group] if group in base else None
-        label = _LABELS.get(method, method)
+        step_ratio = (
+            per_step / base_step[group] if per_step is not None and group in base_step else None
+        )
         lines.append(
-            f"| {group} | {label} | {per_epoch:.1f} | {_fmt(ratio)} | {epochs:.1f} | {n} |"
+            f"| {group} | {_LABELS.get(method, method)} | {per_epoch:.1f} | {_fmt(ratio)} | "
+            f"{_fmt(per_step, 1)} | {_fmt(step_ratio)} | {epochs:.1f} | {n} |"
         )
     return [*lines, ""]
 

@@ -93,7 +93,8 @@ def run_speed(
     data_root: str | None = None,
     threads: int = 2,
     batch_size: int = 32,
-    limit: int | None = 2000,
+    limit: int | None = None,
+    repeats: int = 5,
     log: Any = print,
 ) -> dict[str, Any]:
     """Measures the teachers and one student per case of experiment ``path``; writes
@@ -121,15 +122,22 @@ def run_speed(
             raise ConfigError(f"{model_dir}: not trained yet; run the experiment first")
         test_file = test if isinstance(test, str) else test["path"]
         models[run_id] = measure_speed(
-            model_dir, root / test_file, threads=threads, batch_size=batch_size, limit=limit
+            model_dir,
+            root / test_file,
+            threads=threads,
+            batch_size=batch_size,
+            repeats=repeats,
+            limit=limit or None,
         )
         log(f"{run_id}: {models[run_id]['tokens_per_second']:,.0f} tokens/s")
     record = {
         "command": (
             f"structkd speed {path} --threads {threads} --batch-size {batch_size}"
             + (f" --limit {limit}" if limit else "")
+            + f" --repeats {repeats}"
         ),
-        "sentences_limit": limit,
+        "sentences_limit": limit or None,
+        "repeats": repeats,
         "machine": machine(),
         "threads": threads,
         "batch_size": batch_size,
