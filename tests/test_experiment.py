@@ -164,6 +164,7 @@ def test_report_renders_the_expected_table(tmp_path: Path) -> None:
     }
     (exp / "experiment.json").write_text(json.dumps(meta))
     (exp / "NOTES.md").write_text("Hand-written analysis.\n")
+    (tmp_path / "results/NOTES.md").write_text("Overview of all experiments.\n")
     teacher = {"role": "teacher", "group": "crf", "method": "teacher", "seed": 1}
     _write(exp, "teacher-crf", teacher, (60.0, 50.0), 1000.0)
     for seed, (dev, test, speed) in {1: (40.0, 30.0, 4000.0), 2: (42.0, 32.0, 6000.0)}.items():
@@ -188,6 +189,7 @@ def test_report_renders_the_expected_table(tmp_path: Path) -> None:
     assert "`structkd experiment configs/experiments/exp.yaml --data-root /data`" in text
     assert "commit: `abc123`" in text and "test machine" in text and "`d/train.tsv`" in text
     assert text.rstrip().endswith("Hand-written analysis.")
+    assert text.index("Overview of all experiments.") < text.index("## exp")
     assert (tmp_path / "docs/results.md").read_text() == text
     cost = text[text.index("| case | method") :].split("\n\n")[0].splitlines()
     assert cost[2:] == [
