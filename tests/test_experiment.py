@@ -85,6 +85,16 @@ def test_grid_runs_records_and_skips_on_rerun(tmp_path: Path) -> None:
     for run_id, m in measured["models"].items():
         assert m["parameters"] == parameter_count(tmp_path / "runs/tiny" / run_id / "model")
         assert m["sentences"] == 6 and m["tokens_per_second"] > 0 and m["batch_size"] == 4
+    # rerunning one row with ``only`` keeps the whole plan in experiment.json (for the report)
+    (out / "case2a-none-s1/metrics.json").unlink()
+    assert [r.run_id for r in run_experiment(spec, results, only=["case2a-none-s1"])] == [
+        "case2a-none-s1"
+    ]
+    assert json.loads((out / "experiment.json").read_text())["runs"] == [
+        "teacher-crf",
+        "case2a-none-s1",
+        "case2a-structural-s1",
+    ]
     # a rerun runs nothing; removing one result reruns only that run (its teacher model is kept)
     stamp = (out / "teacher-crf/run.json").stat().st_mtime_ns
     assert run_experiment(spec, results) == []

@@ -317,6 +317,7 @@ def run_experiment(
     results = Path(results_root) / name
     threads = int(spec.get("threads", 1))
     runs = plan_runs(spec, root, work / "data", work)
+    grid = [r.run_id for r in runs]  # the whole plan, for the report, even with ``only``
     if only:
         runs = [
             r
@@ -354,7 +355,7 @@ def run_experiment(
             "commit": _git_commit(),
             "machine": machine(),
             "data_root": str(root),
-            "runs": [r.run_id for r in runs],
+            "runs": grid,
         },
     )
     # students that need no teacher train alongside the teachers
