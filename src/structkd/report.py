@@ -142,12 +142,7 @@ def render_experiment(
     main_key = f"test_{keys[-1]}"
     for case in cases:
         members = [r for r in rows if r["role"] == "student" and r["group"] == case]
-        teacher_ids = {
-            x["run"]["teacher"] for m in members for x in m["runs"] if x["run"]["teacher"]
-        }
-        planned = meta.get("spec", {}).get("students", {}).get(case, {}).get("teacher")
-        if planned:  # the case's own teacher, even before any of its KD runs finished
-            teacher_ids.add(f"teacher-{planned}")
+        teacher_ids = _case_teachers(meta, rows, case)
         teacher_rows = [
             teachers[t[len("teacher-") :]]
             for t in sorted(teacher_ids)
@@ -206,6 +201,22 @@ def render_experiment(
     return "\n".join(lines)
 
 
+def _case_teachers(meta: dict[str, Any], rows: list[dict[str, Any]], case: str) -> set[str]:
+    """Run ids of the teacher(s) student case ``case`` distils from: those its finished runs
+    name, and the one its experiment file names (known before any of its KD runs finished)."""
+    ids = {
+        x["run"]["teacher"]
+        for r in rows
+        if r["role"] == "student" and r["group"] == case
+        for x in r["runs"]
+        if x["run"].get("teacher")
+    }
+    planned = meta.get("spec", {}).get("students", {}).get(case, {}).get("teacher")
+    if planned:
+        ids.add(f"teacher-{planned}")
+    return ids
+
+
 def _speed_table(
     meta: dict[str, Any], runs: dict[str, dict[str, Any]], speed: dict[str, Any]
 ) -> list[str]:
@@ -245,16 +256,7 @@ def _speed_table(
             continue
         record = runs.get(run_id, {}).get("run", {})
         group = record.get("group", run_id.rsplit("-", 2)[0])
-        teacher = next(
-            (
-                x["run"]["teacher"]
-                for r in rows
-                if r["group"] == group
-                for x in r["runs"]
-                if x["run"].get("teacher")
-            ),
-            None,
-        )
+        teacher = min(_case_teachers(meta, rows, group), default=None)
         t = models.get(teacher or "", {})
         t_score = score("teacher", (teacher or "")[len("teacher-") :], "teacher")
         plain, kd = score("student", group, "none"), score("student", group, "structural")
@@ -348,8 +350,7 @@ def _plots(
     pngs: list[str] = []
     for case in sorted({r["group"] for r in done if r["role"] == "student"}):
         students = [r for r in done if r["role"] == "student" and r["group"] == case]
-        # only the teacher(s) this case distils from, as in its table
-        used = {x["run"]["teacher"] for m in students for x in m["runs"] if x["run"]["teacher"]}
+        used = _case_teachers(meta, done, case)  # as in its table
         rows = [
             r for r in done if r["role"] == "teacher" and f"teacher-{r['group']}" in used
         ] + students

@@ -28,10 +28,6 @@ from structkd.tasks import get_task
 __all__ = ["measure_speed", "run_speed"]
 
 
-def _inputs(sentences: Sequence[Any]) -> list[list[str]]:
-    return [list(getattr(s, "tokens", None) or s.words) for s in sentences]
-
-
 def measure_speed(
     model_dir: str | Path,
     test_path: str | Path,
@@ -55,7 +51,7 @@ def measure_speed(
     """
     model: Any = load_model(model_dir)
     task = get_task(model.task)
-    words = _inputs(task.read_labeled(str(test_path), "auto")[:limit])
+    words = [task.words(s) for s in task.read_labeled(str(test_path), "auto")[:limit]]
     predict: Callable[[Any, Sequence[Sequence[str]], int], Any]
     if task.name == "ner":
         from structkd.train.evaluate import predict_tags
