@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +22,7 @@ from structkd.train.cache import CacheWarning
 from structkd.train.distill import Distiller
 from structkd.train.run import run
 from test_pipeline_models import tiny_bert
+from torchrun import run_two_ranks
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures" / "pipeline"
@@ -379,15 +377,7 @@ def test_torchrun_distill_shards_teacher_marginals(tmp_path: Path, crf_teacher: 
         "--max-epochs=1",
         *[a for s in TINY for a in ("--set", s)],
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-    done = subprocess.run(
-        [*launcher, "-m", "structkd", *args, f"--out={tmp_path / 'ddp'}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    done = run_two_ranks(args, tmp_path / "ddp", timeout=180)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["test"]["f1"] >= 0
     assert main([*args, f"--out={tmp_path / 'one'}"]) == 0

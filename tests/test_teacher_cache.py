@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -35,6 +32,7 @@ from structkd.train.cache import CacheWarning
 from structkd.train.distill import Distiller
 from structkd.train.run import run
 from test_pipeline_models import tiny_bert
+from torchrun import run_two_ranks
 
 run_module = importlib.import_module("structkd.train.run")  # the package exports run() by name
 ROOT = Path(__file__).parent.parent
@@ -414,15 +412,7 @@ def test_torchrun_shards_teacher_features(tmp_path: Path, crf_teacher: Path) -> 
         "--max-epochs=1",
         *[a for s in TINY for a in ("--set", s)],
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2"]
-    done = subprocess.run(
-        [*launcher, "-m", "structkd", *args, f"--out={tmp_path / 'ddp'}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_two_ranks(args, tmp_path / "ddp", timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["dev"]["f1"] >= 0
     assert main([*args, f"--out={tmp_path / 'one'}"]) == 0
