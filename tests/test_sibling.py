@@ -134,7 +134,6 @@ MFVI_CASE = Case(
         **CASE.__dict__,
         "make": partial(SiblingDependencyCRF, inference="mfvi"),
         "exact": False,
-        "has_topk": False,
         "has_sample": False,
     }
 )
@@ -157,8 +156,23 @@ class TestSiblingMeanField(ConformanceSuite):
             got = tuple(dist.argmax[b, 1 : n + 1].tolist())
             assert got in projective_trees(n)
             assert sum(float(log_q[b, d, h]) for d, h in enumerate(got, 1)) == pytest.approx(best)
-        with pytest.raises(NotImplementedError, match="mean-field"):
-            dist.topk(2)
+        # topk: the k best trees of the same surrogate, best first, the first one argmax.
+        kbest = dist.topk(4)
+        assert torch.equal(kbest[0], dist.argmax)
+        for b, n in enumerate(lengths.tolist()):
+            ranked = sorted(
+                (
+                    sum(float(log_q[b, d, h]) for d, h in enumerate(t, 1))
+                    for t in projective_trees(n)
+                ),
+                reverse=True,
+            )
+            got = [tuple(y[b, 1 : n + 1].tolist()) for y in kbest]
+            distinct = list(dict.fromkeys(got))  # short sentences repeat their last tree
+            assert len(distinct) == min(4, len(ranked))
+            assert all(t in projective_trees(n) for t in distinct)
+            values = [sum(float(log_q[b, d, h]) for d, h in enumerate(t, 1)) for t in distinct]
+            assert values == pytest.approx(ranked[: len(distinct)])
 
 
 def brute_log_partition(pots: Potentials, b: int, n: int) -> torch.Tensor:
@@ -238,7 +252,6 @@ def test_mean_field_gradients_flow() -> None:
         lambda d: d.kl(d),
         lambda d: d.cross_entropy(d),
         lambda d: d.sample(1),
-        lambda d: d.topk(1),
         lambda d: d.log_prob(d.argmax),
     ],
 )

@@ -18,6 +18,7 @@ from structkd.depdata.punct import PTB_PUNCT_TAGS, punct_mask
 from structkd.depdata.seqlabel import (
     ROOT_LABEL,
     arc_marginals_to_label_marginals,
+    arc_scores_to_label_scores,
     decode_labels,
     decode_scores,
     encode_relative,
@@ -34,6 +35,7 @@ __all__ = [
     "DataError",
     "DepSentence",
     "arc_marginals_to_label_marginals",
+    "arc_scores_to_label_scores",
     "chu_liu_edmonds",
     "decode_labels",
     "decode_scores",

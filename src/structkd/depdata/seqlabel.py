@@ -495,3 +495,61 @@ def arc_marginals_to_label_marginals(
     if unbatched:
         return marginals[0], lost[0]
     return marginals, lost
+
+
+def arc_scores_to_label_scores(
+    arc_scores: Tensor,
+    rel_scores: Tensor | None,
+    label_vocab: Sequence[str],
+    rel_vocab: Sequence[str] | None = None,
+    lengths: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """A graph-based teacher's local scores of a sequence-labeling student's labels.
+
+    The score of label ``(offset, rel)`` of word ``d`` is the teacher's score of the parts it
+    names: ``s_arc(d, h) + s_rel(d, h, rel)`` with ``h = d + offset`` (0 for ``ROOT``). The
+    additive counterpart of ``arc_marginals_to_label_marginals``, used by sub-structure score
+    matching. O(B N K).
+
+    Args:
+        arc_scores: [B, N+1, N+1] (dep, head) arc scores; row 0 unused.
+        rel_scores: [B, N+1, N+1, R] relation scores, or None when the labels carry no relation.
+        label_vocab: K labels, all with a relation (given ``rel_scores``) or none.
+        rel_vocab: R relation names indexing ``rel_scores``' last dimension.
+        lengths: LongTensor [B] of sentence lengths (None = N).
+
+    Returns:
+        ``scores`` [B, N, K] (0 where not valid) and ``valid`` BoolTensor [B, N, K]: an
+        in-sentence word, a well-formed label whose head lies in the sentence and whose
+        relation the teacher knows, and a finite teacher score.
+
+    Raises:
+        ValueError: on wrong shapes, or relations given for unlabeled labels (or vice versa).
+    """
+    if arc_scores.dim() != 3 or arc_scores.shape[1] != arc_scores.shape[2]:
+        raise ValueError(f"arc_scores must be [B, N+1, N+1], got {list(arc_scores.shape)}")
+    batch, size = arc_scores.shape[:2]
+    n, device = size - 1, arc_scores.device
+    lengths_, in_sentence = _word_mask(arc_scores[:, 1:, :0], lengths)  # [B], [B, N]
+    offsets, is_root, usable = (t.to(device) for t in _vocab_tensors(tuple(label_vocab)))
+    words = torch.arange(1, n + 1, device=device)[:, None]  # [N, 1]
+    head = torch.where(is_root, torch.zeros_like(words), words + offsets)  # [N, K]
+    valid = (usable & (is_root | (head >= 1)))[None] & (head <= lengths_[:, None, None])
+    valid &= in_sentence[..., None]  # [B, N, K]
+    head = head.clamp(0, n).expand(batch, n, -1)  # [B, N, K]
+    scores = arc_scores[:, 1:].gather(2, head)  # [B, N, K]
+    rels = _parsed_vocab(tuple(label_vocab))[3]
+    labeled = [rel is not None for rel, ok in zip(rels, usable.tolist()) if ok]
+    if (rel_scores is not None) != (bool(labeled) and all(labeled)):
+        raise ValueError("rel_scores must be given exactly when the labels carry relations")
+    if rel_scores is not None:
+        if rel_vocab is None or rel_scores.shape != (batch, size, size, len(rel_vocab)):
+            raise ValueError("rel_scores must be [B, N+1, N+1, R] with R = len(rel_vocab)")
+        ids = {rel: r for r, rel in enumerate(rel_vocab)}
+        rel_index = torch.tensor([ids.get(str(rel), -1) for rel in rels], device=device)  # [K]
+        valid &= (rel_index >= 0)[None, None, :]
+        cell = head * len(rel_vocab) + rel_index.clamp(min=0)  # [B, N, K]
+        flat = rel_scores[:, 1:].reshape(batch, n, size * len(rel_vocab))
+        scores = scores + flat.gather(2, cell)
+    valid &= torch.isfinite(scores)
+    return torch.where(valid, scores, torch.zeros((), dtype=scores.dtype, device=device)), valid

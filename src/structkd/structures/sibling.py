@@ -386,10 +386,17 @@ class SiblingDependencyCRF(Structure):
         return self._decode(self.arc_scores, self._sib_input, 1)[0]
 
     def topk(self, k: int) -> list[Tensor]:
-        """The ``k`` best trees, best first, each heads [B, N+1]. O(B N^3 k^2 log k)."""
-        self._require_exact("topk")
+        """The ``k`` best trees, best first, each heads [B, N+1]. O(B N^3 k^2 log k).
+
+        Under mean-field inference, as for ``argmax``, the trees are the ``k`` best of the
+        first-order surrogate ``sum_d log q(head of d)`` (k-best Eisner on the MFVI marginals), so
+        that the first of them is ``argmax``.
+        """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
+        if self.inference == "mfvi":
+            log_q = self.marginals.detach().log().masked_fill(~self.arc_mask, 0.0)
+            return self._decode(log_q, log_q.new_zeros(self._sib_input.shape), k)
         return self._decode(self.arc_scores, self._sib_input, k)
 
     def sample(self, k: int) -> list[Tensor]:

@@ -16,7 +16,13 @@ each word's label distribution); ``token`` (the teacher's *local* distributions,
 head softmax times its relation softmax, ignoring the tree constraint; for a sequence-labeling
 student the loss is their cross-entropy with the student's label softmax, which differs from the
 token KL by the teacher's entropy only); ``top1`` (the teacher's best tree and relations as
-pseudo-gold).
+pseudo-gold); ``topk`` / ``topwk`` (Kim & Rush, 2016: the teacher's ``k`` best trees, each with
+its best relations, as pseudo-gold, weighted equally or by their teacher probabilities
+renormalized over the list; k-best Eisner, for an MFVI teacher on its log marginals, as its
+``argmax``); ``substructure`` (score matching: MSE between the student's scores of its parts and
+the teacher's scores of the same parts, for a sequence-labeling student
+``s_arc(d, h) + s_rel(d, h, rel)`` of each label, ``arc_scores_to_label_scores``; second-order
+sibling scores have no student counterpart and are left out).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from structkd.depdata import (
     FORMATS,
     DepSentence,
     arc_marginals_to_label_marginals,
+    arc_scores_to_label_scores,
     format_conllu,
     is_projective,
     iter_dep,
@@ -50,7 +57,9 @@ from structkd.models.base import Model
 from structkd.models.depbase import DepModel, DepVocab, ParserOutput, Tree
 from structkd.models.parser import BiaffineParser, build_dep_model, load_dep_model
 from structkd.models.seqlabel import SeqLabelParser
+from structkd.structures.dependency import DependencyCRF
 from structkd.structures.head_selection import HeadSelection
+from structkd.structures.sibling import SiblingDependencyCRF
 from structkd.structures.token_softmax import TokenSoftmax
 from structkd.tasks.base import Stats, Task, projected_marginals
 from structkd.train.batching import bucket_batches
@@ -63,6 +72,12 @@ def _dep(model: Model) -> DepModel:
     if not isinstance(model, DepModel):
         raise ConfigError(f"task dep needs a dependency model, got a {type(model).__name__}")
     return model
+
+
+def _arc_scores(structure: Any) -> Tensor:
+    """A graph-based structure's [B, N+1, N+1] (dep, head) arc scores."""
+    assert isinstance(structure, (DependencyCRF, HeadSelection, SiblingDependencyCRF))
+    return structure.arc_scores
 
 
 def _tree(sentence: Any) -> Tree | None:
@@ -125,7 +140,7 @@ class DepTask(Task):
 
     name = "dep"
     formats = ("auto", *FORMATS)
-    kd_methods = ("structural", "token", "top1")
+    kd_methods = ("structural", "token", "top1", "topk", "topwk", "substructure")
     log_metrics = ("uas", "las")
     report_metrics = ("uas", "las", "ucm", "lcm", "per_relation", "tokens", "sentences")
 
@@ -300,8 +315,11 @@ class DepTask(Task):
     ) -> Tensor:
         assert isinstance(teacher, BiaffineParser)
         temperature = config.temperature
-        if config.method == "top1":
-            return self._top1(teacher, _dep(student), source, output, stats)
+        if config.method in ("top1", "topk", "topwk"):
+            k = 1 if config.method == "top1" else config.k
+            return self._topk(teacher, _dep(student), source, output, k, config.method, stats)
+        if config.method == "substructure":
+            return self._substructure(teacher, _dep(student), source, output)
         if config.method != "token":
             raise ConfigError(f"distill.method={config.method} has no uncached KD loss")
         if not isinstance(student, SeqLabelParser):
@@ -313,18 +331,99 @@ class DepTask(Task):
             parts = self._label_marginals(teacher, source, local, student, temperature)
         return _label_kd_loss(output.structure, parts, temperature, stats)
 
-    def _top1(
+    def _substructure(
+        self, teacher: BiaffineParser, student: DepModel, source: ParserOutput, output: ParserOutput
+    ) -> Tensor:
+        """MSE [B] between student and teacher scores of the student's parts (mean per sentence
+        over the parts both score)."""
+        arcs = _arc_scores(source.structure).detach()  # [B, N+1, N+1]
+        if not isinstance(student, SeqLabelParser):
+            return kd.substructure_mse_loss(
+                HeadSelection(arcs, source.structure.lengths),
+                HeadSelection(_arc_scores(output.structure), output.structure.lengths),
+                reduction="none",
+            )
+        assert isinstance(output.structure, TokenSoftmax)
+        rel_scores = None
+        if student.vocab.rels and source.rel_scores is not None:
+            rel_scores = source.rel_scores.detach()
+        target, valid = arc_scores_to_label_scores(
+            arcs,
+            rel_scores,
+            student.vocab.labels,
+            teacher.vocab.rels if rel_scores is not None else None,
+            source.structure.lengths,
+        )  # [B, N, K] each
+        logits = output.structure.logits
+        diff = torch.where(valid, logits - target.to(logits.dtype), 0.0)
+        return diff.pow(2).sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)
+
+    def _topk(
         self,
         teacher: BiaffineParser,
         student: DepModel,
         source: ParserOutput,
         output: ParserOutput,
+        k: int,
+        method: str,
         stats: Stats,
     ) -> Tensor:
-        """Student NLL of the teacher's best trees and relations (pseudo-gold)."""
+        """Student NLL [B] of the teacher's ``k`` best trees with their best relations, averaged
+        (``top1``/``topk``) or weighted by the teacher's renormalized tree probabilities
+        (``topwk``); a sentence with fewer than ``k`` trees uses the ones it has."""
+        structure = source.structure
         with torch.no_grad():
-            heads, rels = teacher.decode(source)  # [B, N+1] each
-        lengths = source.structure.lengths.tolist()
+            kbest = [h.to(structure.lengths.device) for h in structure.topk(k)]  # k x [B, N+1]
+            rel_log = None
+            if source.rel_scores is not None:
+                rel_log = torch.log_softmax(source.rel_scores, -1)  # [B, N+1, N+1, R]
+            fresh = [torch.ones_like(structure.lengths, dtype=torch.bool)]
+            fresh += [(cur != prev).any(-1) for prev, cur in zip(kbest, kbest[1:])]
+            valid = torch.stack(fresh)  # [k, B]: not a repeat (padding of a short list)
+        nlls, scores = [], []
+        for heads in kbest:
+            rels = None
+            with torch.no_grad():
+                score = self._tree_log_score(structure, heads)
+                if rel_log is not None:
+                    index = heads[:, :, None, None].expand(-1, -1, 1, rel_log.shape[-1])
+                    best, rels = rel_log.gather(2, index)[:, :, 0].max(-1)  # [B, N+1] each
+                    words = torch.arange(heads.shape[1], device=heads.device)
+                    in_tree = (words >= 1) & (words[None, :] <= structure.lengths[:, None])
+                    score = score + (best * in_tree).sum(-1)
+            scores.append(score)
+            nlls.append(self._tree_nll(teacher, student, heads, rels, output, stats))
+        nll = torch.stack(nlls)  # [k, B]
+        if method == "topwk":
+            weights = torch.softmax(torch.stack(scores).masked_fill(~valid, -torch.inf), 0)
+        else:
+            weights = valid.to(nll.dtype) / valid.sum(0, keepdim=True)
+        return (weights.to(nll.dtype) * nll).sum(0)
+
+    @staticmethod
+    def _tree_log_score(structure: Any, heads: Tensor) -> Tensor:
+        """The teacher's unnormalized tree log-score [B]: its tree score, or under mean-field
+        inference ``sum_d log q(head of d)`` (the surrogate its k-best list ranks by)."""
+        if isinstance(structure, SiblingDependencyCRF) and structure.inference == "mfvi":
+            q = structure.marginals.gather(-1, heads[..., None])[..., 0]  # [B, N+1]
+            words = torch.arange(heads.shape[1], device=heads.device)
+            in_tree = (words >= 1) & (words[None, :] <= structure.lengths[:, None])
+            return (q.clamp_min(torch.finfo(q.dtype).tiny).log() * in_tree).sum(-1)
+        return structure.score(heads)
+
+    def _tree_nll(
+        self,
+        teacher: BiaffineParser,
+        student: DepModel,
+        heads: Tensor,
+        rels: Tensor | None,
+        output: ParserOutput,
+        stats: Stats,
+    ) -> Tensor:
+        """Student NLL [B] of trees given as heads [B, N+1] and teacher relation ids (or None);
+        a pseudo-gold label outside a sequence-labeling student's inventory is skipped and
+        counted in ``kd_lost_mass``."""
+        lengths = output.structure.lengths.tolist()
         trees = [
             (
                 heads[b, 1 : n + 1].tolist(),
