@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -52,23 +51,14 @@ def measure_speed(
     model: Any = load_model(model_dir)
     task = get_task(model.task)
     words = [task.words(s) for s in task.read_labeled(str(test_path), "auto")[:limit]]
-    predict: Callable[[Any, Sequence[Sequence[str]], int], Any]
-    if task.name == "ner":
-        from structkd.train.evaluate import predict_tags
-
-        predict = predict_tags
-    else:
-        from structkd.tasks.dep import predict_trees
-
-        predict = predict_trees
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        predict(model, words[:batch_size], batch_size)
+        task.predict(model, words[:batch_size], batch_size)
         best = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
-            predict(model, words, batch_size)
+            task.predict(model, words, batch_size)
             best = min(best, time.perf_counter() - start)
     finally:
         torch.set_num_threads(previous)

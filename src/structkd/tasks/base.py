@@ -104,6 +104,13 @@ class Task(ABC):
         """One line for the command line."""
 
     @abstractmethod
+    def predict(
+        self, model: Model, words: Sequence[Sequence[str]], batch_size: int = 64
+    ) -> list[Any]:
+        """The model's outputs for these sentences, in input order (length-bucketed batches,
+        eval mode, no gradients): what ``evaluate`` scores and the speed benchmark times."""
+
+    @abstractmethod
     def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
         """Predicts every sentence of a file, streamed, and writes them; returns the count."""
 

@@ -212,6 +212,12 @@ class DepTask(Task):
             f"({scores['tokens_per_second']:.0f} tokens/s)"
         )
 
+    def predict(
+        self, model: Model, words: Sequence[Sequence[str]], batch_size: int = 64
+    ) -> list[tuple[list[int], list[str] | None]]:
+        """A well-formed tree (heads, relations) per sentence."""
+        return predict_trees(_dep(model), words, batch_size)
+
     def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
         """Parses a treebank (its trees are replaced) or plain text (one sentence per line,
         whitespace-separated words) and writes CoNLL-U, 2048 sentences at a time."""

@@ -17,7 +17,7 @@ from structkd.models.inputs import Vocabularies
 from structkd.models.tagger import Tagger, build_tagger
 from structkd.tasks.base import Stats, Task, projected_marginals
 from structkd.train.cache import as_list
-from structkd.train.evaluate import evaluate, predict_stream
+from structkd.train.evaluate import evaluate, predict_stream, predict_tags
 
 
 def _tagger(model: Model) -> Tagger:
@@ -81,6 +81,12 @@ class NERTask(Task):
             f"{split}: F1 {scores['f1']:.2f}  P {scores['precision']:.2f}  "
             f"R {scores['recall']:.2f}  ({scores['tokens_per_second']:.0f} tokens/s)"
         )
+
+    def predict(
+        self, model: Model, words: Sequence[Sequence[str]], batch_size: int = 64
+    ) -> list[list[str]]:
+        """A tag sequence per sentence."""
+        return predict_tags(_tagger(model), words, batch_size)
 
     def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
         self._check_format(fmt)
