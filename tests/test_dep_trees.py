@@ -36,6 +36,7 @@ def test_is_tree_matches_reachability() -> None:
 
 def projective_by_descendants(heads: tuple[int, ...]) -> bool:
     """Every word strictly between a head and its dependent descends from that head."""
+
     def descends(word: int, ancestor: int) -> bool:
         while word != 0:
             word = heads[word - 1]
@@ -78,6 +79,24 @@ def test_chu_liu_edmonds_finds_the_best_tree(single_root: bool) -> None:
         scores = rng.normal(size=(n + 1, n + 1)) * (10.0 if trial % 3 == 0 else 1.0)
         scores[0, :] = rng.normal(size=n + 1) * 1e6  # row 0 and the diagonal are ignored
         np.fill_diagonal(scores, 1e9)
+        heads = chu_liu_edmonds(scores, single_root=single_root)
+        assert is_tree(heads, single_root=single_root)
+        got = float(scores[np.arange(1, n + 1), heads].sum())
+        assert got == pytest.approx(best_by_enumeration(scores, single_root), abs=1e-9)
+
+
+@pytest.mark.parametrize("single_root", [True, False])
+def test_chu_liu_edmonds_contracts_several_cycles_at_once(single_root: bool) -> None:
+    """Planted disjoint 2- and 3-cycles: the greedy heads hold several cycles, all contracted on
+    the same level (and nested ones on the next); the result is still the best tree."""
+    rng = np.random.default_rng(2)
+    for trial in range(40):
+        n = 5 + trial % 2
+        scores = rng.normal(size=(n + 1, n + 1))
+        words = rng.permutation(np.arange(1, n + 1))
+        for cycle in (words[:2], words[2:4]) if trial % 2 else (words[:3], words[3:5]):
+            for d, h in zip(cycle, np.roll(cycle, 1)):
+                scores[d, h] += 4.0
         heads = chu_liu_edmonds(scores, single_root=single_root)
         assert is_tree(heads, single_root=single_root)
         got = float(scores[np.arange(1, n + 1), heads].sum())

@@ -82,8 +82,11 @@ def is_projective(heads: Sequence[int]) -> bool:
 def _argmax_arborescence(scores: np.ndarray) -> np.ndarray:
     """Chu-Liu/Edmonds on a finite [m, m] (dep, head) matrix, root 0 -> head array [m].
 
-    Greedy best heads; if they form a cycle, contract it into one node whose incoming arcs are
-    rescored by the cycle arc they replace, recurse, and expand. Each level is O(m^2), at most m
+    Greedy best heads; if they form cycles, contract every cycle at once into one node (the
+    cycles are disjoint), score an arc entering a cycle at c by the cycle arc it replaces
+    (``s(c, u) - s(c, head(c))``), recurse on the smaller graph, and expand: each contracted
+    node's chosen incoming arc goes to the member it enters, the other members keep their cycle
+    heads. Each level is O(m^2) in numpy with a Python loop over its cycles only, at most m
     levels: O(m^3).
     """
     m = scores.shape[0]
@@ -92,31 +95,44 @@ def _argmax_arborescence(scores: np.ndarray) -> np.ndarray:
     scores[0, :] = -np.inf  # the root takes no head
     heads = scores.argmax(axis=1)  # [m]
     heads[0] = -1
-    cycles = find_cycles([int(h) for h in heads[1:]])
+    cycles = [np.array(c) for c in find_cycles(heads[1:].tolist())]
     if not cycles:
         return heads
-    cycle = np.array(cycles[0])  # [C]
     in_cycle = np.zeros(m, dtype=bool)
-    in_cycle[cycle] = True
-    outside = np.flatnonzero(~in_cycle)  # [O], holds 0
-    new = len(outside)
-    sub = np.full((new + 1, new + 1), -np.inf)
-    sub[:new, :new] = scores[np.ix_(outside, outside)]
-    # Entering the cycle at c from u replaces the cycle arc into c.
-    kept = scores[cycle, heads[cycle]]  # [C]
-    enter = scores[np.ix_(cycle, outside)] - kept[:, None]  # [C, O]
-    enter_at = enter.argmax(axis=0)  # [O]
-    sub[new, :new] = enter.max(axis=0)
-    leave = scores[np.ix_(outside, cycle)]  # [O, C]
-    leave_from = leave.argmax(axis=1)  # [O]
-    sub[:new, new] = leave.max(axis=1)
-    sub_heads = _argmax_arborescence(sub)
+    for cycle in cycles:
+        in_cycle[cycle] = True
+    outside = np.flatnonzero(~in_cycle)  # [O], holds the root 0
+    count = len(outside)
+    # Entering a cycle at c replaces the cycle arc into c.
+    kept = np.where(in_cycle, scores[np.arange(m), np.maximum(heads, 0)], 0.0)  # [m]
+    adjusted = scores - kept[:, None]  # [m, m]
+    sub = np.full((count + len(cycles),) * 2, -np.inf)
+    sub[:count, :count] = scores[np.ix_(outside, outside)]
+    into = [adjusted[np.ix_(c, outside)] for c in cycles]  # [C_j, O] each
+    out_of = [scores[np.ix_(outside, c)] for c in cycles]  # [O, C_j] each
+    for j, cycle in enumerate(cycles):
+        sub[count + j, :count] = into[j].max(axis=0)
+        sub[:count, count + j] = out_of[j].max(axis=1)
+        for i, other in enumerate(cycles):
+            if i != j:
+                sub[count + j, count + i] = adjusted[np.ix_(cycle, other)].max()
+    sub_heads = _argmax_arborescence(sub)  # [O + C]
     result = heads.copy()
-    for j, word in enumerate(outside[1:], start=1):
-        h = sub_heads[j]
-        result[word] = cycle[leave_from[j]] if h == new else outside[h]
-    entry = sub_heads[new]
-    result[cycle[enter_at[entry]]] = outside[entry]
+    plain = sub_heads[1:count] < count  # outside words whose head is an outside word
+    result[outside[1:][plain]] = outside[sub_heads[1:count][plain]]
+    for j, cycle in enumerate(cycles):
+        # Outside words headed by the cycle: their best member.
+        from_here = np.flatnonzero(sub_heads[1:count] == count + j) + 1  # indices into outside
+        result[outside[from_here]] = cycle[out_of[j][from_here].argmax(axis=1)]
+        # The cycle's entry: the member and the outside word (or other cycle) it comes from.
+        head = int(sub_heads[count + j])
+        if head < count:
+            c = int(into[j][:, head].argmax())
+            result[cycle[c]] = outside[head]
+        else:
+            block = adjusted[np.ix_(cycle, cycles[head - count])]
+            row, col = np.unravel_index(int(block.argmax()), block.shape)
+            result[cycle[row]] = cycles[head - count][col]
     return result
 
 
@@ -154,10 +170,11 @@ def chu_liu_edmonds(arc_scores: np.ndarray, single_root: bool = True) -> list[in
     Edmonds (1967).
 
     ``-inf`` marks forbidden arcs; they are used only when no tree avoids them. For a single
-    root, every root arc is penalized by more than the score range of any tree (Gabow & Tarjan,
-    1984; see Zmigrod et al., EMNLP 2020): the best tree with one root arc then beats every tree
-    with more, and among single-root trees the ranking is unchanged, so the result is the exact
-    best single-root tree. O(n^3) time, O(n^2) memory.
+    root, the best tree without that constraint is found first: with one root child it is also
+    the best single-root tree. Otherwise every root arc is penalized by more than the score
+    range of any tree (Gabow & Tarjan, 1984; see Zmigrod et al., EMNLP 2020): the best tree with
+    one root arc then beats every tree with more, and among single-root trees the ranking is
+    unchanged, so the result is the exact best single-root tree. O(n^3) time, O(n^2) memory.
 
     Args:
         arc_scores: [n+1, n+1] (dep, head) scores; row 0 and the diagonal are ignored.
@@ -192,8 +209,10 @@ def chu_liu_edmonds(arc_scores: np.ndarray, single_root: bool = True) -> list[in
         forbidden = n * low - (n - 1) * high - 1.0
         scores[~finite] = forbidden
         low = forbidden
-    if single_root:
-        scores[1:, 0] -= n * (high - low) + 1.0
     scores[0, :] = 0.0
     heads = _argmax_arborescence(scores)
+    if single_root and int((heads[1:] == 0).sum()) != 1:
+        # The best tree has several root children: penalize every root arc instead.
+        scores[1:, 0] -= n * (high - low) + 1.0
+        heads = _argmax_arborescence(scores)
     return [int(h) for h in heads[1:]]
