@@ -56,7 +56,9 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from structkd.structures import eisner
 from structkd.structures.base import Structure, autograd_marginals, check_finite, lengths_or_full
+from structkd.structures.eisner import NEG
 
 Inference = Literal["exact", "mfvi"]
 SiblingParts = tuple[Tensor, Tensor]
@@ -394,9 +396,9 @@ class SiblingDependencyCRF(Structure):
         """
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        if self.inference == "mfvi":
-            log_q = self.marginals.detach().log().masked_fill(~self.arc_mask, 0.0)
-            return self._decode(log_q, log_q.new_zeros(self._sib_input.shape), k)
+        if self.inference == "mfvi":  # first-order k-best Eisner: O(B N^3 k log k)
+            log_q = self.marginals.detach().log().masked_fill(~self.arc_mask, NEG)
+            return eisner.kbest(log_q.clamp_min(NEG), self.lengths, False, k)
         return self._decode(self.arc_scores, self._sib_input, k)
 
     def sample(self, k: int) -> list[Tensor]:
