@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from arc_brute_force import trees
+from dep_tiny import DEP_TINY
 from structkd.config import DistillConfig, load_config
 from structkd.depdata import parse_label, read_dep
 from structkd.models.depbase import DepModel
@@ -22,16 +23,6 @@ from structkd.tasks import get_task
 ROOT = Path(__file__).parent.parent
 CONFIGS = ROOT / "configs" / "dep"
 EWT = Path(__file__).parent / "fixtures" / "dep" / "en_ewt-dev-slice.conllu"
-TINY = [
-    "model.encoder.word_dim=8",
-    "model.encoder.char_dim=4",
-    "model.encoder.char_filters=6",
-    "model.encoder.lstm_hidden=6",
-    "model.encoder.lstm_layers=1",
-    "model.parser.arc_dim=8",
-    "model.parser.rel_dim=4",
-    "model.parser.sib_dim=4",
-]
 WORDS = [["The", "cat", "sat", "down"], ["It", "rained"], ["Go"]]
 
 
@@ -39,8 +30,8 @@ def _models(teacher_config: str, student_kind: str = "seqlabel") -> tuple[DepMod
     task = get_task("dep")
     sentences = read_dep(EWT)
     torch.manual_seed(0)
-    teacher = task.build_model(load_config(CONFIGS / teacher_config, TINY).model, sentences)
-    student_sets = [*TINY, f"model.parser.kind={student_kind}"]
+    teacher = task.build_model(load_config(CONFIGS / teacher_config, DEP_TINY).model, sentences)
+    student_sets = [*DEP_TINY, f"model.parser.kind={student_kind}"]
     student = task.build_model(load_config(CONFIGS / "case1b.yaml", student_sets).model, sentences)
     for model in (teacher, student):
         assert isinstance(model, DepModel)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dep_tiny import DEP_TINY
 from structkd.cli import main
 from structkd.config import ConfigError, DistillConfig, EncoderConfig, ModelConfig, load_config
 from structkd.data.conll import read_ner
@@ -30,14 +31,7 @@ EWT = FIXTURES / "en_ewt-dev-slice.conllu"
 BAD = FIXTURES / "bad"
 DATA = [f"--train={EWT}", f"--dev={EWT}", f"--test={EWT}"]
 TINY = [
-    "model.encoder.word_dim=8",
-    "model.encoder.char_dim=4",
-    "model.encoder.char_filters=6",
-    "model.encoder.lstm_hidden=6",
-    "model.encoder.lstm_layers=1",
-    "model.parser.arc_dim=8",
-    "model.parser.rel_dim=4",
-    "model.parser.sib_dim=4",
+    *DEP_TINY,
     "train.batch_size=8",
     "train.lr=0.01",
     "train.progress=false",

@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dep_tiny import DEP_TINY
 from structkd.cli import main
 from structkd.config import DistillConfig, EncoderConfig, HeadConfig, ModelConfig, load_config
 from structkd.data.conll import read_ner
@@ -41,16 +42,6 @@ EWT = Path(__file__).parent / "fixtures" / "dep" / "en_ewt-dev-slice.conllu"
 TRAIN = read_ner(NER / "train.conll")
 UNLABELED = [s.tokens for s in read_ner(NER / "unlabeled.txt")]
 TOKENS = [s.tokens for s in TRAIN] + UNLABELED
-DEP_TINY = [
-    "model.encoder.word_dim=8",
-    "model.encoder.char_dim=4",
-    "model.encoder.char_filters=6",
-    "model.encoder.lstm_hidden=6",
-    "model.encoder.lstm_layers=1",
-    "model.parser.arc_dim=8",
-    "model.parser.rel_dim=4",
-    "model.parser.sib_dim=4",
-]
 
 
 @pytest.fixture(autouse=True, scope="module")

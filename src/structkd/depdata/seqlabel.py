@@ -262,6 +262,19 @@ def _word_mask(log_probs: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tenso
     return lengths, words[None, :] <= lengths[:, None]  # [B, N]
 
 
+def _label_heads(
+    label_vocab: Sequence[str], lengths: Tensor, in_sentence: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Each (word, label)'s head [N, K] (0 for ROOT; unclamped) and whether the label is usable
+    there [B, N, K]: well formed, an in-sentence word, a head in 0..n (0 only for ROOT)."""
+    device = in_sentence.device
+    offsets, is_root, usable = (t.to(device) for t in _vocab_tensors(tuple(label_vocab)))
+    words = torch.arange(1, in_sentence.shape[1] + 1, device=device)[:, None]  # [N, 1]
+    head = torch.where(is_root, torch.zeros_like(words), words + offsets)  # [N, K]
+    valid = (usable & (is_root | (head >= 1)))[None] & (head <= lengths[:, None, None])
+    return head, valid & in_sentence[..., None]
+
+
 def batch_label_arc_scores(
     log_probs: Tensor, label_vocab: Sequence[str], lengths: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -294,11 +307,8 @@ def batch_label_arc_scores(
     real = scores.masked_fill(~in_sentence[..., None], 0.0)  # padding junk may be NaN
     if bool((torch.isnan(real) | torch.isposinf(real)).any()):
         raise ValueError("log_probs hold NaN or +inf")
-    offsets, is_root, usable = (t.to(device) for t in _vocab_tensors(tuple(label_vocab)))
-    words = torch.arange(1, size + 1, device=device)[:, None]  # [N, 1]
-    head = torch.where(is_root, torch.zeros_like(words), words + offsets)  # [N, K]
-    valid = (usable & (is_root | (head >= 1)))[None] & (head <= lengths[:, None, None])
-    valid &= in_sentence[..., None] & (real != -math.inf)  # [B, N, K], NaN/+inf ruled out
+    head, valid = _label_heads(label_vocab, lengths, in_sentence)  # [N, K], [B, N, K]
+    valid &= real != -math.inf  # NaN/+inf ruled out above
     masked = real.masked_fill(~valid, -math.inf)  # [B, N, K]
     # Shift by each word's best usable score so that exp cannot overflow.
     shift = masked.amax(-1)  # [B, N]
@@ -531,15 +541,11 @@ def arc_scores_to_label_scores(
     batch, size = arc_scores.shape[:2]
     n, device = size - 1, arc_scores.device
     lengths_, in_sentence = _word_mask(arc_scores[:, 1:, :0], lengths)  # [B], [B, N]
-    offsets, is_root, usable = (t.to(device) for t in _vocab_tensors(tuple(label_vocab)))
-    words = torch.arange(1, n + 1, device=device)[:, None]  # [N, 1]
-    head = torch.where(is_root, torch.zeros_like(words), words + offsets)  # [N, K]
-    valid = (usable & (is_root | (head >= 1)))[None] & (head <= lengths_[:, None, None])
-    valid &= in_sentence[..., None]  # [B, N, K]
+    head, valid = _label_heads(label_vocab, lengths_, in_sentence)  # [N, K], [B, N, K]
     head = head.clamp(0, n).expand(batch, n, -1)  # [B, N, K]
     scores = arc_scores[:, 1:].gather(2, head)  # [B, N, K]
-    rels = _parsed_vocab(tuple(label_vocab))[3]
-    labeled = [rel is not None for rel, ok in zip(rels, usable.tolist()) if ok]
+    _, _, usable, rels = _parsed_vocab(tuple(label_vocab))
+    labeled = [rel is not None for rel, ok in zip(rels, usable) if ok]
     if (rel_scores is not None) != (bool(labeled) and all(labeled)):
         raise ValueError("rel_scores must be given exactly when the labels carry relations")
     if rel_scores is not None:

@@ -1,6 +1,7 @@
 """Knowledge distillation between structures: projections, Structural KD and baselines."""
 
 from structkd.kd.losses import (
+    kbest_weights,
     posterior_kd_loss,
     structural_kd_loss,
     structural_kd_loss_from_marginals,
@@ -17,6 +18,7 @@ from structkd.kd.span_projection import (
 )
 
 __all__ = [
+    "kbest_weights",
     "local_temper",
     "posterior_kd_loss",
     "project",

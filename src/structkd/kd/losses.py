@@ -206,15 +206,10 @@ def topk_kd_loss(
     with torch.no_grad():
         kbest = teacher.topk(k)
     outputs = [_to_student_form(teacher, student, y, tag_scheme) for y in kbest]
-    valid = _distinct_mask(kbest, student.lengths.shape[0], student.lengths.device)  # [K, B]
     nll = torch.stack([-student.log_prob(y) for y in outputs])  # [K, B]
-    if weighted:
-        with torch.no_grad():
-            t_scores = torch.stack([teacher.score(y) for y in kbest])
-            t_scores = t_scores.masked_fill(~valid, float("-inf"))
-            weights = torch.softmax(t_scores, dim=0)
-    else:
-        weights = valid.to(nll.dtype) / valid.sum(0, keepdim=True)
+    with torch.no_grad():
+        t_scores = torch.stack([teacher.score(y) for y in kbest]) if weighted else None
+        weights = kbest_weights(kbest, student.lengths.shape[0], student.lengths.device, t_scores)
     return _reduce((weights.to(nll.dtype) * nll).sum(0), reduction)
 
 
@@ -239,15 +234,25 @@ def _n_tags(student: Structure) -> int:
     raise TypeError(f"{type(student).__name__} is not a tagger")
 
 
-def _distinct_mask(kbest: list[Any], batch: int, device: torch.device) -> Tensor:
-    """BoolTensor [K, B]: entry k of sentence b is not a repeat of entry k-1 (topk padding)."""
+def kbest_weights(
+    kbest: list[Any], batch: int, device: torch.device, scores: Tensor | None = None
+) -> Tensor:
+    """Weights [K, B] of a ``topk`` list for Top-K / Top-WK (Kim & Rush, 2016).
+
+    A sentence with fewer than K structures repeats its last one; repeats weigh 0. The others
+    weigh equally (``scores`` None) or by the softmax of their teacher scores [K, B] over the
+    list (the teacher's probabilities renormalized over it).
+    """
     rows = [torch.ones(batch, dtype=torch.bool, device=device)]
     for prev, cur in zip(kbest[:-1], kbest[1:]):
         if isinstance(cur, Tensor):
             rows.append((cur != prev).any(-1))
         else:
             rows.append(torch.tensor([c != p for c, p in zip(cur, prev)], device=device))
-    return torch.stack(rows)
+    valid = torch.stack(rows)  # [K, B]
+    if scores is not None:
+        return torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=0)
+    return valid.double() / valid.sum(0, keepdim=True)  # callers cast to their dtype
 
 
 def substructure_mse_loss(

@@ -380,40 +380,35 @@ class DepTask(Task):
         structure = source.structure
         with torch.no_grad():
             kbest = [h.to(structure.lengths.device) for h in structure.topk(k)]  # k x [B, N+1]
+            positions = torch.arange(kbest[0].shape[1], device=kbest[0].device)
+            in_tree = (positions >= 1) & (positions[None, :] <= structure.lengths[:, None])
             rel_log = None
             if source.rel_scores is not None:
                 rel_log = torch.log_softmax(source.rel_scores, -1)  # [B, N+1, N+1, R]
-            fresh = [torch.ones_like(structure.lengths, dtype=torch.bool)]
-            fresh += [(cur != prev).any(-1) for prev, cur in zip(kbest, kbest[1:])]
-            valid = torch.stack(fresh)  # [k, B]: not a repeat (padding of a short list)
         nlls, scores = [], []
         for heads in kbest:
             rels = None
             with torch.no_grad():
-                score = self._tree_log_score(structure, heads)
+                best = heads.new_zeros(heads.shape, dtype=torch.float)  # [B, N+1]
                 if rel_log is not None:
                     index = heads[:, :, None, None].expand(-1, -1, 1, rel_log.shape[-1])
                     best, rels = rel_log.gather(2, index)[:, :, 0].max(-1)  # [B, N+1] each
-                    words = torch.arange(heads.shape[1], device=heads.device)
-                    in_tree = (words >= 1) & (words[None, :] <= structure.lengths[:, None])
-                    score = score + (best * in_tree).sum(-1)
-            scores.append(score)
+                if method == "topwk":  # log P(tree) + log P(its relations), up to log Z
+                    tree = self._tree_log_score(structure, heads, in_tree)
+                    scores.append(tree + (best * in_tree).sum(-1))
             nlls.append(self._tree_nll(teacher, student, heads, rels, output, stats))
         nll = torch.stack(nlls)  # [k, B]
-        if method == "topwk":
-            weights = torch.softmax(torch.stack(scores).masked_fill(~valid, -torch.inf), 0)
-        else:
-            weights = valid.to(nll.dtype) / valid.sum(0, keepdim=True)
+        t_scores = torch.stack(scores) if scores else None
+        weights = kd.kbest_weights(kbest, nll.shape[1], nll.device, t_scores)
         return (weights.to(nll.dtype) * nll).sum(0)
 
     @staticmethod
-    def _tree_log_score(structure: Any, heads: Tensor) -> Tensor:
-        """The teacher's unnormalized tree log-score [B]: its tree score, or under mean-field
-        inference ``sum_d log q(head of d)`` (the surrogate its k-best list ranks by)."""
+    def _tree_log_score(structure: Any, heads: Tensor, in_tree: Tensor) -> Tensor:
+        """The teacher's unnormalized tree log-score [B] of heads [B, N+1] (``in_tree`` [B, N+1]
+        marks the words): its tree score, or under mean-field inference
+        ``sum_d log q(head of d)`` (the surrogate its k-best list ranks by)."""
         if isinstance(structure, SiblingDependencyCRF) and structure.inference == "mfvi":
             q = structure.marginals.gather(-1, heads[..., None])[..., 0]  # [B, N+1]
-            words = torch.arange(heads.shape[1], device=heads.device)
-            in_tree = (words >= 1) & (words[None, :] <= structure.lengths[:, None])
             return (q.clamp_min(torch.finfo(q.dtype).tiny).log() * in_tree).sum(-1)
         return structure.score(heads)
 
