@@ -30,7 +30,7 @@ from structkd.tasks import get_task
 from structkd.train import loop
 from structkd.train.batching import bucket_batches
 from structkd.train.cache import CacheWarning
-from structkd.train.distill import Distiller
+from structkd.train.distill import KBEST_METHODS, Distiller
 from structkd.train.run import run
 from test_pipeline_models import tiny_bert
 from torchrun import run_two_ranks
@@ -84,8 +84,9 @@ def check_cached_equals_online(
     cache: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Distiller:
-    """KD losses (and loss statistics) with cached teacher features equal the online ones, and
-    the cached distiller never runs a teacher's encoder after its cache is built; returns it."""
+    """KD losses (and loss statistics) with cached teacher features (or, for Top-1/Top-K/Top-WK,
+    cached k-best lists) equal the online ones, and the cached distiller never runs a teacher's
+    encoder after its cache is built; returns it."""
     ids = [f"teacher{i}" for i in range(len(teachers))]
     online = Distiller(
         teachers, replace(config, cache_teacher=False), tokens, corpus, student, cache, ids
@@ -94,8 +95,14 @@ def check_cached_equals_online(
     expected = kd_losses(online, student, tokens, corpus)
     # A batch size unlike training's: each sentence is encoded beside other sentences.
     cached = Distiller(teachers, config, tokens, corpus, student, cache, ids, batch_size=5)
-    assert cached.features is not None
-    assert [len(f) for f in cached.features] == [corpus.count(i) for i in range(len(teachers))]
+    kbest = config.method in KBEST_METHODS
+    if kbest:
+        assert cached.features is None and cached.kbest is not None
+        assert len(cached.kbest) == len(tokens)
+    else:
+        assert cached.features is not None and cached.kbest is None
+        counts = [corpus.count(i) for i in range(len(teachers))]
+        assert [len(f) for f in cached.features] == counts
     for teacher in teachers:
 
         def no_encoder(*args: Any) -> None:
@@ -114,26 +121,35 @@ def check_cached_equals_online(
     assert stats.keys() == reference.keys()
     for key in stats:
         assert stats[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-6)
-    assert len(list(cache.glob("features-*.safetensors"))) == len(teachers)
+    if kbest:
+        assert len(list(cache.glob("kbest-*.safetensors"))) == 1
+    else:
+        assert len(list(cache.glob("features-*.safetensors"))) == len(teachers)
     return cached
 
 
 @pytest.mark.parametrize(
-    ("method", "student_kind"),
+    ("method", "teacher_kind", "student_kind"),
     [
-        ("token", "crf"),
-        ("posterior", "crf"),
-        ("topk", "crf"),
-        ("topwk", "crf"),
-        ("top1", "crf"),
-        ("substructure", "crf"),
-        ("posterior", "maxent"),
+        ("token", "crf", "crf"),
+        ("posterior", "crf", "crf"),
+        ("topk", "crf", "crf"),
+        ("topwk", "crf", "crf"),
+        ("top1", "crf", "crf"),
+        ("substructure", "crf", "crf"),
+        ("posterior", "crf", "maxent"),
+        ("topwk", "maxent", "crf"),  # case 3
+        ("topwk", "span", "maxent"),  # case 4: segmentations cached as the student's tags
     ],
 )
 def test_ner_kd_losses_from_cached_features_equal_online(
-    method: str, student_kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    method: str,
+    teacher_kind: str,
+    student_kind: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    teacher = tagger("crf", seed=1)
+    teacher = tagger(teacher_kind, seed=1)
     student = tagger(student_kind, seed=2, char_filters=0)
     config = DistillConfig(method=method, k=3, temperature=2.0)  # type: ignore[arg-type]
     corpus = [0] * len(TOKENS)
@@ -179,7 +195,9 @@ def test_several_teachers_each_cache_their_own_corpus(
         ("teacher-biaffine-crf", "seqlabel", "top1"),
         ("teacher-biaffine-crf", "head_selection", "token"),
         ("teacher-biaffine-crf", "head_selection", "top1"),
+        ("teacher-biaffine-crf", "seqlabel", "topwk"),
         ("teacher-sibling", "seqlabel", "token"),
+        ("teacher-sibling", "seqlabel", "topwk"),
     ],
 )
 def test_dep_kd_losses_from_cached_features_equal_online(
@@ -232,7 +250,7 @@ def test_stale_or_corrupt_feature_cache_is_rebuilt_with_a_warning(tmp_path: Path
     stamp = path.stat().st_mtime_ns
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)
-        assert all(torch.equal(a, b) for a, b in zip(features("first", "topk"), fresh))
+        assert all(torch.equal(a, b) for a, b in zip(features("first", "posterior"), fresh))
         features("first", "structural")  # its marginals live in their own file
     assert path.stat().st_mtime_ns == stamp
     assert len(list(cache.glob("marginals-*.safetensors"))) == 1

@@ -1,6 +1,8 @@
 """Knowledge distillation between structures: projections, Structural KD and baselines."""
 
 from structkd.kd.losses import (
+    kbest_nll,
+    kbest_targets,
     kbest_weights,
     posterior_kd_loss,
     structural_kd_loss,
@@ -18,6 +20,8 @@ from structkd.kd.span_projection import (
 )
 
 __all__ = [
+    "kbest_nll",
+    "kbest_targets",
     "kbest_weights",
     "local_temper",
     "posterior_kd_loss",

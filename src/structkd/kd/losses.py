@@ -203,35 +203,61 @@ def topk_kd_loss(
         k: list size.
         weighted: Top-WK instead of Top-K.
     """
-    with torch.no_grad():
-        kbest = teacher.topk(k)
-    outputs = [_to_student_form(teacher, student, y, tag_scheme) for y in kbest]
+    outputs, weights = kbest_targets(teacher, k, weighted, tag_scheme)
+    _check_tagger(student, outputs)
+    return _reduce(kbest_nll(student, outputs, weights), reduction)
+
+
+@torch.no_grad()
+def kbest_targets(
+    teacher: Structure, k: int, weighted: bool = False, tag_scheme: str = "BIOES"
+) -> tuple[Tensor, Tensor]:
+    """The teacher's k-best outputs (tag sequences, or heads for a parser) and their weights.
+
+    What ``topk_kd_loss`` distils, separated so that a trainer can cache it once per sentence
+    (the teacher is frozen): O(k) times the teacher's decoder. A span teacher's segmentations
+    become ``tag_scheme`` tags of its span labels (the student must know the same types).
+
+    Returns:
+        outputs: LongTensor [K, B, N] (tag ids; [K, B, N+1] heads for dependency structures),
+            anything past a sentence's end.
+        weights: [K, B] (``kbest_weights``): zero for repeats of a short list.
+    """
+    kbest = teacher.topk(k)
+    outputs = torch.stack([_as_tags(teacher, y, tag_scheme) for y in kbest])
+    t_scores = torch.stack([teacher.score(y) for y in kbest]) if weighted else None
+    return outputs, kbest_weights(kbest, teacher.lengths.shape[0], teacher.lengths.device, t_scores)
+
+
+def kbest_nll(student: Structure, outputs: Tensor, weights: Tensor) -> Tensor:
+    """Weighted student NLL [B] of outputs [K, B, ...] with weights [K, B] (``kbest_targets``
+    or a cache of them); positions past a sentence's end are ignored."""
     nll = torch.stack([-student.log_prob(y) for y in outputs])  # [K, B]
-    with torch.no_grad():
-        t_scores = torch.stack([teacher.score(y) for y in kbest]) if weighted else None
-        weights = kbest_weights(kbest, student.lengths.shape[0], student.lengths.device, t_scores)
-    return _reduce((weights.to(nll.dtype) * nll).sum(0), reduction)
+    return (weights.to(nll.dtype) * nll).sum(0)
 
 
-def _to_student_form(teacher: Structure, student: Structure, y: Any, scheme: str) -> Any:
-    if isinstance(teacher, SemiMarkovCRF):
-        n_tags = _n_tags(student)
-        n_types = (n_tags - 1) // (4 if scheme == "BIOES" else 2)
-        max_len = int(teacher.span_scores.shape[1])
-        tags = torch.zeros(len(y), max_len, dtype=torch.long, device=teacher.lengths.device)
-        for b, spans in enumerate(y):
-            n = int(teacher.lengths[b])
-            tags[b, :n] = torch.tensor(spans_to_tags(spans, n, n_types, scheme), dtype=torch.long)
-        return tags
-    return y
+def _as_tags(teacher: Structure, y: Any, scheme: str) -> Tensor:
+    if not isinstance(teacher, SemiMarkovCRF):
+        return y
+    n_types = int(teacher.span_scores.shape[-1])
+    max_len = int(teacher.span_scores.shape[1])
+    tags = torch.zeros(len(y), max_len, dtype=torch.long, device=teacher.lengths.device)
+    for b, spans in enumerate(y):
+        n = int(teacher.lengths[b])
+        tags[b, :n] = torch.tensor(spans_to_tags(spans, n, n_types, scheme), dtype=torch.long)
+    return tags
 
 
-def _n_tags(student: Structure) -> int:
+def _check_tagger(student: Structure, outputs: Tensor) -> None:
+    """Raises ValueError if a tagger student lacks some of the teacher's tag ids."""
     if isinstance(student, LinearChainCRF):
-        return int(student.emissions.shape[-1])
-    if isinstance(student, TokenSoftmax):
-        return int(student.logits.shape[-1])
-    raise TypeError(f"{type(student).__name__} is not a tagger")
+        n_tags = int(student.emissions.shape[-1])
+    elif isinstance(student, TokenSoftmax):
+        n_tags = int(student.logits.shape[-1])
+    else:
+        return
+    if outputs.numel() and int(outputs.max()) >= n_tags:
+        raise ValueError(f"the teacher's outputs use tag ids the student's {n_tags} tags lack")
 
 
 def kbest_weights(

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, TextIO
 from torch import Tensor
 
 from structkd import kd
-from structkd.config import DistillConfig, ModelConfig
+from structkd.config import ConfigError, DistillConfig, ModelConfig
 from structkd.models.base import Model
 from structkd.structures.base import Structure
 
@@ -141,6 +141,26 @@ class Task(ABC):
         self, student: Model, output: Any, parts: Any, temperature: float, stats: Stats
     ) -> Tensor:
         """Structural KD [B] from projected marginals (a tensor, or a tuple of tensors)."""
+
+    kbest_offsets: ClassVar[list[list[int | None]] | None] = None
+    """Layout of one sentence's ``kbest_targets`` rows for ``crop``/``pad_batch`` (per tensor and
+    non-batch dimension, ``size - N`` if it grows with N, else None); None when the task has no
+    k-best methods."""
+
+    def kbest_targets(
+        self, teacher: Model, student: Model, source: Any, config: DistillConfig
+    ) -> list[Tensor]:
+        """What Top-K/Top-WK/Top-1 distil from the teacher's output ``source`` on a batch,
+        batch-first, in the layout ``kbest_offsets`` names (numbers as floats are fine: the
+        cache stores float32). Computed once per sentence and cached by ``Distiller``."""
+        raise ConfigError(f"task {self.name} has no k-best distillation")
+
+    def kbest_loss(
+        self, teacher: Model, student: Model, targets: list[Tensor], output: Any, stats: Stats
+    ) -> Tensor:
+        """Top-K/Top-WK/Top-1 KD [B] of the student's ``output`` from batched
+        ``kbest_targets``."""
+        raise ConfigError(f"task {self.name} has no k-best distillation")
 
     @abstractmethod
     def kd_loss(

@@ -322,8 +322,8 @@ class DepTask(Task):
         assert isinstance(teacher, BiaffineParser)
         temperature = config.temperature
         if config.method in ("top1", "topk", "topwk"):
-            k = 1 if config.method == "top1" else config.k
-            return self._topk(teacher, _dep(student), source, output, k, config.method, stats)
+            targets = self.kbest_targets(teacher, student, source, config)
+            return self.kbest_loss(teacher, student, targets, output, stats)
         if config.method == "substructure":
             return self._substructure(teacher, _dep(student), source, output)
         if config.method != "token":
@@ -364,19 +364,17 @@ class DepTask(Task):
         diff = torch.where(valid, logits - target.to(logits.dtype), 0.0)
         return diff.pow(2).sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)
 
-    def _topk(
-        self,
-        teacher: BiaffineParser,
-        student: DepModel,
-        source: ParserOutput,
-        output: ParserOutput,
-        k: int,
-        method: str,
-        stats: Stats,
-    ) -> Tensor:
-        """Student NLL [B] of the teacher's ``k`` best trees with their best relations, averaged
-        (``top1``/``topk``) or weighted by the teacher's renormalized tree probabilities
-        (``topwk``); a sentence with fewer than ``k`` trees uses the ones it has."""
+    # one sentence's cached k-best list: heads [K, n+1], the teacher's best relation ids
+    # [K, n+1] (-1 without a relation scorer) and the Top-K/Top-WK weights [K]
+    kbest_offsets = [[None, 1], [None, 1], [None]]
+
+    def kbest_targets(
+        self, teacher: Model, student: Model, source: Any, config: DistillConfig
+    ) -> list[Tensor]:
+        """The teacher's ``k`` best trees with their best relations, weighted equally
+        (``top1``/``topk``) or by the teacher's tree probabilities renormalized over the list
+        (``topwk``); a sentence with fewer than ``k`` trees repeats its last one at weight 0."""
+        k = 1 if config.method == "top1" else config.k
         structure = source.structure
         with torch.no_grad():
             kbest = [h.to(structure.lengths.device) for h in structure.topk(k)]  # k x [B, N+1]
@@ -385,22 +383,43 @@ class DepTask(Task):
             rel_log = None
             if source.rel_scores is not None:
                 rel_log = torch.log_softmax(source.rel_scores, -1)  # [B, N+1, N+1, R]
-        nlls, scores = [], []
-        for heads in kbest:
-            rels = None
-            with torch.no_grad():
+            rels, scores = [], []
+            for heads in kbest:
                 best = heads.new_zeros(heads.shape, dtype=torch.float)  # [B, N+1]
+                ids = torch.full_like(heads, -1)
                 if rel_log is not None:
                     index = heads[:, :, None, None].expand(-1, -1, 1, rel_log.shape[-1])
-                    best, rels = rel_log.gather(2, index)[:, :, 0].max(-1)  # [B, N+1] each
-                if method == "topwk":  # log P(tree) + log P(its relations), up to log Z
+                    best, ids = rel_log.gather(2, index)[:, :, 0].max(-1)  # [B, N+1] each
+                rels.append(ids)
+                if config.method == "topwk":  # log P(tree) + log P(its relations), up to log Z
                     tree = self._tree_log_score(structure, heads, in_tree)
                     scores.append(tree + (best * in_tree).sum(-1))
-            nlls.append(self._tree_nll(teacher, student, heads, rels, output, stats))
-        nll = torch.stack(nlls)  # [k, B]
-        t_scores = torch.stack(scores) if scores else None
-        weights = kd.kbest_weights(kbest, nll.shape[1], nll.device, t_scores)
-        return (weights.to(nll.dtype) * nll).sum(0)
+            t_scores = torch.stack(scores) if scores else None
+            weights = kd.kbest_weights(kbest, len(kbest[0]), kbest[0].device, t_scores)
+        stack = [torch.stack(kbest, 1), torch.stack(rels, 1)]  # [B, K, N+1] each
+        return [*(t.masked_fill(~in_tree[:, None], 0) for t in stack), weights.t()]
+
+    def kbest_loss(
+        self, teacher: Model, student: Model, targets: list[Tensor], output: Any, stats: Stats
+    ) -> Tensor:
+        """Student NLL [B] of cached or fresh ``kbest_targets``, weighted."""
+        assert isinstance(teacher, BiaffineParser)
+        heads, rels, weights = (t.to(output.structure.lengths.device) for t in targets)
+        labeled = teacher.rel is not None
+        nll = torch.stack(
+            [
+                self._tree_nll(
+                    teacher,
+                    _dep(student),
+                    heads[:, k].long(),
+                    rels[:, k].long() if labeled else None,
+                    output,
+                    stats,
+                )
+                for k in range(heads.shape[1])
+            ]
+        )  # [K, B]
+        return (weights.t().to(nll.dtype) * nll).sum(0)
 
     @staticmethod
     def _tree_log_score(structure: Any, heads: Tensor, in_tree: Tensor) -> Tensor:

@@ -135,6 +135,23 @@ class NERTask(Task):
             parts, output, temperature=temperature, reduction="none"
         )
 
+    # one sentence's cached k-best list: its K outputs as student tags [K, n] and weights [K]
+    kbest_offsets = [[None, 0], [None]]
+
+    def kbest_targets(
+        self, teacher: Model, student: Model, source: Any, config: DistillConfig
+    ) -> list[Tensor]:
+        k = 1 if config.method == "top1" else config.k
+        scheme = _tagger(student).vocab.tag_scheme
+        outputs, weights = kd.kbest_targets(source, k, config.method == "topwk", scheme)
+        return [outputs.transpose(0, 1), weights.t()]  # [B, K, N], [B, K]
+
+    def kbest_loss(
+        self, teacher: Model, student: Model, targets: list[Tensor], output: Any, stats: Stats
+    ) -> Tensor:
+        outputs, weights = targets  # [B, K, N], [B, K]
+        return kd.kbest_nll(output, outputs.transpose(0, 1).long(), weights.t())
+
     def kd_loss(
         self,
         teacher: Model,
@@ -150,9 +167,8 @@ class NERTask(Task):
         if config.method == "posterior":
             return kd.posterior_kd_loss(source, output, reduction="none", tag_scheme=scheme)
         if config.method in ("topk", "topwk", "top1"):
-            k = 1 if config.method == "top1" else config.k
-            weighted = config.method == "topwk"
-            return kd.topk_kd_loss(source, output, k, weighted, "none", tag_scheme=scheme)
+            targets = self.kbest_targets(teacher, student, source, config)
+            return self.kbest_loss(teacher, student, targets, output, stats)
         if config.method == "substructure":
             return kd.substructure_mse_loss(source, output, reduction="none")
         raise ConfigError(f"distill.method={config.method} has no uncached KD loss")

@@ -5,11 +5,13 @@ labeled sentences, ``KD`` alone for unlabeled ones, with lambda annealed from 1 
 (teacher annealing, Clark et al., ACL 2019) or fixed. With several teachers each sentence learns
 from the teacher bound to its corpus, or from the average of all teachers' projected marginals.
 
-Structural KD reads the (tempered, projected) teacher marginals from the on-disk cache, computed
-once. The other methods need the teacher's whole output on each batch; its expensive part, the
-encoder, does not change during training (teachers are frozen and in eval mode, so no dropout), so
-each teacher's encoder features of its sentences are cached once too (``distill.cache_teacher``)
-and only its head runs per batch, giving the output the whole teacher would.
+Teachers are frozen and in eval mode (no dropout), so what they give a sentence never changes and
+is computed once (``distill.cache_teacher``). Structural KD reads the (tempered, projected)
+teacher marginals from an on-disk cache; Top-1/Top-K/Top-WK read each sentence's k-best outputs
+and weights from another (``Task.kbest_targets``), so no decoder runs during training. Token KD,
+Posterior KD and sub-structure MSE need the teacher's whole output on each batch; its expensive
+part, the encoder, is cached as features and only its head runs per batch, giving the output the
+whole teacher would.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from structkd.tasks import get_task
 from structkd.train.batching import bucket_batches
 from structkd.train.cache import (
     Marginals,
+    as_list,
     cached_marginals,
     crop,
     data_hash,
@@ -34,6 +37,10 @@ from structkd.train.cache import (
     pad_batch,
     position_offsets,
 )
+
+KBEST_METHODS = ("top1", "topk", "topwk")
+"""Methods that distil the teacher's k-best outputs (cached per sentence by
+``Task.kbest_targets``)."""
 
 FEATURE_OFFSETS: list[list[int | None]] = [[0, None]]
 """Layout of a cached sentence's encoder features [n, H] (``crop``/``pad_batch``): one row per
@@ -103,6 +110,7 @@ class Distiller:
         self.student = student
         self.stats: dict[str, float] = {}
         self.marginals: list[Marginals] | None = None
+        self.kbest: list[Marginals] | None = None  # per sentence: the task's kbest_targets rows
         self.features: list[list[Marginals]] | None = None  # per teacher, per sentence: [[n, H]]
         self.feature_rows: list[int] = []  # sentence -> its row in its teacher's features
         with evaluating(student):  # probes draw nothing from the RNG (resumed runs match)
@@ -121,6 +129,20 @@ class Distiller:
                 key,
                 lambda shard, shards: self._compute_marginals(batch_size, shard, shards),
                 len(tokens),
+            )
+        elif config.cache_teacher and self._caches_kbest():
+            lists: dict[str, Any] = {
+                "data": data_hash(tokens, corpus),
+                "student": self.task.cache_slot(student),
+                "kbest": config.method,
+            }
+            self.kbest = cached_marginals(
+                cache_dir,
+                lists,
+                {"teachers": list(teacher_ids), "k": config.k},
+                lambda shard, shards: self._compute_kbest(batch_size, shard, shards),
+                len(tokens),
+                "kbest",
             )
         elif config.cache_teacher:
             self.features = self._cached_features(cache_dir, teacher_ids, batch_size)
@@ -158,6 +180,27 @@ class Distiller:
             mean = [torch.stack(group).mean(0) for group in zip(*parts)]
             for b, i in enumerate(ids):
                 rows[i] = crop(mean, b, len(tokens[b]), self.offsets)
+        return rows
+
+    def _caches_kbest(self) -> bool:
+        return self.config.method in KBEST_METHODS and self.task.kbest_offsets is not None
+
+    @torch.no_grad()
+    def _compute_kbest(
+        self, batch_size: int, shard: int = 0, shards: int = 1
+    ) -> dict[int, Marginals]:
+        """The task's k-best targets of the sentences in batches ``shard::shards``, each from
+        the teacher bound to its corpus (the whole teacher runs once per sentence)."""
+        assert self.task.kbest_offsets is not None
+        rows: dict[int, Marginals] = {}
+        batches = bucket_batches([len(t) for t in self.tokens], batch_size, groups=self.corpus)
+        for ids in batches[shard::shards]:
+            tokens = [list(self.tokens[i]) for i in ids]
+            teacher = self.teachers[self.corpus[ids[0]]]
+            source = teacher(teacher.collate(tokens).to(teacher.device))
+            targets = self.task.kbest_targets(teacher, self.student, source, self.config)
+            for b, i in enumerate(ids):
+                rows[i] = crop(targets, b, len(tokens[b]), self.task.kbest_offsets)
         return rows
 
     def _cached_features(
@@ -232,5 +275,11 @@ class Distiller:
                 self.student, output, marginals, self.config.temperature, self.stats
             )
         teacher = self.teachers[self.corpus[indices[0]]]
+        if self.kbest is not None:
+            assert self.task.kbest_offsets is not None
+            like = torch.zeros((), device=self.student.device)
+            rows = [self.kbest[i] for i in indices]
+            targets = pad_batch(rows, int(batch.lengths.max()), self.task.kbest_offsets, like)
+            return self.task.kbest_loss(teacher, self.student, as_list(targets), output, self.stats)
         source = self.teacher_output(batch, indices)
         return self.task.kd_loss(teacher, self.student, source, output, self.config, self.stats)
