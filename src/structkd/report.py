@@ -277,10 +277,12 @@ def _cost_table(rows: list[dict[str, Any]]) -> list[str]:
         "Training cost: seconds per epoch (median over epochs, mean over seeds; updates only, "
         "no evaluation) and milliseconds per batch of 32 sentences. Without KD an epoch covers "
         "the labeled sentences only; with KD also the unlabeled ones. Structural KD reads the "
-        "teacher's marginals cached before training; the other KD methods read the teacher's "
-        "cached encoder features and run its head (runs from before the feature cache ran the "
-        "whole teacher on every batch); building the caches is not included. In a grid, runs "
-        "share the CPU with other runs: a noisy figure.",
+        "teacher's marginals cached before training; Top-1/Top-K/Top-WK runs from commit "
+        "302c741 on read the teacher's k-best lists cached likewise (earlier runs decoded them "
+        "on every batch); the other KD methods read the teacher's cached encoder features and "
+        "run its head (runs from before the feature cache ran the whole teacher on every "
+        "batch); building the caches is not included. In a grid, runs share the CPU with other "
+        "runs: a noisy figure.",
         "",
         "| case | method | s/epoch | × w/o KD | ms/batch | × w/o KD | epochs | n |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
