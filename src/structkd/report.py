@@ -232,15 +232,24 @@ def _speed_table(
         clean = [v for v in values if v is not None]
         return statistics.mean(clean) if clean else None
 
+    def kd_parameters(group: str) -> int | None:
+        """Parameters of the case's Structural KD students (the largest, if seeds differ)."""
+        key = ("student", group, "structural")
+        found = [r for r in rows if (r["role"], r["group"], r["method"]) == key]
+        counts = [x["run"].get("parameters") for f in found for x in f["runs"]]
+        return max((c for c in counts if c), default=None)
+
     metric = keys[-1].upper() if keys[-1] != "f1" else "F1"
     lines = [
         f"Prediction speed, measured alone: `{speed.get('command', '?')}` "
         f"({speed.get('threads')} threads, batch {speed.get('batch_size')}, "
-        f"{speed.get('machine')})",
+        f"{speed.get('machine')}). A student's speed and parameters are those of its first run "
+        "(without KD); a distilled student has the same layers, but its word table also holds "
+        "the words of the unlabeled text (params KD), which costs no time per token.",
         "",
-        f"| model | params | tokens/s | speed ×T | test {metric} (w/o KD) | ×T "
+        f"| model | params | params KD | tokens/s | speed ×T | test {metric} (w/o KD) | ×T "
         f"| test {metric} (structural KD) | ×T |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     models = speed.get("models", {})
     for run_id, m in models.items():
@@ -248,7 +257,7 @@ def _speed_table(
             continue
         t_score = score("teacher", run_id[len("teacher-") :], "teacher")
         lines.append(
-            f"| {run_id} | {m['parameters']:,} | {m['tokens_per_second']:,.0f} | 1.00 | "
+            f"| {run_id} | {m['parameters']:,} | | {m['tokens_per_second']:,.0f} | 1.00 | "
             f"{_fmt(t_score)} | | | |"
         )
     for run_id, m in models.items():
@@ -261,8 +270,10 @@ def _speed_table(
         t_score = score("teacher", (teacher or "")[len("teacher-") :], "teacher")
         plain, kd = score("student", group, "none"), score("student", group, "structural")
         ratio = m["tokens_per_second"] / t["tokens_per_second"] if t else None
+        distilled = kd_parameters(group)
         lines.append(
             f"| student {group} ({teacher or '?'}) | {m['parameters']:,} | "
+            f"{'–' if distilled is None else f'{distilled:,}'} | "
             f"{m['tokens_per_second']:,.0f} | {_fmt(ratio)} | {_fmt(plain)} | "
             f"{_fmt(plain / t_score if plain and t_score else None, 3)} | {_fmt(kd)} | "
             f"{_fmt(kd / t_score if kd and t_score else None, 3)} |"
