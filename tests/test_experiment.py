@@ -185,6 +185,7 @@ def test_report_renders_the_expected_table(tmp_path: Path) -> None:
     _write(exp, "case2a-structural-s1", run, (45.0, 40.0), 5000.0, [6.0, 5.0, 7.0])
     record = json.loads((exp / "case2a-structural-s1/run.json").read_text())
     record["steps"] = 200  # 18 s of updates over 200 batches: 90 ms a batch
+    record["parameters"] = 300  # its word table also holds the unlabeled words
     (exp / "case2a-structural-s1/run.json").write_text(json.dumps(record))
     text = write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
     table = text[text.index("| model") :].split("\n\n")[0].splitlines()
@@ -194,7 +195,7 @@ def test_report_renders_the_expected_table(tmp_path: Path) -> None:
         "| teacher (crf) | 60.00 | 50.00 | 1 | 1,000 | 1.00 | 1.000 | 1,000 |",
         "| student w/o KD | 41.00 ± 1.41 | 31.00 ± 1.41 | 2 | 5,000 | 5.00 | 0.620 | 100 |",
         "| token | not run |  |  |  |  |  |  |",
-        "| structural | 45.00 | 40.00 | 1 | 5,000 | 5.00 | 0.800 | 100 |",
+        "| structural | 45.00 | 40.00 | 1 | 5,000 | 5.00 | 0.800 | 300 |",
     ]
     assert "`structkd experiment configs/experiments/exp.yaml --data-root /data`" in text
     assert "commit: `abc123`" in text and "test machine" in text and "`d/train.tsv`" in text
@@ -235,8 +236,9 @@ def test_report_renders_the_expected_table(tmp_path: Path) -> None:
     text = write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
     rows = text[text.index("| model | params") :].split("\n\n")[0].splitlines()
     assert rows[2:] == [
-        "| teacher-crf | 1,000 | 1,000 | 1.00 | 50.00 | | | |",
-        "| student case2a (teacher-crf) | 100 | 8,000 | 8.00 | 31.00 | 0.620 | 40.00 | 0.800 |",
+        "| teacher-crf | 1,000 | | 1,000 | 1.00 | 50.00 | | | |",
+        "| student case2a (teacher-crf) | 100 | 300 | 8,000 | 8.00 | 31.00 | 0.620 | 40.00 "
+        "| 0.800 |",
     ]
     assert render_experiment("exp", meta, {}).count("not run") == 4
     pytest.importorskip("matplotlib")
