@@ -293,7 +293,8 @@ def _cost_table(rows: list[dict[str, Any]]) -> list[str]:
         "on every batch); the other KD methods read the teacher's cached encoder features and "
         "run its head (runs from before the feature cache ran the whole teacher on every "
         "batch); building the caches is not included. In a grid, runs share the CPU with other "
-        "runs: a noisy figure.",
+        "runs: a noisy figure. '–': the runs a figure needs predate its timing (runs with no "
+        "timing at all are left out).",
         "",
         "| case | method | s/epoch | × w/o KD | ms/batch | × w/o KD | epochs | n |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
