@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/structkd demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src

@@ -426,3 +426,34 @@ def test_unsupported_teacher_student_pair_is_a_user_error(
     assert code == 2
     assert "LinearChainCRF" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_head_lr_trains_the_head_apart_from_the_encoder() -> None:
+    """``train.head_lr`` (given as YAML reads ``1e-3``, a string) puts every parameter outside
+    the encoder in a group of its own: at ``lr`` = 0 one step moves the head (CRF transitions
+    included) and leaves the encoder as it was."""
+    config = load_config(CONFIGS / "case1a.yaml", ["train.lr=0", "train.head_lr=1e-2"])
+    assert config.train.head_lr == pytest.approx(0.01)
+    sentences = read_ner(FIXTURES / "train.conll")
+    tags = [s.tags for s in sentences if s.tags is not None]
+    torch.manual_seed(0)
+    model = build_tagger(tiny_student_crf(), [s.tokens for s in sentences], tags)
+    optimizer = loop.make_optimizer(model, config.train)
+    groups = optimizer.param_groups
+    assert [g["lr"] for g in groups] == [0.0, 0.01]
+    inside = {id(p) for p in model.encoder.parameters()}
+    assert {id(p) for p in groups[0]["params"]} == inside
+    assert len(groups[0]["params"]) + len(groups[1]["params"]) == len(list(model.parameters()))
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    loss = model.nll(model.collate([s.tokens for s in sentences[:8]], tags[:8])).mean()
+    loss.backward()
+    optimizer.step()
+    moved = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+    assert moved and all(not n.startswith("encoder.") for n in moved)
+    assert "head.transitions" in moved
+
+
+def tiny_student_crf() -> ModelConfig:
+    encoder = EncoderConfig(word_dim=8, char_filters=0, lstm_hidden=8, dropout=0.0)
+    return ModelConfig(encoder, HeadConfig(kind="crf"))

@@ -139,6 +139,10 @@ class TrainConfig:
         batch_size: sentences per step.
         optimizer: ``adam`` or ``adamw``.
         lr: learning rate.
+        head_lr: learning rate of every parameter outside the model's encoder (CRF transitions,
+            emission, span and arc scorers); None = ``lr``. A transformer fine-tuned at
+            ``lr`` = 5e-5 leaves a freshly initialised CRF's transitions near zero (a CRF that
+            decodes like a MaxEnt tagger); ``head_lr`` = 1e-3 lets them train.
         weight_decay: L2 (adam) or decoupled (adamw) weight decay.
         clip: gradient-norm clipping threshold (0 = off).
         patience: stop after this many epochs without a better dev score (F1 for NER, LAS for
@@ -152,6 +156,7 @@ class TrainConfig:
     batch_size: int = 32
     optimizer: Literal["adam", "adamw"] = "adam"
     lr: float = 1e-3
+    head_lr: float | None = None
     weight_decay: float = 0.0
     clip: float = 5.0
     patience: int = 5
@@ -238,6 +243,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return from_dict(tp, value, where)  # type: ignore[arg-type]
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp in (int, float, str, bool) and type(value) is tp:
         return value
     raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")

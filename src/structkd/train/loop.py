@@ -29,10 +29,19 @@ class TrainingError(RuntimeError):
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """Adam or AdamW over the trainable parameters."""
-    params = [p for p in model.parameters() if p.requires_grad]
+    """Adam or AdamW over the trainable parameters; with ``config.head_lr``, two groups: the
+    model's ``encoder`` at ``lr``, everything else at ``head_lr``."""
     cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    encoder = getattr(model, "encoder", None)
+    if config.head_lr is None or not isinstance(encoder, nn.Module):
+        return cls(params, lr=config.lr, weight_decay=config.weight_decay)
+    inside = {id(p) for p in encoder.parameters()}
+    groups = [
+        {"params": [p for p in params if id(p) in inside], "lr": config.lr},
+        {"params": [p for p in params if id(p) not in inside], "lr": config.head_lr},
+    ]
+    return cls(groups, lr=config.lr, weight_decay=config.weight_decay)
 
 
 def batch_loss(
