@@ -269,6 +269,39 @@ def test_stale_or_corrupt_feature_cache_is_rebuilt_with_a_warning(tmp_path: Path
     assert list(cache.glob("features-*.safetensors")) == [path]
 
 
+def test_kbest_cache_is_reused_and_rebuilt_when_stale_or_corrupt(tmp_path: Path) -> None:
+    """A k-best cache is read back as written; another teacher or another k is a stale cache and
+    a flipped byte a corrupt one, both rebuilt with a warning to the same lists."""
+    teacher = tagger("crf", seed=1)
+    student = tagger("crf", seed=2, char_filters=0)
+    cache = tmp_path / "cache"
+    corpus = [0] * len(TOKENS)
+
+    def kbest(teacher_id: str, k: int = 3) -> list[list[torch.Tensor]]:
+        config = DistillConfig(method="topwk", k=k)
+        distiller = Distiller([teacher], config, TOKENS, corpus, student, cache, [teacher_id])
+        assert distiller.kbest is not None and distiller.features is None
+        return distiller.kbest
+
+    fresh = kbest("first")
+    assert [tuple(r[0].shape) for r in fresh] == [(3, len(t)) for t in TOKENS]
+    assert all(abs(float(r[1].sum()) - 1.0) < 1e-5 for r in fresh)  # weights per sentence
+    (path,) = cache.glob("kbest-*.safetensors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", CacheWarning)
+        again = kbest("first")
+    assert all(torch.equal(a, b) for x, y in zip(again, fresh) for a, b in zip(x, y))
+    for other in (("retrained", 3), ("first", 2)):
+        with pytest.warns(CacheWarning, match="stale"):
+            kbest(*other)
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.warns(CacheWarning, match="corrupt"):
+        rebuilt = kbest("first", 2)
+    assert all(torch.equal(a, b) for x, y in zip(rebuilt, kbest("first", 2)) for a, b in zip(x, y))
+
+
 CONFIGS = ROOT / "configs" / "ner"
 DATA = [f"--train={NER / 'train.conll'}", f"--dev={NER / 'dev.conll'}"]
 TINY = [
