@@ -30,7 +30,7 @@ from structkd.tasks import get_task
 from structkd.train import loop
 from structkd.train.batching import bucket_batches
 from structkd.train.cache import CacheWarning
-from structkd.train.distill import KBEST_METHODS, Distiller
+from structkd.train.distill import Distiller
 from structkd.train.run import run
 from test_pipeline_models import tiny_bert
 from torchrun import run_two_ranks
@@ -84,9 +84,9 @@ def check_cached_equals_online(
     cache: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Distiller:
-    """KD losses (and loss statistics) with cached teacher features (or, for Top-1/Top-K/Top-WK,
-    cached k-best lists) equal the online ones, and the cached distiller never runs a teacher's
-    encoder after its cache is built; returns it."""
+    """KD losses (and loss statistics) with cached teacher features (or cached per-sentence
+    targets: token and posterior distributions, k-best lists) equal the online ones, and the
+    cached distiller never runs a teacher's encoder after its cache is built; returns it."""
     ids = [f"teacher{i}" for i in range(len(teachers))]
     online = Distiller(
         teachers, replace(config, cache_teacher=False), tokens, corpus, student, cache, ids
@@ -95,12 +95,12 @@ def check_cached_equals_online(
     expected = kd_losses(online, student, tokens, corpus)
     # A batch size unlike training's: each sentence is encoded beside other sentences.
     cached = Distiller(teachers, config, tokens, corpus, student, cache, ids, batch_size=5)
-    kbest = config.method in KBEST_METHODS
-    if kbest:
-        assert cached.features is None and cached.kbest is not None
-        assert len(cached.kbest) == len(tokens)
+    cached_targets = get_task(student.task).target_layout(student, config) is not None
+    if cached_targets:
+        assert cached.features is None and cached.targets is not None
+        assert len(cached.targets) == len(tokens)
     else:
-        assert cached.features is not None and cached.kbest is None
+        assert cached.features is not None and cached.targets is None
         counts = [corpus.count(i) for i in range(len(teachers))]
         assert [len(f) for f in cached.features] == counts
     for teacher in teachers:
@@ -121,8 +121,8 @@ def check_cached_equals_online(
     assert stats.keys() == reference.keys()
     for key in stats:
         assert stats[key] == pytest.approx(reference[key], rel=1e-5, abs=1e-6)
-    if kbest:
-        assert len(list(cache.glob("kbest-*.safetensors"))) == 1
+    if cached_targets:
+        assert len(list(cache.glob("targets-*.safetensors"))) == 1
     else:
         assert len(list(cache.glob("features-*.safetensors"))) == len(teachers)
     return cached
@@ -168,7 +168,13 @@ def test_transformer_teacher_features_are_one_row_per_word(
     student = tagger("crf", seed=2, char_filters=0)
     corpus = [0] * len(TOKENS)
     distiller = check_cached_equals_online(
-        [teacher], student, DistillConfig(method="token"), TOKENS, corpus, tmp_path, monkeypatch
+        [teacher],
+        student,
+        DistillConfig(method="substructure"),
+        TOKENS,
+        corpus,
+        tmp_path,
+        monkeypatch,
     )
     assert distiller.features is not None
     dim = teacher.encoder.dim
@@ -198,6 +204,7 @@ def test_several_teachers_each_cache_their_own_corpus(
         ("teacher-biaffine-crf", "seqlabel", "topwk"),
         ("teacher-sibling", "seqlabel", "token"),
         ("teacher-sibling", "seqlabel", "topwk"),
+        ("teacher-sibling", "seqlabel", "substructure"),
     ],
 )
 def test_dep_kd_losses_from_cached_features_equal_online(
@@ -240,7 +247,7 @@ def test_stale_or_corrupt_feature_cache_is_rebuilt_with_a_warning(tmp_path: Path
     cache = tmp_path / "cache"
     corpus = [0] * len(TOKENS)
 
-    def features(teacher_id: str, method: str = "token") -> list[torch.Tensor]:
+    def features(teacher_id: str, method: str = "substructure") -> list[torch.Tensor]:
         config = DistillConfig(method=method)  # type: ignore[arg-type]
         distiller = Distiller([teacher], config, TOKENS, corpus, student, cache, [teacher_id])
         return [row[0] for row in distiller.features[0]] if distiller.features else []
@@ -250,7 +257,8 @@ def test_stale_or_corrupt_feature_cache_is_rebuilt_with_a_warning(tmp_path: Path
     stamp = path.stat().st_mtime_ns
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)
-        assert all(torch.equal(a, b) for a, b in zip(features("first", "posterior"), fresh))
+        features("first", "posterior")  # its targets live in their own file
+        assert all(torch.equal(a, b) for a, b in zip(features("first"), fresh))
         features("first", "structural")  # its marginals live in their own file
     assert path.stat().st_mtime_ns == stamp
     assert len(list(cache.glob("marginals-*.safetensors"))) == 1
@@ -280,13 +288,13 @@ def test_kbest_cache_is_reused_and_rebuilt_when_stale_or_corrupt(tmp_path: Path)
     def kbest(teacher_id: str, k: int = 3) -> list[list[torch.Tensor]]:
         config = DistillConfig(method="topwk", k=k)
         distiller = Distiller([teacher], config, TOKENS, corpus, student, cache, [teacher_id])
-        assert distiller.kbest is not None and distiller.features is None
-        return distiller.kbest
+        assert distiller.targets is not None and distiller.features is None
+        return distiller.targets
 
     fresh = kbest("first")
     assert [tuple(r[0].shape) for r in fresh] == [(3, len(t)) for t in TOKENS]
     assert all(abs(float(r[1].sum()) - 1.0) < 1e-5 for r in fresh)  # weights per sentence
-    (path,) = cache.glob("kbest-*.safetensors")
+    (path,) = cache.glob("targets-*.safetensors")
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)
         again = kbest("first")
@@ -340,7 +348,7 @@ def scores(out: Path) -> dict[str, Any]:
 def test_distill_with_and_without_cache_agree_and_the_cache_is_reused(
     tmp_path: Path, crf_teacher: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Same metrics and losses with the feature cache on and off; with it on, each training
+    """Same metrics and losses with the teacher cache on and off; with it on, each training
     sentence goes through the teacher's encoder once, and not at all once the cache exists."""
     encoded: list[tuple[str, ...]] = []
     real_load = run_module.load_model
@@ -379,7 +387,7 @@ def test_distill_with_and_without_cache_agree_and_the_cache_is_reused(
         return sum(t in training for t in encoded)
 
     assert distill("cached") == len(TOKENS)  # the cache is filled: each sentence once
-    (path,) = cache.glob("features-*.safetensors")
+    (path,) = cache.glob("targets-*.safetensors")  # token KD's per-token distributions
     stamp = path.stat().st_mtime_ns
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)
@@ -441,16 +449,19 @@ def test_resumed_token_distillation_ends_like_uninterrupted(
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="no torch.distributed")
-def test_torchrun_shards_teacher_features(tmp_path: Path, crf_teacher: Path) -> None:
-    """Two CPU ranks (gloo) each encode half the sentences; rank 0 merges them into the file
-    a single process writes."""
+@pytest.mark.parametrize(("method", "kind"), [("substructure", "features"), ("token", "targets")])
+def test_torchrun_shards_teacher_features(
+    tmp_path: Path, crf_teacher: Path, method: str, kind: str
+) -> None:
+    """Two CPU ranks (gloo) each run the teacher on half the sentences; rank 0 merges their
+    features (or targets) into the file a single process writes."""
     args = [
         "distill",
         str(CONFIGS / "case2a.yaml"),
         *DATA,
         f"--teacher={crf_teacher}",
         f"--unlabeled={NER / 'unlabeled.txt'}",
-        "--method=token",
+        f"--method={method}",
         "--max-epochs=1",
         *[a for s in TINY for a in ("--set", s)],
     ]
@@ -458,8 +469,8 @@ def test_torchrun_shards_teacher_features(tmp_path: Path, crf_teacher: Path) -> 
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["dev"]["f1"] >= 0
     assert main([*args, f"--out={tmp_path / 'one'}"]) == 0
-    (sharded,) = (tmp_path / "ddp" / "cache").glob("features-*.safetensors")
-    (single,) = (tmp_path / "one" / "cache").glob("features-*.safetensors")
+    (sharded,) = (tmp_path / "ddp" / "cache").glob(f"{kind}-*.safetensors")
+    (single,) = (tmp_path / "one" / "cache").glob(f"{kind}-*.safetensors")
     a, b = load_file(str(sharded)), load_file(str(single))
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)  # the same batches, split across ranks

@@ -288,11 +288,12 @@ def _cost_table(rows: list[dict[str, Any]]) -> list[str]:
         "Training cost: seconds per epoch (median over epochs, mean over seeds; updates only, "
         "no evaluation) and milliseconds per batch of 32 sentences. Without KD an epoch covers "
         "the labeled sentences only; with KD also the unlabeled ones. Structural KD reads the "
-        "teacher's marginals cached before training; Top-1/Top-K/Top-WK runs from commit "
-        "302c741 on read the teacher's k-best lists cached likewise (earlier runs decoded them "
-        "on every batch); the other KD methods read the teacher's cached encoder features and "
-        "run its head (runs from before the feature cache ran the whole teacher on every "
-        "batch); building the caches is not included. In a grid, runs share the CPU with other "
+        "teacher's marginals cached before training. Top-1/Top-K/Top-WK runs from commit "
+        "302c741 on read the teacher's k-best lists cached likewise, and token and posterior KD "
+        "runs from the next session's cost grids on their per-token targets; earlier runs of "
+        "these methods, and sub-structure MSE, read the teacher's cached encoder features and "
+        "ran its head (and decoder) per batch (runs from before the feature cache ran the whole "
+        "teacher on every batch). Building the caches is not included. In a grid, runs share the CPU with other "
         "runs: a noisy figure. '–': the runs a figure needs predate its timing (runs with no "
         "timing at all are left out).",
         "",

@@ -5,10 +5,13 @@ from structkd.kd.losses import (
     kbest_targets,
     kbest_weights,
     posterior_kd_loss,
+    posterior_kd_loss_from_marginals,
     structural_kd_loss,
     structural_kd_loss_from_marginals,
     substructure_mse_loss,
     token_kd_loss,
+    token_kd_loss_from_probs,
+    token_kd_targets,
     topk_kd_loss,
 )
 from structkd.kd.projections import local_temper, project, register_projection, supported_pairs
@@ -25,6 +28,7 @@ __all__ = [
     "kbest_weights",
     "local_temper",
     "posterior_kd_loss",
+    "posterior_kd_loss_from_marginals",
     "project",
     "register_projection",
     "span_tag_marginals",
@@ -36,5 +40,7 @@ __all__ = [
     "supported_pairs",
     "tag_names",
     "token_kd_loss",
+    "token_kd_loss_from_probs",
+    "token_kd_targets",
     "topk_kd_loss",
 ]

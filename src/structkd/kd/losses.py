@@ -157,10 +157,35 @@ def token_kd_loss(
     per-word head softmax. Scaled by T^2.
     """
     _check_temperature(temperature)
-    t_logits, s_logits, mask = _paired_local_scores(teacher, student, "token KD")
-    t_probs = torch.softmax(t_logits.detach() / temperature, -1).nan_to_num(0.0)
+    _paired_local_scores(teacher, student, "token KD")  # the shapes must agree
+    return token_kd_loss_from_probs(
+        token_kd_targets(teacher, temperature), student, temperature, reduction
+    )
+
+
+def token_kd_targets(teacher: Structure, temperature: float = 1.0) -> Tensor:
+    """The teacher's ``softmax(local scores / T)`` [B, N, K] that Token KD fits (a constant, so a
+    trainer may cache it per sentence); zero for impossible slots."""
+    t_logits, _ = _local_logits(teacher)
+    return torch.softmax(t_logits.detach() / temperature, -1).nan_to_num(0.0)
+
+
+def token_kd_loss_from_probs(
+    teacher_probs: Tensor, student: Structure, temperature: float = 1.0, reduction: str = "mean"
+) -> Tensor:
+    """Token KD from ``token_kd_targets`` [B, N, K] (e.g. read from a cache); scaled by T^2.
+
+    Raises:
+        ValueError: when the targets and the student's local scores differ in shape.
+    """
+    s_logits, mask = _local_logits(student)
+    if teacher_probs.shape != s_logits.shape:
+        raise ValueError(
+            f"token KD needs per-token scores of the same shape, got {list(teacher_probs.shape)} "
+            f"and {list(s_logits.shape)}"
+        )
     s_logp = torch.log_softmax(s_logits / temperature, -1).nan_to_num(0.0)
-    loss = _token_kl(t_probs, s_logp, mask) * temperature**2
+    loss = _token_kl(teacher_probs.to(s_logp.dtype), s_logp, mask) * temperature**2
     return _reduce(loss, reduction)
 
 
@@ -174,7 +199,16 @@ def posterior_kd_loss(
     """
     projected = project(teacher, student, tag_scheme)
     t_probs = projected[0] if isinstance(projected, tuple) else projected
+    return posterior_kd_loss_from_marginals(t_probs, student, reduction)
+
+
+def posterior_kd_loss_from_marginals(
+    teacher_marginals: Tensor, student: Structure, reduction: str = "mean"
+) -> Tensor:
+    """Posterior KD from the teacher's per-token marginals already projected on the student's
+    tokens ([B, N, L]; [B, N+1, N+1] for head selection), e.g. read from a cache."""
     s_probs = student.marginals
+    t_probs = teacher_marginals.to(s_probs.dtype)
     s_logp = s_probs.clamp_min(torch.finfo(s_probs.dtype).tiny).log()
     mask = sequence_mask(student.lengths, t_probs.shape[1])
     if isinstance(student, HeadSelection):

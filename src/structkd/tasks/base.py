@@ -142,25 +142,37 @@ class Task(ABC):
     ) -> Tensor:
         """Structural KD [B] from projected marginals (a tensor, or a tuple of tensors)."""
 
-    kbest_offsets: ClassVar[list[list[int | None]] | None] = None
-    """Layout of one sentence's ``kbest_targets`` rows for ``crop``/``pad_batch`` (per tensor and
-    non-batch dimension, ``size - N`` if it grows with N, else None); None when the task has no
-    k-best methods."""
+    def target_layout(self, student: Model, config: DistillConfig) -> list[list[int | None]] | None:
+        """Layout of one sentence's ``kd_targets`` rows for ``crop``/``pad_batch`` (per tensor
+        and non-batch dimension, ``size - N`` if it grows with N, else None), or None when the
+        method's targets are not cached (the teacher's head then runs per batch)."""
+        return None
 
-    def kbest_targets(
-        self, teacher: Model, student: Model, source: Any, config: DistillConfig
+    def kd_targets(
+        self,
+        teacher: Model,
+        student: Model,
+        source: Any,
+        config: DistillConfig,
+        words: list[list[str]] | None = None,
     ) -> list[Tensor]:
-        """What Top-K/Top-WK/Top-1 distil from the teacher's output ``source`` on a batch,
-        batch-first, in the layout ``kbest_offsets`` names (numbers as floats are fine: the
-        cache stores float32). Computed once per sentence and cached by ``Distiller``."""
-        raise ConfigError(f"task {self.name} has no k-best distillation")
+        """What ``config.method`` distils from the teacher's output ``source`` on a batch of
+        ``words``, batch-first, in the layout ``target_layout`` names (numbers as floats are
+        fine: the cache stores float32). A constant of the frozen teacher, so ``Distiller``
+        computes it once per sentence and caches it."""
+        raise ConfigError(f"task {self.name} caches no targets for {config.method}")
 
-    def kbest_loss(
-        self, teacher: Model, student: Model, targets: list[Tensor], output: Any, stats: Stats
+    def targets_loss(
+        self,
+        teacher: Model,
+        student: Model,
+        targets: list[Tensor],
+        output: Any,
+        config: DistillConfig,
+        stats: Stats,
     ) -> Tensor:
-        """Top-K/Top-WK/Top-1 KD [B] of the student's ``output`` from batched
-        ``kbest_targets``."""
-        raise ConfigError(f"task {self.name} has no k-best distillation")
+        """The KD loss [B] of the student's ``output`` from batched ``kd_targets``."""
+        raise ConfigError(f"task {self.name} caches no targets for {config.method}")
 
     @abstractmethod
     def kd_loss(

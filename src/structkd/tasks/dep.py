@@ -320,22 +320,12 @@ class DepTask(Task):
         stats: Stats,
     ) -> Tensor:
         assert isinstance(teacher, BiaffineParser)
-        temperature = config.temperature
-        if config.method in ("top1", "topk", "topwk"):
-            targets = self.kbest_targets(teacher, student, source, config)
-            return self.kbest_loss(teacher, student, targets, output, stats)
         if config.method == "substructure":
             return self._substructure(teacher, _dep(student), source, output)
-        if config.method != "token":
+        if config.method not in ("token", "top1", "topk", "topwk"):
             raise ConfigError(f"distill.method={config.method} has no uncached KD loss")
-        if not isinstance(student, SeqLabelParser):
-            return kd.token_kd_loss(source.structure, output.structure, temperature, "none")
-        # The teacher's local head softmax times its relation softmax: no tree constraint.
-        arcs = source.structure
-        local = HeadSelection(arcs.arc_scores / temperature, arcs.lengths).marginals
-        with torch.no_grad():
-            parts = self._label_marginals(teacher, source, local, student, temperature)
-        return _label_kd_loss(output.structure, parts, temperature, stats)
+        targets = self.kd_targets(teacher, student, source, config)
+        return self.targets_loss(teacher, student, targets, output, config, stats)
 
     def _substructure(
         self, teacher: BiaffineParser, student: DepModel, source: ParserOutput, output: ParserOutput
@@ -364,16 +354,37 @@ class DepTask(Task):
         diff = torch.where(valid, logits - target.to(logits.dtype), 0.0)
         return diff.pow(2).sum((1, 2)) / valid.sum((1, 2)).clamp_min(1)
 
-    # one sentence's cached k-best list: heads [K, n+1], the teacher's best relation ids
-    # [K, n+1] (-1 without a relation scorer) and the Top-K/Top-WK weights [K]
-    kbest_offsets = [[None, 1], [None, 1], [None]]
+    def target_layout(self, student: Model, config: DistillConfig) -> list[list[int | None]] | None:
+        if config.method in ("top1", "topk", "topwk"):
+            # heads [K, n+1], the teacher's best relation ids [K, n+1] (-1 without a relation
+            # scorer) and the weights [K]
+            return [[None, 1], [None, 1], [None]]
+        if config.method == "token":  # label [n, K] or head [n+1, n+1] distributions
+            return [[0, None]] if isinstance(student, SeqLabelParser) else [[1, 1]]
+        return None  # sub-structure MSE: the teacher's head runs per batch
 
-    def kbest_targets(
-        self, teacher: Model, student: Model, source: Any, config: DistillConfig
+    def kd_targets(
+        self,
+        teacher: Model,
+        student: Model,
+        source: Any,
+        config: DistillConfig,
+        words: list[list[str]] | None = None,
     ) -> list[Tensor]:
-        """The teacher's ``k`` best trees with their best relations, weighted equally
-        (``top1``/``topk``) or by the teacher's tree probabilities renormalized over the list
-        (``topwk``); a sentence with fewer than ``k`` trees repeats its last one at weight 0."""
+        """Token KD: the teacher's local head softmax (times its relation softmax for a
+        sequence-labeling student). Top-1/Top-K/Top-WK: its ``k`` best trees with their best
+        relations, weighted equally (``top1``/``topk``) or by the teacher's tree probabilities
+        renormalized over the list (``topwk``); a sentence with fewer than ``k`` trees repeats
+        its last one at weight 0."""
+        assert isinstance(teacher, BiaffineParser)
+        if config.method == "token":
+            temperature = config.temperature
+            if not isinstance(student, SeqLabelParser):
+                return [kd.token_kd_targets(source.structure, temperature)]
+            arcs = source.structure
+            local = HeadSelection(arcs.arc_scores / temperature, arcs.lengths).marginals
+            with torch.no_grad():
+                return [self._label_marginals(teacher, source, local, student, temperature)]
         k = 1 if config.method == "top1" else config.k
         structure = source.structure
         with torch.no_grad():
@@ -399,11 +410,24 @@ class DepTask(Task):
         stack = [torch.stack(kbest, 1), torch.stack(rels, 1)]  # [B, K, N+1] each
         return [*(t.masked_fill(~in_tree[:, None], 0) for t in stack), weights.t()]
 
-    def kbest_loss(
-        self, teacher: Model, student: Model, targets: list[Tensor], output: Any, stats: Stats
+    def targets_loss(
+        self,
+        teacher: Model,
+        student: Model,
+        targets: list[Tensor],
+        output: Any,
+        config: DistillConfig,
+        stats: Stats,
     ) -> Tensor:
-        """Student NLL [B] of cached or fresh ``kbest_targets``, weighted."""
+        """Token KD, or the weighted student NLL [B] of the k-best trees, from cached or fresh
+        ``kd_targets``."""
         assert isinstance(teacher, BiaffineParser)
+        if config.method == "token":
+            if not isinstance(student, SeqLabelParser):
+                return kd.token_kd_loss_from_probs(
+                    targets[0], output.structure, config.temperature, "none"
+                )
+            return _label_kd_loss(output.structure, targets[0], config.temperature, stats)
         heads, rels, weights = (t.to(output.structure.lengths.device) for t in targets)
         labeled = teacher.rel is not None
         nll = torch.stack(

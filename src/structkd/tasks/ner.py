@@ -16,7 +16,7 @@ from structkd.models.base import Model
 from structkd.models.inputs import Vocabularies
 from structkd.models.tagger import Tagger, build_tagger
 from structkd.tasks.base import Stats, Task, projected_marginals
-from structkd.train.cache import as_list
+from structkd.train.cache import as_list, evaluating
 from structkd.train.evaluate import evaluate, predict_stream, predict_tags
 
 
@@ -135,20 +135,49 @@ class NERTask(Task):
             parts, output, temperature=temperature, reduction="none"
         )
 
-    # one sentence's cached k-best list: its K outputs as student tags [K, n] and weights [K]
-    kbest_offsets = [[None, 0], [None]]
+    def target_layout(self, student: Model, config: DistillConfig) -> list[list[int | None]] | None:
+        if config.method in ("topk", "topwk", "top1"):
+            return [[None, 0], [None]]  # the K outputs as student tags [K, n], weights [K]
+        if config.method in ("token", "posterior"):
+            return [[0, None]]  # per-token teacher distribution on the student's tags [n, L]
+        return None  # sub-structure MSE: the teacher's head runs per batch
 
-    def kbest_targets(
-        self, teacher: Model, student: Model, source: Any, config: DistillConfig
+    def kd_targets(
+        self,
+        teacher: Model,
+        student: Model,
+        source: Any,
+        config: DistillConfig,
+        words: list[list[str]] | None = None,
     ) -> list[Tensor]:
-        k = 1 if config.method == "top1" else config.k
         scheme = _tagger(student).vocab.tag_scheme
+        if config.method == "token":
+            return [kd.token_kd_targets(source, config.temperature)]
+        if config.method == "posterior":
+            if words is None:
+                raise ValueError("posterior KD targets need the batch's words")
+            tagger = _tagger(student)
+            with evaluating(tagger):
+                target = tagger.structure(tagger.collate(words))
+            projected = kd.project(source, target, scheme)
+            return [projected[0] if isinstance(projected, tuple) else projected]
+        k = 1 if config.method == "top1" else config.k
         outputs, weights = kd.kbest_targets(source, k, config.method == "topwk", scheme)
         return [outputs.transpose(0, 1), weights.t()]  # [B, K, N], [B, K]
 
-    def kbest_loss(
-        self, teacher: Model, student: Model, targets: list[Tensor], output: Any, stats: Stats
+    def targets_loss(
+        self,
+        teacher: Model,
+        student: Model,
+        targets: list[Tensor],
+        output: Any,
+        config: DistillConfig,
+        stats: Stats,
     ) -> Tensor:
+        if config.method == "token":
+            return kd.token_kd_loss_from_probs(targets[0], output, config.temperature, "none")
+        if config.method == "posterior":
+            return kd.posterior_kd_loss_from_marginals(targets[0], output, "none")
         outputs, weights = targets  # [B, K, N], [B, K]
         return kd.kbest_nll(output, outputs.transpose(0, 1).long(), weights.t())
 
@@ -167,8 +196,8 @@ class NERTask(Task):
         if config.method == "posterior":
             return kd.posterior_kd_loss(source, output, reduction="none", tag_scheme=scheme)
         if config.method in ("topk", "topwk", "top1"):
-            targets = self.kbest_targets(teacher, student, source, config)
-            return self.kbest_loss(teacher, student, targets, output, stats)
+            targets = self.kd_targets(teacher, student, source, config)
+            return self.targets_loss(teacher, student, targets, output, config, stats)
         if config.method == "substructure":
             return kd.substructure_mse_loss(source, output, reduction="none")
         raise ConfigError(f"distill.method={config.method} has no uncached KD loss")

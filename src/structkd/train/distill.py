@@ -7,11 +7,12 @@ from the teacher bound to its corpus, or from the average of all teachers' proje
 
 Teachers are frozen and in eval mode (no dropout), so what they give a sentence never changes and
 is computed once (``distill.cache_teacher``). Structural KD reads the (tempered, projected)
-teacher marginals from an on-disk cache; Top-1/Top-K/Top-WK read each sentence's k-best outputs
-and weights from another (``Task.kbest_targets``), so no decoder runs during training. Token KD,
-Posterior KD and sub-structure MSE need the teacher's whole output on each batch; its expensive
-part, the encoder, is cached as features and only its head runs per batch, giving the output the
-whole teacher would.
+teacher marginals from an on-disk cache; Token KD, Posterior KD (NER) and Top-1/Top-K/Top-WK read
+each sentence's targets (the teacher's per-token distributions; its k-best outputs and weights)
+from another (``Task.kd_targets``), so neither the teacher nor its decoder runs during training.
+Sub-structure MSE (and any method a task does not cache) needs the teacher's scores on each batch;
+its expensive part, the encoder, is cached as features and only its head runs per batch, giving
+the output the whole teacher would.
 """
 
 from __future__ import annotations
@@ -37,10 +38,6 @@ from structkd.train.cache import (
     pad_batch,
     position_offsets,
 )
-
-KBEST_METHODS = ("top1", "topk", "topwk")
-"""Methods that distil the teacher's k-best outputs (cached per sentence by
-``Task.kbest_targets``)."""
 
 FEATURE_OFFSETS: list[list[int | None]] = [[0, None]]
 """Layout of a cached sentence's encoder features [n, H] (``crop``/``pad_batch``): one row per
@@ -110,7 +107,8 @@ class Distiller:
         self.student = student
         self.stats: dict[str, float] = {}
         self.marginals: list[Marginals] | None = None
-        self.kbest: list[Marginals] | None = None  # per sentence: the task's kbest_targets rows
+        self.targets: list[Marginals] | None = None  # per sentence: the task's kd_targets rows
+        self.layout = self.task.target_layout(student, config)
         self.features: list[list[Marginals]] | None = None  # per teacher, per sentence: [[n, H]]
         self.feature_rows: list[int] = []  # sentence -> its row in its teacher's features
         with evaluating(student):  # probes draw nothing from the RNG (resumed runs match)
@@ -130,19 +128,24 @@ class Distiller:
                 lambda shard, shards: self._compute_marginals(batch_size, shard, shards),
                 len(tokens),
             )
-        elif config.cache_teacher and self._caches_kbest():
-            lists: dict[str, Any] = {
+        elif config.cache_teacher and self.layout is not None:
+            slot = {
                 "data": data_hash(tokens, corpus),
                 "student": self.task.cache_slot(student),
-                "kbest": config.method,
+                "method": config.method,
             }
-            self.kbest = cached_marginals(
+            key = {
+                "teachers": list(teacher_ids),
+                "k": config.k,
+                "temperature": config.temperature,
+            }
+            self.targets = cached_marginals(
                 cache_dir,
-                lists,
-                {"teachers": list(teacher_ids), "k": config.k},
-                lambda shard, shards: self._compute_kbest(batch_size, shard, shards),
+                slot,
+                key,
+                lambda shard, shards: self._compute_targets(batch_size, shard, shards),
                 len(tokens),
-                "kbest",
+                "targets",
             )
         elif config.cache_teacher:
             self.features = self._cached_features(cache_dir, teacher_ids, batch_size)
@@ -182,25 +185,23 @@ class Distiller:
                 rows[i] = crop(mean, b, len(tokens[b]), self.offsets)
         return rows
 
-    def _caches_kbest(self) -> bool:
-        return self.config.method in KBEST_METHODS and self.task.kbest_offsets is not None
-
     @torch.no_grad()
-    def _compute_kbest(
+    def _compute_targets(
         self, batch_size: int, shard: int = 0, shards: int = 1
     ) -> dict[int, Marginals]:
-        """The task's k-best targets of the sentences in batches ``shard::shards``, each from
-        the teacher bound to its corpus (the whole teacher runs once per sentence)."""
-        assert self.task.kbest_offsets is not None
+        """The task's targets of the sentences in batches ``shard::shards``, each from the
+        teacher bound to its corpus (the whole teacher runs once per sentence)."""
+        assert self.layout is not None
         rows: dict[int, Marginals] = {}
         batches = bucket_batches([len(t) for t in self.tokens], batch_size, groups=self.corpus)
         for ids in batches[shard::shards]:
             tokens = [list(self.tokens[i]) for i in ids]
             teacher = self.teachers[self.corpus[ids[0]]]
             source = teacher(teacher.collate(tokens).to(teacher.device))
-            targets = self.task.kbest_targets(teacher, self.student, source, self.config)
+            with evaluating(self.student):
+                targets = self.task.kd_targets(teacher, self.student, source, self.config, tokens)
             for b, i in enumerate(ids):
-                rows[i] = crop(targets, b, len(tokens[b]), self.task.kbest_offsets)
+                rows[i] = crop(targets, b, len(tokens[b]), self.layout)
         return rows
 
     def _cached_features(
@@ -275,11 +276,13 @@ class Distiller:
                 self.student, output, marginals, self.config.temperature, self.stats
             )
         teacher = self.teachers[self.corpus[indices[0]]]
-        if self.kbest is not None:
-            assert self.task.kbest_offsets is not None
+        if self.targets is not None:
+            assert self.layout is not None
             like = torch.zeros((), device=self.student.device)
-            rows = [self.kbest[i] for i in indices]
-            targets = pad_batch(rows, int(batch.lengths.max()), self.task.kbest_offsets, like)
-            return self.task.kbest_loss(teacher, self.student, as_list(targets), output, self.stats)
+            rows = [self.targets[i] for i in indices]
+            targets = pad_batch(rows, int(batch.lengths.max()), self.layout, like)
+            return self.task.targets_loss(
+                teacher, self.student, as_list(targets), output, self.config, self.stats
+            )
         source = self.teacher_output(batch, indices)
         return self.task.kd_loss(teacher, self.student, source, output, self.config, self.stats)
