@@ -290,12 +290,12 @@ def _cost_table(rows: list[dict[str, Any]]) -> list[str]:
         "the labeled sentences only; with KD also the unlabeled ones. Structural KD reads the "
         "teacher's marginals cached before training. Top-1/Top-K/Top-WK runs from commit "
         "302c741 on read the teacher's k-best lists cached likewise, and token and posterior KD "
-        "runs from the next session's cost grids on their per-token targets; earlier runs of "
+        "runs from commit d57f8d9 on their per-token targets; earlier runs of "
         "these methods, and sub-structure MSE, read the teacher's cached encoder features and "
         "ran its head (and decoder) per batch (runs from before the feature cache ran the whole "
-        "teacher on every batch). Building the caches is not included. In a grid, runs share the CPU with other "
-        "runs: a noisy figure. '–': the runs a figure needs predate its timing (runs with no "
-        "timing at all are left out).",
+        "teacher on every batch). Building the caches is not included. In a grid, runs share "
+        "the CPU with other runs: a noisy figure. '–': the runs a figure needs predate its "
+        "timing (runs with no timing at all are left out).",
         "",
         "| case | method | s/epoch | × w/o KD | ms/batch | × w/o KD | epochs | n |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
