@@ -226,17 +226,18 @@ def _speed_table(
     main_key = f"test_{keys[-1]}"
     rows = _rows(meta, runs)
 
+    def runs_of(role: str, group: str, method: str) -> list[dict[str, Any]]:
+        key = (role, group, method)
+        return [x for r in rows if (r["role"], r["group"], r["method"]) == key for x in r["runs"]]
+
     def score(role: str, group: str, method: str) -> float | None:
-        found = [r for r in rows if (r["role"], r["group"], r["method"]) == (role, group, method)]
-        values = [_scores(keys, x["metrics"]).get(main_key) for f in found for x in f["runs"]]
+        values = [_scores(keys, x["metrics"]).get(main_key) for x in runs_of(role, group, method)]
         clean = [v for v in values if v is not None]
         return statistics.mean(clean) if clean else None
 
     def kd_parameters(group: str) -> int | None:
         """Parameters of the case's Structural KD students (the largest, if seeds differ)."""
-        key = ("student", group, "structural")
-        found = [r for r in rows if (r["role"], r["group"], r["method"]) == key]
-        counts = [x["run"].get("parameters") for f in found for x in f["runs"]]
+        counts = [x["run"].get("parameters") for x in runs_of("student", group, "structural")]
         return max((c for c in counts if c), default=None)
 
     metric = keys[-1].upper() if keys[-1] != "f1" else "F1"

@@ -322,7 +322,7 @@ class DepTask(Task):
         assert isinstance(teacher, BiaffineParser)
         if config.method == "substructure":
             return self._substructure(teacher, _dep(student), source, output)
-        if config.method not in ("token", "top1", "topk", "topwk"):
+        if self.target_layout(student, config) is None:
             raise ConfigError(f"distill.method={config.method} has no uncached KD loss")
         targets = self.kd_targets(teacher, student, source, config)
         return self.targets_loss(teacher, student, targets, output, config, stats)
@@ -363,6 +363,7 @@ class DepTask(Task):
             return [[0, None]] if isinstance(student, SeqLabelParser) else [[1, 1]]
         return None  # sub-structure MSE: the teacher's head runs per batch
 
+    @torch.no_grad()
     def kd_targets(
         self,
         teacher: Model,
@@ -383,30 +384,28 @@ class DepTask(Task):
                 return [kd.token_kd_targets(source.structure, temperature)]
             arcs = source.structure
             local = HeadSelection(arcs.arc_scores / temperature, arcs.lengths).marginals
-            with torch.no_grad():
-                return [self._label_marginals(teacher, source, local, student, temperature)]
+            return [self._label_marginals(teacher, source, local, student, temperature)]
         k = 1 if config.method == "top1" else config.k
         structure = source.structure
-        with torch.no_grad():
-            kbest = [h.to(structure.lengths.device) for h in structure.topk(k)]  # k x [B, N+1]
-            positions = torch.arange(kbest[0].shape[1], device=kbest[0].device)
-            in_tree = (positions >= 1) & (positions[None, :] <= structure.lengths[:, None])
-            rel_log = None
-            if source.rel_scores is not None:
-                rel_log = torch.log_softmax(source.rel_scores, -1)  # [B, N+1, N+1, R]
-            rels, scores = [], []
-            for heads in kbest:
-                best = heads.new_zeros(heads.shape, dtype=torch.float)  # [B, N+1]
-                ids = torch.full_like(heads, -1)
-                if rel_log is not None:
-                    index = heads[:, :, None, None].expand(-1, -1, 1, rel_log.shape[-1])
-                    best, ids = rel_log.gather(2, index)[:, :, 0].max(-1)  # [B, N+1] each
-                rels.append(ids)
-                if config.method == "topwk":  # log P(tree) + log P(its relations), up to log Z
-                    tree = self._tree_log_score(structure, heads, in_tree)
-                    scores.append(tree + (best * in_tree).sum(-1))
-            t_scores = torch.stack(scores) if scores else None
-            weights = kd.kbest_weights(kbest, len(kbest[0]), kbest[0].device, t_scores)
+        kbest = [h.to(structure.lengths.device) for h in structure.topk(k)]  # k x [B, N+1]
+        positions = torch.arange(kbest[0].shape[1], device=kbest[0].device)
+        in_tree = (positions >= 1) & (positions[None, :] <= structure.lengths[:, None])
+        rel_log = None
+        if source.rel_scores is not None:
+            rel_log = torch.log_softmax(source.rel_scores, -1)  # [B, N+1, N+1, R]
+        rels, scores = [], []
+        for heads in kbest:
+            best = heads.new_zeros(heads.shape, dtype=torch.float)  # [B, N+1]
+            ids = torch.full_like(heads, -1)
+            if rel_log is not None:
+                index = heads[:, :, None, None].expand(-1, -1, 1, rel_log.shape[-1])
+                best, ids = rel_log.gather(2, index)[:, :, 0].max(-1)  # [B, N+1] each
+            rels.append(ids)
+            if config.method == "topwk":  # log P(tree) + log P(its relations), up to log Z
+                tree = self._tree_log_score(structure, heads, in_tree)
+                scores.append(tree + (best * in_tree).sum(-1))
+        t_scores = torch.stack(scores) if scores else None
+        weights = kd.kbest_weights(kbest, len(kbest[0]), kbest[0].device, t_scores)
         stack = [torch.stack(kbest, 1), torch.stack(rels, 1)]  # [B, K, N+1] each
         return [*(t.masked_fill(~in_tree[:, None], 0) for t in stack), weights.t()]
 
@@ -428,7 +427,7 @@ class DepTask(Task):
                     targets[0], output.structure, config.temperature, "none"
                 )
             return _label_kd_loss(output.structure, targets[0], config.temperature, stats)
-        heads, rels, weights = (t.to(output.structure.lengths.device) for t in targets)
+        heads, rels, weights = targets  # [B, K, N+1] twice, [B, K]
         labeled = teacher.rel is not None
         nll = torch.stack(
             [

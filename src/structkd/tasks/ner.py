@@ -150,9 +150,9 @@ class NERTask(Task):
         config: DistillConfig,
         words: list[list[str]] | None = None,
     ) -> list[Tensor]:
-        scheme = _tagger(student).vocab.tag_scheme
         if config.method == "token":
             return [kd.token_kd_targets(source, config.temperature)]
+        scheme = _tagger(student).vocab.tag_scheme
         if config.method == "posterior":
             if words is None:
                 raise ValueError("posterior KD targets need the batch's words")

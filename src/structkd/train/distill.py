@@ -164,45 +164,56 @@ class Distiller:
         return {k: v / words for k, v in stats.items()} if words else stats
 
     @torch.no_grad()
+    def _per_sentence(
+        self,
+        batch_size: int,
+        shard: int,
+        shards: int,
+        offsets: list[list[int | None]],
+        compute: Callable[[list[Model], list[list[str]]], list[Tensor]],
+    ) -> dict[int, Marginals]:
+        """``compute(teachers, words)`` (batch-first tensors in the ``offsets`` layout) over the
+        batches ``shard::shards``, cut into one row per sentence. A batch holds one corpus and
+        goes to the teacher bound to it, or to every teacher with ``average`` binding; the
+        student is in eval mode throughout."""
+        rows: dict[int, Marginals] = {}
+        by_corpus = self.config.teacher_binding == "corpus"
+        groups = self.corpus if by_corpus else None
+        batches = bucket_batches([len(t) for t in self.tokens], batch_size, groups=groups)
+        for ids in batches[shard::shards]:
+            words = [list(self.tokens[i]) for i in ids]
+            chosen = [self.teachers[self.corpus[ids[0]]]] if by_corpus else list(self.teachers)
+            with evaluating(self.student):
+                tensors = compute(chosen, words)
+            for b, i in enumerate(ids):
+                rows[i] = crop(tensors, b, len(words[b]), offsets)
+        return rows
+
     def _compute_marginals(
         self, batch_size: int, shard: int = 0, shards: int = 1
     ) -> dict[int, Marginals]:
-        """Projected teacher marginals of the sentences in batches ``shard::shards``."""
-        rows: dict[int, Marginals] = {}
-        groups = self.corpus if self.config.teacher_binding == "corpus" else None
-        batches = bucket_batches([len(t) for t in self.tokens], batch_size, groups=groups)
-        for ids in batches[shard::shards]:
-            tokens = [list(self.tokens[i]) for i in ids]
-            chosen = (
-                [self.teachers[self.corpus[ids[0]]]]
-                if self.config.teacher_binding == "corpus"
-                else self.teachers
-            )
-            with evaluating(self.student):
-                parts = [self.task.project(t, self.student, tokens, self.config) for t in chosen]
-            mean = [torch.stack(group).mean(0) for group in zip(*parts)]
-            for b, i in enumerate(ids):
-                rows[i] = crop(mean, b, len(tokens[b]), self.offsets)
-        return rows
+        """Projected teacher marginals (averaged over the chosen teachers) of the sentences in
+        batches ``shard::shards``."""
 
-    @torch.no_grad()
+        def mean(teachers: list[Model], words: list[list[str]]) -> list[Tensor]:
+            parts = [self.task.project(t, self.student, words, self.config) for t in teachers]
+            return [torch.stack(group).mean(0) for group in zip(*parts)]
+
+        return self._per_sentence(batch_size, shard, shards, self.offsets, mean)
+
     def _compute_targets(
         self, batch_size: int, shard: int = 0, shards: int = 1
     ) -> dict[int, Marginals]:
         """The task's targets of the sentences in batches ``shard::shards``, each from the
         teacher bound to its corpus (the whole teacher runs once per sentence)."""
         assert self.layout is not None
-        rows: dict[int, Marginals] = {}
-        batches = bucket_batches([len(t) for t in self.tokens], batch_size, groups=self.corpus)
-        for ids in batches[shard::shards]:
-            tokens = [list(self.tokens[i]) for i in ids]
-            teacher = self.teachers[self.corpus[ids[0]]]
-            source = teacher(teacher.collate(tokens).to(teacher.device))
-            with evaluating(self.student):
-                targets = self.task.kd_targets(teacher, self.student, source, self.config, tokens)
-            for b, i in enumerate(ids):
-                rows[i] = crop(targets, b, len(tokens[b]), self.layout)
-        return rows
+
+        def targets(teachers: list[Model], words: list[list[str]]) -> list[Tensor]:
+            (teacher,) = teachers  # k-best and token targets are distilled by corpus binding
+            source = teacher(teacher.collate(words).to(teacher.device))
+            return self.task.kd_targets(teacher, self.student, source, self.config, words)
+
+        return self._per_sentence(batch_size, shard, shards, self.layout, targets)
 
     def _cached_features(
         self, cache_dir: Path, teacher_ids: Sequence[str], batch_size: int
