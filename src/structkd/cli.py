@@ -19,28 +19,90 @@ from typing import Any, NoReturn
 
 from structkd.config import ConfigError, KDMethod, RunConfig, load_config
 from structkd.data.errors import DataError
+from structkd.devices import check_device
 from structkd.models.checkpoint import CheckpointError
 
 FORMATS = ("auto", "conll", "wikiann", "text", "conllu", "conllx", "malttab")
 USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError, OSError)
 
 
+class _Formatter(argparse.HelpFormatter):
+    """Shows ``(default: X)`` after the help of every option that has a real default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            action.option_strings
+            and "%(default)" not in text
+            and default not in (None, False, [], argparse.SUPPRESS)
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (see structkd {self.prog.split()[-1]} --help)\n")
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("structkd")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from structkd import __version__
+
+        return __version__
+
+
+def _add_device(parser: argparse.ArgumentParser, default: str | None) -> None:
+    where = "the config's train.device, cpu if unset" if default is None else default
+    parser.add_argument(
+        "--device",
+        default=default,
+        help=f"torch device: cpu, cuda, cuda:N or mps (default: {where})",
+    )
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML run config (see configs/ner/, configs/dep/)")
-    parser.add_argument("--train", action="append", help="training corpus (repeatable)")
-    parser.add_argument("--dev", help="development corpus")
-    parser.add_argument("--test", help="test corpus")
-    parser.add_argument("--unlabeled", action="append", help="unlabeled text (repeatable)")
-    parser.add_argument("--out", help="output directory")
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--max-epochs", type=int)
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+        "config",
+        help="YAML run config (see configs/ner/, configs/dep/)",
+    )
+    config = "replaces the config's"
+    parser.add_argument(
+        "--train",
+        action="append",
+        metavar="PATH",
+        help=f"training corpus, repeatable ({config} "
+        "data.train; resource:NAME is a file bundled with structkd)",
+    )
+    parser.add_argument("--dev", metavar="PATH", help=f"development corpus ({config} data.dev)")
+    parser.add_argument("--test", metavar="PATH", help=f"test corpus ({config} data.test)")
+    parser.add_argument(
+        "--unlabeled",
+        action="append",
+        metavar="PATH",
+        help=f"unlabeled text, one sentence a line, repeatable ({config} data.unlabeled)",
+    )
+    parser.add_argument("--out", metavar="DIR", help=f"output directory ({config} out)")
+    parser.add_argument("--seed", type=int, help=f"random seed ({config} train.seed)")
+    parser.add_argument(
+        "--max-epochs", type=int, metavar="N", help=f"most epochs ({config} train.max_epochs)"
+    )
+    _add_device(parser, None)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any config key, e.g. model.encoder.lstm_hidden=100 (repeatable)",
     )
     parser.add_argument("--resume", action="store_true", help="continue an interrupted run")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -50,7 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="structkd",
         description="Structural knowledge distillation for NER and dependency parsing.",
+        epilog="Run 'structkd COMMAND --help' for the options of a command.",
     )
+    parser.add_argument("--version", action="version", version=f"structkd {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_overrides(commands.add_parser("train", help="train a tagger or a parser"))
     distill = commands.add_parser("distill", help="train a student from teachers")
@@ -60,13 +124,18 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         help="teacher model directory (repeatable; replaces distill.teachers)",
     )
-    distill.add_argument("--method", choices=KDMethod.__args__, help="KD loss")  # type: ignore[attr-defined]
+    distill.add_argument(
+        "--method",
+        choices=KDMethod.__args__,  # type: ignore[attr-defined]
+        help="KD loss (replaces the config's distill.method, structural if unset)",
+    )
     evaluate = commands.add_parser(
         "evaluate", help="span F1 (NER) or UAS/LAS (parsing) of a model on labeled data"
     )
     evaluate.add_argument("model", help="model directory")
-    evaluate.add_argument("data", help="labeled corpus")
-    evaluate.add_argument("--format", default="auto", choices=FORMATS)
+    evaluate.add_argument("data", help="labeled corpus (resource:NAME: a bundled file)")
+    evaluate.add_argument("--format", default="auto", choices=FORMATS, help="corpus format")
+    _add_device(evaluate, "cpu")
     evaluate.add_argument(
         "--include-punct", action="store_true", help="parsing: score punctuation too"
     )
@@ -74,7 +143,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="model directory")
     predict.add_argument("input", help="text, CoNLL, CoNLL-U, CoNLL-X or MaltTab file")
     predict.add_argument("--output", help="output file (default: stdout)")
-    predict.add_argument("--format", default="auto", choices=FORMATS)
+    predict.add_argument("--format", default="auto", choices=FORMATS, help="input format")
+    _add_device(predict, "cpu")
     demo = commands.add_parser("demo", help="teacher, student and KD student on bundled WikiAnn")
     demo.add_argument("--out", default="runs/demo", help="output directory")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -84,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     experiment.add_argument("spec", help="experiment YAML (see configs/experiments/)")
     experiment.add_argument("--results", default="results", help="results root")
     experiment.add_argument("--data-root", help="replaces the file's data_root")
-    experiment.add_argument("--jobs", type=int, help="runs at once")
+    experiment.add_argument("--jobs", type=int, help="runs at once (default: the file's jobs)")
     experiment.add_argument("--only", action="append", help="run id to run (repeatable)")
     experiment.add_argument("--dry-run", action="store_true", help="print the plan only")
     speed = commands.add_parser(
@@ -93,10 +163,11 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("spec", help="experiment YAML whose models to measure")
     speed.add_argument("--results", default="results", help="results root")
     speed.add_argument("--data-root", help="replaces the file's data_root")
-    speed.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    speed.add_argument("--batch-size", type=int, default=32, help="sentences a batch (32)")
+    speed.add_argument("--threads", type=int, default=2, help="torch threads")
+    speed.add_argument("--batch-size", type=int, default=32, help="sentences a batch")
     speed.add_argument("--limit", type=int, help="only the first N test sentences")
     speed.add_argument("--repeats", type=int, default=5, help="timed passes (the fastest counts)")
+    _add_device(speed, "cpu")
     report = commands.add_parser("report", help="Markdown tables (and plots) of results/")
     report.add_argument("results", help="results root (one folder per experiment)")
     report.add_argument("--out", default="docs/results.md", help="Markdown file to write")
@@ -116,6 +187,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
         "distill.method": getattr(args, "method", None),
         "distill.teachers": getattr(args, "teacher", None),
         "train.progress": False if args.no_progress else None,
+        "train.device": args.device,
     }
     if not os.path.isfile(args.config):
         raise FileNotFoundError(f"no such config file: {args.config}")
@@ -134,7 +206,8 @@ def _run(args: argparse.Namespace) -> int:
         from structkd.train.run import run
 
         config = _config(args)
-        if args.command == "distill" and not config.distill.teachers:
+        no_kd = config.distill.method == "none"
+        if args.command == "distill" and not config.distill.teachers and not no_kd:
             raise ConfigError("distill needs a teacher: --teacher DIR or distill.teachers")
         teachers = config.distill.teachers if args.command == "distill" else []
         metrics = run(config, teachers, args.resume)
@@ -145,7 +218,7 @@ def _run(args: argparse.Namespace) -> int:
         from structkd.models.checkpoint import load_model
         from structkd.tasks import get_task
 
-        model = load_model(args.model)
+        model = load_model(args.model, check_device(args.device))
         task = get_task(model.task)
         sentences = task.read_labeled(args.data, args.format)
         print(json.dumps(task.evaluate(model, sentences, args.include_punct), indent=1))
@@ -154,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
         from structkd.models.checkpoint import load_model
         from structkd.tasks import get_task
 
-        model = load_model(args.model)
+        model = load_model(args.model, check_device(args.device))
         task = get_task(model.task)
         if args.output is None:
             task.predict_file(model, args.input, args.format, sys.stdout)
@@ -180,6 +253,7 @@ def _run(args: argparse.Namespace) -> int:
             args.batch_size,
             args.limit,
             args.repeats,
+            device=check_device(args.device),
         )
     elif args.command == "report":
         from structkd.report import write_report

@@ -34,6 +34,7 @@ def measure_speed(
     batch_size: int = 32,
     repeats: int = 3,
     limit: int | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Prediction tokens per second of one saved model (the fastest of ``repeats`` passes).
 
@@ -44,11 +45,13 @@ def measure_speed(
         batch_size: sentences per prediction batch (length-bucketed).
         repeats: timed passes; the fastest counts (the first batch is run once before, untimed).
         limit: only the first ``limit`` sentences.
+        device: torch device the model predicts on.
 
     Returns:
-        ``{"tokens_per_second", "tokens", "sentences", "parameters", "threads", "batch_size"}``.
+        ``{"tokens_per_second", "tokens", "sentences", "parameters", "threads", "batch_size"}``
+        (and ``"device"`` when it is not the CPU).
     """
-    model: Any = load_model(model_dir)
+    model: Any = load_model(model_dir, device)
     task = get_task(model.task)
     words = [task.words(s) for s in task.read_labeled(str(test_path), "auto")[:limit]]
     previous = torch.get_num_threads()
@@ -63,7 +66,7 @@ def measure_speed(
     finally:
         torch.set_num_threads(previous)
     tokens = sum(len(w) for w in words)
-    return {
+    result: dict[str, Any] = {
         "tokens_per_second": tokens / max(best, 1e-9),
         "tokens": tokens,
         "sentences": len(words),
@@ -71,6 +74,9 @@ def measure_speed(
         "threads": threads,
         "batch_size": batch_size,
     }
+    if device != "cpu":
+        result["device"] = device
+    return result
 
 
 def run_speed(
@@ -82,6 +88,7 @@ def run_speed(
     limit: int | None = None,
     repeats: int = 5,
     log: Any = print,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Measures the teachers and one student per case of experiment ``path``; writes
     ``results_root/NAME/speed.json`` and returns its content.
@@ -114,6 +121,7 @@ def run_speed(
             batch_size=batch_size,
             repeats=repeats,
             limit=limit or None,
+            device=device,
         )
         log(f"{run_id}: {models[run_id]['tokens_per_second']:,.0f} tokens/s")
     record = {
@@ -121,6 +129,7 @@ def run_speed(
             f"structkd speed {path} --threads {threads} --batch-size {batch_size}"
             + (f" --limit {limit}" if limit else "")
             + f" --repeats {repeats}"
+            + (f" --device {device}" if device != "cpu" else "")
         ),
         "sentences_limit": limit or None,
         "repeats": repeats,

@@ -7,6 +7,7 @@ user error never leaves a half-made output directory.
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import torch
 
 from structkd.config import ConfigError, RunConfig
 from structkd.data.resources import resolve_path
+from structkd.devices import check_device
 from structkd.models.base import Model
 from structkd.models.checkpoint import load_model, read_model_config
 from structkd.tasks import Task, get_task
@@ -68,7 +70,7 @@ def run(
         ConfigError, DataError, CheckpointError, FileNotFoundError: user errors, raised before
             anything is written.
     """
-    config.train.device = ddp.setup(config.train.device)
+    config.train.device = ddp.setup(check_device(config.train.device))
     task = get_task(config.task)
     out = Path(config.out)
     started = last_checkpoint(out / "checkpoints") is not None
@@ -80,7 +82,14 @@ def run(
     resume = resume and started
     distilling = bool(teacher_dirs) and config.distill.method != "none"
     if config.data.unlabeled and not distilling:
-        raise ConfigError("data.unlabeled is only used when distilling with a teacher")
+        # The w/o-KD baseline is usually run from the same config as its KD students.
+        warnings.warn(
+            f"data.unlabeled ({len(config.data.unlabeled)} file(s)) is ignored: only "
+            "distillation with a teacher uses unlabeled text",
+            stacklevel=2,
+        )
+        config.data.unlabeled = []
+    teacher_dirs = teacher_dirs if distilling else []  # --method none: the teachers are unused
     teachers = [load_model(d, config.train.device) for d in teacher_dirs]
     teacher_ids = [read_model_config(d)["weights_sha256"] for d in teacher_dirs]
     sentences, corpus = _corpora(config, task, len(teachers))
