@@ -150,7 +150,7 @@ def test_pretrained_word_vectors(tmp_path: Path) -> None:
     assert table.load_pretrained(["<pad>", "<unk>", "Paris", "London"], vectors) == 2
     assert table.table.weight[2].tolist() == [1, 2, 3]
     model = build_tagger(
-        tiny("crf", word_dim=3, pretrained_vectors=str(path)),
+        tiny("crf", word_dim=3, pretrained_vectors=str(path), freeze_vectors=False),
         [s.tokens for s in TRAIN],
         [s.tags for s in TRAIN],
     )

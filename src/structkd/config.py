@@ -34,8 +34,19 @@ class EncoderConfig:
     """Word representations and the contextual encoder (0 switches a part off).
 
     Attributes:
-        word_dim: word embedding size (0 = none).
-        pretrained_vectors: word-vector text file initialising the word embeddings.
+        word_dim: word embedding size (0 = none); with frozen pretrained vectors, the size the
+            encoder sees them at.
+        pretrained_vectors: pretrained word vectors: a word-vector text file, or a named source
+            shipped in an optional package (``glove-6b-50d``, ``minilm-wordpiece``,
+            ``use-multilingual``; see ``structkd.nn.vector_sources``).
+        freeze_vectors: keep the pretrained vectors frozen: the whole table is the vocabulary
+            (words unseen in training keep their vector; missing words share a learned vector)
+            and a named table is not copied into checkpoints. False fine-tunes them as the
+            initial word embeddings of the training vocabulary (plus a word table's words).
+        project_vectors: a trainable linear projection on top of frozen vectors even when
+            ``word_dim`` equals their size (one is always added when it differs).
+        casing_dim: size of a learned casing-class feature (0 = none): gives back the casing a
+            lowercased table loses (Reimers & Gurevych, 2017).
         min_word_count: training words seen fewer times map to the unknown word.
         char_dim: character embedding size of the char CNN.
         char_filters: char CNN output size (0 = no char CNN).
@@ -48,6 +59,9 @@ class EncoderConfig:
 
     word_dim: int = 100
     pretrained_vectors: str | None = None
+    freeze_vectors: bool = True
+    project_vectors: bool = False
+    casing_dim: int = 0
     min_word_count: int = 1
     char_dim: int = 30
     char_filters: int = 50

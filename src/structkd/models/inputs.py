@@ -34,6 +34,9 @@ class Batch:
         subwords: LongTensor [B, S] transformer input ids.
         subword_lengths: LongTensor [B].
         first_subword: LongTensor [B, N] position of each word's first subword.
+        vectors: LongTensor [B, N, P] rows of each word in a frozen pretrained table (see
+            ``structkd.nn.vectors.PretrainedVectors.rows``).
+        casing: LongTensor [B, N] casing classes (``structkd.nn.embeddings.casing_class``).
         tags: LongTensor [B, N] gold tag ids in the model's tag scheme (0 where unlabeled).
         spans: gold entity spans per sentence (empty where unlabeled).
         labeled: BoolTensor [B], whether the sentence has gold tags.
@@ -47,6 +50,8 @@ class Batch:
     subwords: Tensor | None = None
     subword_lengths: Tensor | None = None
     first_subword: Tensor | None = None
+    vectors: Tensor | None = None
+    casing: Tensor | None = None
     tags: Tensor | None = None
     spans: list[list[Span]] | None = None
 

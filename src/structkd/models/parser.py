@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from structkd.config import ModelConfig
 from structkd.models.depbase import DepBatch, DepModel, DepVocab, ParserOutput, Tree
 from structkd.models.encoder import Encoder
-from structkd.nn.embeddings import read_word_vectors
+from structkd.models.pretrained import PretrainedInputs
 from structkd.nn.layers import MLP, Biaffine, Triaffine
 from structkd.structures.base import Structure
 from structkd.structures.dependency import DependencyCRF
@@ -201,9 +201,11 @@ def build_dep_model(
     from structkd.models.seqlabel import SeqLabelParser
 
     enc = config.encoder
-    vectors = read_word_vectors(enc.pretrained_vectors) if enc.pretrained_vectors else {}
+    pretrained = PretrainedInputs.read(enc)
     seqlabel = config.parser.kind == "seqlabel"
-    vocab = DepVocab.build(words, trees, enc.min_word_count, vectors, labels=seqlabel)
+    vocab = DepVocab.build(
+        words, trees, pretrained.min_word_count, pretrained.extra_words, labels=seqlabel
+    )
     transformer_dir = None
     if enc.transformer is not None:
         from structkd.nn.transformer import resolve_transformer_path
@@ -214,8 +216,7 @@ def build_dep_model(
         model = SeqLabelParser(config, vocab, transformer_dir)
     else:
         model = BiaffineParser(config, vocab, transformer_dir)
-    if vectors and model.encoder.words is not None:
-        model.encoder.words.load_pretrained(vocab.words, vectors)
+    pretrained.initialise(vocab.words, model.encoder.words, model.encoder.vectors)
     return model
 
 

@@ -13,7 +13,7 @@ from structkd.models.base import Model
 from structkd.models.encoder import Encoder
 from structkd.models.heads import CRFHead, MaxEntHead, SpanHead
 from structkd.models.inputs import Batch, Vocabularies
-from structkd.nn.embeddings import read_word_vectors
+from structkd.models.pretrained import PretrainedInputs
 from structkd.structures.base import Structure
 
 
@@ -117,16 +117,17 @@ def build_tagger(
 
     Raises:
         FileNotFoundError: if the pretrained vectors or the transformer are missing.
+        ConfigError: if the pretrained vectors do not fit the config.
     """
     enc = config.encoder
-    vectors = read_word_vectors(enc.pretrained_vectors) if enc.pretrained_vectors else {}
+    pretrained = PretrainedInputs.read(enc)
     vocab = Vocabularies.build(
         tokens,
         tags,
         tag_scheme=config.head.tag_scheme,
         output_scheme=detect_scheme(tags),
-        min_word_count=enc.min_word_count,
-        extra_words=vectors,
+        min_word_count=pretrained.min_word_count,
+        extra_words=pretrained.extra_words,
     )
     transformer_dir = None
     if enc.transformer is not None:
@@ -134,6 +135,5 @@ def build_tagger(
 
         transformer_dir = resolve_transformer_path(enc.transformer)
     model = Tagger(config, vocab, transformer_dir)
-    if vectors and model.encoder.words is not None:
-        model.encoder.words.load_pretrained(vocab.words, vectors)
+    pretrained.initialise(vocab.words, model.encoder.words, model.encoder.vectors)
     return model

@@ -1,4 +1,4 @@
-"""Word embeddings (optionally from a pretrained text file) and the character CNN."""
+"""Word embeddings (optionally from a pretrained text file), casing features and the char CNN."""
 
 from __future__ import annotations
 
@@ -138,3 +138,64 @@ class CharCNN(nn.Module):
         features = features.masked_fill(~mask, float("-inf")).max(-1).values  # [B*N, F]
         features = features.masked_fill(~mask.any(-1), 0.0)
         return features.reshape(batch, max_len, -1)  # [B, N, F]
+
+
+CASING_CLASSES = (
+    "<pad>",
+    "numeric",
+    "mainly_numeric",
+    "all_lower",
+    "all_upper",
+    "initial_upper",
+    "contains_digit",
+    "other",
+)
+"""The classes of ``casing_class`` (Reimers & Gurevych, 2017, arXiv:1707.06799); 0 = padding."""
+
+
+def casing_class(word: str) -> int:
+    """The casing class of a word (an index into ``CASING_CLASSES``, never 0).
+
+    A lowercased pretrained table maps ``Apple`` and ``apple`` to one vector; this small
+    feature gives the model back what the table lost.
+    """
+    digits = sum(c.isdigit() for c in word)
+    if word and digits == len(word):
+        return 1
+    if word and digits / len(word) > 0.5:
+        return 2
+    if word.islower():
+        return 3
+    if word.isupper():
+        return 4
+    if word[:1].isupper():
+        return 5
+    if digits:
+        return 6
+    return 7
+
+
+def casing_ids(tokens: Sequence[Sequence[str]], width: int) -> Tensor:
+    """LongTensor [B, width] of casing classes (0 at padding). O(total characters)."""
+    ids = torch.zeros(len(tokens), width, dtype=torch.long)
+    for b, sentence in enumerate(tokens):
+        classes = [casing_class(w) for w in sentence]
+        ids[b, : len(sentence)] = torch.tensor(classes, dtype=torch.long)
+    return ids
+
+
+class CasingEmbedding(nn.Module):
+    """A learned vector per casing class (``casing_class``).
+
+    Args:
+        dim: vector size.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.table = nn.Embedding(len(CASING_CLASSES), dim, padding_idx=0)
+        self.dim = dim
+
+    def forward(self, casing: Tensor) -> Tensor:
+        """Casing vectors [B, N, dim] of casing classes [B, N]."""
+        return self.table(casing)  # [B, N, dim]
