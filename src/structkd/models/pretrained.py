@@ -110,8 +110,8 @@ class PretrainedInputs:
             words: the encoder's word embeddings, if it has them.
             vectors: the encoder's frozen vectors, if it has them.
         """
-        if self.table is None:
-            return
+        if self.table is None or (words is None and (vectors is None or not vectors.saved)):
+            return  # nothing to copy: a named frozen table is read in place
         found = {}
         for row, word in enumerate(vocabulary):
             vector = self.table.vector(word) if row > 1 else None  # not padding, unknown
