@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from structkd.config import ConfigError
@@ -69,6 +70,10 @@ def test_grid_runs_records_and_skips_on_rerun(tmp_path: Path) -> None:
         assert record["epochs"] == 1 and len(record["epoch_seconds"]) == 1
         assert 0 < record["epoch_seconds"][0] < record["seconds"] and record["steps"] > 0
         assert not (out / run_id / "model").exists()  # weights stay in the work dir
+        # per-sentence test counts for the significance tests: they sum to the run's test F1
+        counts = json.loads((out / run_id / "test_counts.json").read_text())
+        assert counts["score"] == pytest.approx(metrics["test"]["f1"], abs=1e-9)
+        assert counts["sentences"] * 3 == len(counts["counts"]) > 0
     structural = json.loads((out / "case2a-structural-s1/run.json").read_text())
     assert "--method structural" in structural["command"] and structural["teacher"] == "teacher-crf"
     none = json.loads((out / "case2a-none-s1/run.json").read_text())
@@ -85,6 +90,41 @@ def test_grid_runs_records_and_skips_on_rerun(tmp_path: Path) -> None:
     for run_id, m in measured["models"].items():
         assert m["parameters"] == parameter_count(tmp_path / "runs/tiny" / run_id / "model")
         assert m["sentences"] == 6 and m["tokens_per_second"] > 0 and m["batch_size"] == 4
+    # a finished run recorded without counts gets them on the next call (its model is kept)
+    counted = (out / "case2a-structural-s1/test_counts.json").read_text()
+    (out / "case2a-structural-s1/test_counts.json").unlink()
+    before = (out / "case2a-structural-s1/metrics.json").stat().st_mtime_ns
+    assert run_experiment(spec, results) == []
+    assert (out / "case2a-structural-s1/metrics.json").stat().st_mtime_ns == before
+    assert (out / "case2a-structural-s1/test_counts.json").read_text() == counted
+    # the same teacher named by its model under a runs dir, as another experiment uses it:
+    # its metrics are copied for the report and it is measured with the students
+    other = yaml.safe_load(spec.read_text())
+    other["teachers"] = {"crf": {"model": "tiny/teacher-crf/model"}}
+    (tmp_path / "other").mkdir()
+    reuse = tmp_path / "other/tiny.yaml"
+    reuse.write_text(yaml.safe_dump(other))
+    elsewhere = tmp_path / "results-other"
+    assert run_experiment(reuse, elsewhere, only=["-"], runs_dir=str(tmp_path / "runs")) == []
+    copied = elsewhere / "tiny/teacher-crf"
+    assert json.loads((copied / "metrics.json").read_text()) == json.loads(
+        (out / "teacher-crf/metrics.json").read_text()
+    )
+    record = json.loads((copied / "run.json").read_text())
+    assert record["external"] == "tiny/teacher-crf/model" and record["role"] == "teacher"
+    assert record["parameters"] == parameter_count(tmp_path / "runs/tiny/teacher-crf/model")
+    assert record["epochs"] == 1 and str(tmp_path) not in (copied / "run.json").read_text()
+    assert json.loads((elsewhere / "tiny/experiment.json").read_text())["runs"][0] == "teacher-crf"
+    measured = run_speed(
+        reuse,
+        elsewhere,
+        threads=1,
+        batch_size=4,
+        limit=6,
+        log=lambda _: None,
+        runs_dir=str(tmp_path / "runs"),
+    )
+    assert set(measured["models"]) == {"teacher-crf", "case2a-none-s1"}
     # rerunning one row with ``only`` keeps the whole plan in experiment.json (for the report)
     (out / "case2a-none-s1/metrics.json").unlink()
     assert [r.run_id for r in run_experiment(spec, results, only=["case2a-none-s1"])] == [
@@ -121,6 +161,42 @@ def test_a_teacher_given_by_its_model_is_not_retrained(tmp_path: Path) -> None:
     structural = planned[1]
     assert structural.args[structural.args.index("--teacher") + 1] == "elsewhere/teacher-crf/model"
     assert structural.teacher == "teacher-crf"
+
+
+def test_students_of_an_external_teacher_wait_until_it_finished(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    spec = yaml.safe_load(_spec(tmp_path).read_text())
+    spec["teachers"] = {"crf": {"model": "big/teacher-crf/model"}}
+    spec["runs_dir"] = "not-here"  # replaced by the argument
+    spec["students"]["case2a"]["methods"] = {"structural": "structural"}
+    path = tmp_path / "wait.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    runs = tmp_path / "teachers"
+    planned = run_experiment(path, tmp_path / "results", dry_run=True, runs_dir=str(runs))
+    assert [r.run_id for r in planned] == ["case2a-structural-s1"]
+    assert planned[0].args[planned[0].args.index("--teacher") + 1] == str(
+        runs / "big/teacher-crf/model"
+    )
+    # missing, then still training (checkpoints but no metrics.json): nothing starts
+    assert run_experiment(path, tmp_path / "results", runs_dir=str(runs)) == []
+    model = runs / "big/teacher-crf/model"
+    model.mkdir(parents=True)
+    (model.parent / "checkpoints").mkdir()
+    save_file({"w": torch.zeros(3, 4)}, str(model / "model.safetensors"))
+    assert run_experiment(path, tmp_path / "results", runs_dir=str(runs)) == []
+    assert not (tmp_path / "results/wait/teacher-crf").exists()
+    assert json.loads((tmp_path / "results/wait/experiment.json").read_text())["runs"] == [
+        "teacher-crf",
+        "case2a-structural-s1",
+    ]
+    # once its metrics.json is written, the teacher counts as finished and is recorded
+    metrics = {"test": {"f1": 91.0, "tokens_per_second": 5.0}, "dev": {"f1": 93.0}}
+    (model.parent / "metrics.json").write_text(json.dumps(metrics))
+    assert run_experiment(path, tmp_path / "results", only=["-"], runs_dir=str(runs)) == []
+    record = json.loads((tmp_path / "results/wait/teacher-crf/run.json").read_text())
+    assert record["parameters"] == 12 and record["tokens_per_second"] == 5.0
+    assert record["epochs"] == 0 and record["commit"] is None
 
 
 def test_unknown_teacher_is_an_error(tmp_path: Path) -> None:

@@ -157,6 +157,7 @@ def _parser() -> argparse.ArgumentParser:
     experiment.add_argument("--jobs", type=int, help="runs at once (default: the file's jobs)")
     experiment.add_argument("--only", action="append", help="run id to run (repeatable)")
     experiment.add_argument("--dry-run", action="store_true", help="print the plan only")
+    experiment.add_argument("--runs-dir", help="replaces the file's runs_dir (model: teachers)")
     speed = commands.add_parser(
         "speed", help="prediction speed of an experiment's teachers and students"
     )
@@ -168,6 +169,7 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("--limit", type=int, help="only the first N test sentences")
     speed.add_argument("--repeats", type=int, default=5, help="timed passes (the fastest counts)")
     _add_device(speed, "cpu")
+    speed.add_argument("--runs-dir", help="replaces the file's runs_dir (model: teachers)")
     report = commands.add_parser("report", help="Markdown tables (and plots) of results/")
     report.add_argument("results", help="results root (one folder per experiment)")
     report.add_argument("--out", default="docs/results.md", help="Markdown file to write")
@@ -239,7 +241,15 @@ def _run(args: argparse.Namespace) -> int:
 
         if not os.path.isfile(args.spec):
             raise FileNotFoundError(f"no such experiment file: {args.spec}")
-        run_experiment(args.spec, args.results, args.data_root, args.jobs, args.only, args.dry_run)
+        run_experiment(
+            args.spec,
+            args.results,
+            args.data_root,
+            args.jobs,
+            args.only,
+            args.dry_run,
+            args.runs_dir,
+        )
     elif args.command == "speed":
         from structkd.speed import run_speed
 
@@ -254,6 +264,7 @@ def _run(args: argparse.Namespace) -> int:
             args.limit,
             args.repeats,
             device=check_device(args.device),
+            runs_dir=args.runs_dir,
         )
     elif args.command == "report":
         from structkd.report import write_report

@@ -5,20 +5,31 @@ from one teacher). Every run is a ``python -m structkd train|distill`` subproces
 command is recorded and thread counts are set per run. Model weights, caches and data slices go to
 the git-ignored ``work_dir``; only ``metrics.json`` and ``run.json`` (command, commit, seconds,
 tokens/s, parameter count) are copied to ``results/NAME/RUN_ID/``, which stays small enough to
-commit. A run whose ``results/NAME/RUN_ID/metrics.json`` exists is skipped, so an interrupted grid
-resumes where it stopped, across sessions (a half-trained run continues with ``--resume``).
+commit, with ``test_counts.json``: each test sentence's counts (entities correct, predicted and
+gold; or correct heads, labeled heads and words), which the paired significance tests of
+:mod:`structkd.report` read (:mod:`structkd.significance`). A run whose
+``results/NAME/RUN_ID/metrics.json`` exists is skipped, so an interrupted grid resumes where it
+stopped, across sessions (a half-trained run continues with ``--resume``); a finished run without
+``test_counts.json`` whose model is still in ``work_dir`` gets its counts on the next call.
+
+A teacher trained elsewhere is named by its ``model`` directory under ``runs_dir`` (the file's
+key, default the current directory; ``--runs-dir`` replaces it), so committed files name no
+machine's paths. Its ``metrics.json`` (next to ``model/``) is copied to
+``results/NAME/teacher-NAME/`` for the report. Its students wait (are not started) while the
+model is missing or still training (a ``checkpoints/`` folder but no ``metrics.json``).
 
 Experiment file (paths in ``data`` are relative to ``data_root``; ``{path, skip, first}`` takes
 sentences ``skip .. skip+first`` of a corpus)::
 
     data_root: ../shared/data
     work_dir: runs/experiments
+    runs_dir: runs                # where ``model:`` teachers live (default: .)
     jobs: 2                       # runs at once
     threads: 1                    # OMP/MKL/torch threads per run
     teachers:
       crf: {config: configs/ner/teacher-crf.yaml, seed: 1, set: [train.max_epochs=10],
             data: {train: [{path: ner/wikiann-en/train.tsv, first: 5000}], dev: ..., test: ...}}
-      old: {model: runs/experiments/other/teacher-crf/model}   # trained elsewhere: not rerun
+      old: {model: other/teacher-crf/model}   # trained elsewhere (under runs_dir): not rerun
     students:
       case2a:
         config: configs/ner/case2a.yaml
@@ -51,7 +62,7 @@ from typing import Any
 
 import yaml
 
-from structkd.config import ConfigError
+from structkd.config import ConfigError, load_config
 from structkd.models.checkpoint import atomic_write_json
 
 __all__ = ["Run", "load_experiment", "plan_runs", "run_experiment", "parameter_count"]
@@ -153,8 +164,13 @@ def _data_args(data: dict[str, Any], root: Path, slices: Path, keep: tuple[str, 
     return args
 
 
-def plan_runs(spec: dict[str, Any], root: Path, slices: Path, work: Path) -> list[Run]:
-    """Every run of the grid, teachers first, then students by case, method and seed."""
+def plan_runs(
+    spec: dict[str, Any], root: Path, slices: Path, work: Path, runs_dir: Path = Path(".")
+) -> list[Run]:
+    """Every run of the grid, teachers first, then students by case, method and seed.
+
+    ``runs_dir`` is where the ``model`` directories of teachers trained elsewhere are found.
+    """
     runs: list[Run] = []
     for name, t in spec["teachers"].items():
         if "model" in t:  # an already trained teacher (e.g. another experiment's): no run
@@ -179,7 +195,7 @@ def plan_runs(spec: dict[str, Any], root: Path, slices: Path, work: Path) -> lis
                 args = ["train", s["config"], *data, "--set", "data.unlabeled=[]", *sets]
             else:
                 given = spec["teachers"][teacher].get("model")
-                model = str(given or work / f"teacher-{teacher}" / "model")
+                model = str(runs_dir / given if given else work / f"teacher-{teacher}" / "model")
                 args = ["distill", s["config"], *data, "--teacher", model, "--method", kind, *sets]
             grid.append((label, args, teacher))
         for seed in s.get("seeds", [1]):  # seed-major: a cut-short grid has every method once
@@ -234,6 +250,63 @@ def machine() -> str:
     return f"{platform.system()} {cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
+def _env(threads: int) -> dict[str, str]:
+    # torch sizes its intra-op thread pool from OMP_NUM_THREADS when it starts
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    # the runs import the same structkd as this process, whatever is installed in the venv
+    src = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _test_file(run: Run) -> str | None:
+    return next((b for a, b in zip(run.args, run.args[1:]) if a == "--test"), None)
+
+
+def _count(
+    run: Run,
+    model: Path,
+    target: Path,
+    score: float | None,
+    threads: int,
+    log: Callable[[str], None],
+) -> bool:
+    """Writes ``target`` (``test_counts.json``): the per-sentence test counts of ``model``, in a
+    subprocess with ``threads`` threads; they must sum to the run's test ``score`` (from its
+    ``metrics.json``). Returns whether they were written; a failure is logged, not raised."""
+    test = _test_file(run)
+    if test is None:
+        return False
+    sets = [b for a, b in zip(run.args, run.args[1:]) if a == "--set"]
+    try:
+        data = load_config(run.args[1], sets).data
+        fmt, punct = data.format, data.include_punct
+    except (ConfigError, OSError):  # the run itself read it: keep the defaults if it moved
+        fmt, punct = "auto", False
+    tmp = target.with_name(target.name + ".tmp")
+    command = [sys.executable, "-m", "structkd.significance", str(model), test, str(tmp)]
+    command += ["--format", fmt, *(["--include-punct"] if punct else [])]
+    done = subprocess.run(command, env=_env(threads), capture_output=True, text=True)
+    if done.returncode != 0:
+        log(f"no test counts for {run.run_id}: {done.stderr.strip().splitlines()[-1:]}")
+        return False
+    counted = json.loads(tmp.read_text(encoding="utf-8"))["score"]
+    if score is not None and abs(counted - score) > 1e-6:
+        tmp.unlink()
+        log(f"no test counts for {run.run_id}: they give {counted:.4f}, metrics.json {score:.4f}")
+        return False
+    os.replace(tmp, target)
+    return True
+
+
+def _main_score(metrics: dict[str, Any]) -> float | None:
+    test = metrics.get("test", {})
+    for key in ("f1", "las", "uas"):
+        if test.get(key) is not None:
+            return float(test[key])
+    return None
+
+
 def _execute(run: Run, work: Path, results: Path, threads: int, log: Callable[[str], None]) -> None:
     out = work / run.run_id
     command = [sys.executable, "-m", "structkd", *run.args, "--out", str(out), "--no-progress"]
@@ -241,11 +314,7 @@ def _execute(run: Run, work: Path, results: Path, threads: int, log: Callable[[s
         command.append("--resume")
     elif out.exists():  # a finished run whose results were removed, or a teacher to redo
         shutil.rmtree(out)
-    # torch sizes its intra-op thread pool from OMP_NUM_THREADS when it starts
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    # the runs import the same structkd as this process, whatever is installed in the venv
-    src = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
+    env = _env(threads)
     log(f"start {run.run_id}: {shlex.join(command)}")
     commit = _git_commit()  # the code the run starts with
     start = time.perf_counter()
@@ -285,8 +354,60 @@ def _execute(run: Run, work: Path, results: Path, threads: int, log: Callable[[s
     target = results / run.run_id
     target.mkdir(parents=True, exist_ok=True)
     atomic_write_json(target / "run.json", record)
+    _count(run, out / "model", target / "test_counts.json", _main_score(metrics), threads, log)
     atomic_write_json(target / "metrics.json", metrics)  # last: its presence marks the run done
     log(f"done {run.run_id} in {seconds:.0f} s")
+
+
+def _external_teachers(spec: dict[str, Any], runs_dir: Path) -> dict[str, tuple[Path, bool]]:
+    """Teachers given by their ``model``: name -> (model directory, finished training)."""
+    found = {}
+    for name, t in spec["teachers"].items():
+        if "model" in t:
+            model = runs_dir / t["model"]
+            training = (model.parent / "checkpoints").exists()
+            finished = not training or (model.parent / "metrics.json").exists()
+            found[name] = (model, (model / "model.safetensors").exists() and finished)
+    return found
+
+
+def _import_teacher(name: str, model: Path, given: str, target: Path) -> bool:
+    """Copies the ``metrics.json`` of a teacher trained elsewhere (next to its ``model/``) to
+    ``target/``, with a ``run.json`` that names the model as the experiment file does."""
+    source = model.parent / "metrics.json"
+    if (target / "metrics.json").exists() or not source.exists():
+        return False
+    metrics = json.loads(source.read_text(encoding="utf-8"))
+    log_file = model.parent / "train_log.jsonl"
+    epochs = (
+        [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines() if line]
+        if log_file.exists()
+        else []
+    )
+    record = {
+        "run_id": f"teacher-{name}",
+        "role": "teacher",
+        "group": name,
+        "method": "teacher",
+        "seed": None,
+        "teacher": None,
+        "command": None,
+        "external": given,  # under runs_dir; trained outside this grid
+        "commit": None,
+        "machine": None,
+        "threads": None,
+        "seconds": None,
+        "tokens_per_second": metrics.get("test", metrics.get("dev", {})).get("tokens_per_second"),
+        "parameters": parameter_count(model),
+        "epochs": len(epochs),
+        "epoch_seconds": [e["train_seconds"] for e in epochs if "train_seconds" in e],
+        "steps": epochs[-1]["step"] if epochs else 0,
+        "data": [],
+    }
+    target.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(target / "run.json", record)
+    atomic_write_json(target / "metrics.json", metrics)
+    return True
 
 
 def run_experiment(
@@ -296,19 +417,22 @@ def run_experiment(
     jobs: int | None = None,
     only: list[str] | None = None,
     dry_run: bool = False,
+    runs_dir: str | None = None,
 ) -> list[Run]:
     """Runs the grid of ``path``, skipping finished runs.
 
     Args:
         path: the experiment YAML file; its stem names ``results_root/NAME``.
-        results_root: where ``NAME/RUN_ID/{metrics,run}.json`` are written.
+        results_root: where ``NAME/RUN_ID/{metrics,run,test_counts}.json`` are written.
         data_root: overrides the file's ``data_root``.
         jobs: runs at once (overrides the file's ``jobs``).
         only: run ids to restrict the grid to (a teacher a chosen student needs is kept).
         dry_run: print the plan and run nothing.
+        runs_dir: overrides the file's ``runs_dir`` (where ``model:`` teachers are found).
 
     Returns:
-        The runs that were pending when the grid started.
+        The runs that were pending when the grid started (with ``dry_run``: every pending run,
+        including students whose external teacher is not ready).
     """
     spec = load_experiment(path)
     name = Path(path).stem
@@ -316,8 +440,11 @@ def run_experiment(
     work = Path(spec.get("work_dir", "runs/experiments")) / name
     results = Path(results_root) / name
     threads = int(spec.get("threads", 1))
-    runs = plan_runs(spec, root, work / "data", work)
-    grid = [r.run_id for r in runs]  # the whole plan, for the report, even with ``only``
+    teacher_root = Path(runs_dir or spec.get("runs_dir", "."))
+    external = _external_teachers(spec, teacher_root)
+    runs = plan_runs(spec, root, work / "data", work, teacher_root)
+    # the whole plan, for the report, even with ``only``; external teachers first
+    grid = [f"teacher-{t}" for t in external] + [r.run_id for r in runs]
     if only:
         runs = [
             r
@@ -335,6 +462,16 @@ def run_experiment(
             r.run_id not in done or r.run_id in needed and not (work / r.run_id / "model").exists()
         )
     ]
+    # finished runs recorded before test counts existed, whose weights are still here
+    uncounted = [
+        r
+        for r in runs
+        if r.run_id in done
+        and not (results / r.run_id / "test_counts.json").exists()
+        and (work / r.run_id / "model" / "model.safetensors").exists()
+        and _test_file(r) is not None
+    ]
+    waiting = {f"teacher-{t}" for t, (_, ready) in external.items() if not ready}
     lock = threading.Lock()
 
     def log(message: str) -> None:
@@ -342,9 +479,15 @@ def run_experiment(
             print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
     log(f"{name}: {len(runs)} runs, {len(done)} done, {len(teachers) + len(students)} to run")
+    for t in sorted(waiting):
+        model = external[t[len("teacher-") :]][0]
+        log(f"{t}: {model} is missing or still training; its students wait")
     if dry_run:
         for r in [*teachers, *students]:
-            log(f"would run {r.run_id}: structkd {shlex.join(r.args)}")
+            note = " (waits for its teacher)" if r.teacher in waiting else ""
+            log(f"would run {r.run_id}{note}: structkd {shlex.join(r.args)}")
+        for r in uncounted:
+            log(f"would count {r.run_id}'s test sentences")
         return [*teachers, *students]
     results.mkdir(parents=True, exist_ok=True)
     atomic_write_json(
@@ -358,12 +501,26 @@ def run_experiment(
             "runs": grid,
         },
     )
+    for t, (model, ready) in external.items():
+        if ready and _import_teacher(
+            t, model, spec["teachers"][t]["model"], results / f"teacher-{t}"
+        ):
+            log(f"teacher-{t}: metrics copied from {model.parent}")
+    ready_students = [r for r in students if r.teacher not in waiting]
+
+    def count(r: Run) -> None:
+        metrics = json.loads((results / r.run_id / "metrics.json").read_text(encoding="utf-8"))
+        target = results / r.run_id / "test_counts.json"
+        if _count(r, work / r.run_id / "model", target, _main_score(metrics), threads, log):
+            log(f"counted {r.run_id}'s test sentences")
+
     # students that need no teacher train alongside the teachers
     stages = (
-        [*teachers, *(r for r in students if r.teacher is None)],
-        [r for r in students if r.teacher is not None],
+        [*teachers, *(r for r in ready_students if r.teacher is None)],
+        [r for r in ready_students if r.teacher is not None],
     )
     with ThreadPoolExecutor(max_workers=jobs or int(spec.get("jobs", 1))) as pool:
+        list(pool.map(count, uncounted))
         for stage in stages:
             list(pool.map(lambda r: _execute(r, work, results, threads, log), stage))
-    return [*teachers, *students]
+    return [*teachers, *ready_students]

@@ -89,9 +89,14 @@ def run_speed(
     repeats: int = 5,
     log: Any = print,
     device: str = "cpu",
+    runs_dir: str | None = None,
 ) -> dict[str, Any]:
     """Measures the teachers and one student per case of experiment ``path``; writes
     ``results_root/NAME/speed.json`` and returns its content.
+
+    A teacher given by its ``model`` (trained elsewhere, under ``runs_dir``) is measured on the
+    test file of the first student case that distils from it; one that no case uses, or whose
+    model is not there, is skipped.
 
     Raises:
         ConfigError: when a model to measure has not been trained yet.
@@ -100,17 +105,26 @@ def run_speed(
     name = Path(path).stem
     root = Path(data_root or spec.get("data_root", "."))
     work = Path(spec.get("work_dir", "runs/experiments")) / name
-    jobs: list[tuple[str, str, str]] = []  # (run id, model dir, test file)
+    teacher_root = Path(runs_dir or spec.get("runs_dir", "."))
+    jobs: list[tuple[str, Path, Any]] = []  # (run id, model dir, test file)
     for group, t in spec["teachers"].items():
-        if "model" not in t:  # a teacher given by its model is measured in its own experiment
-            jobs.append((f"teacher-{group}", f"teacher-{group}", t["data"]["test"]))
+        if "model" not in t:
+            jobs.append(
+                (f"teacher-{group}", work / f"teacher-{group}" / "model", t["data"]["test"])
+            )
+            continue
+        tests = [s["data"]["test"] for s in spec["students"].values() if s.get("teacher") == group]
+        if tests and (teacher_root / t["model"] / "model.safetensors").exists():
+            jobs.append((f"teacher-{group}", teacher_root / t["model"], tests[0]))
+        elif tests:
+            log(f"teacher-{group}: {teacher_root / t['model']} not found; not measured")
     for group, s in spec["students"].items():
         seed = s.get("seeds", [1])[0]
         label = next(iter(s.get("methods", {"none": "none"})))
-        jobs.append((f"{group}-{label}-s{seed}", f"{group}-{label}-s{seed}", s["data"]["test"]))
+        run_id = f"{group}-{label}-s{seed}"
+        jobs.append((run_id, work / run_id / "model", s["data"]["test"]))
     models: dict[str, Any] = {}
-    for run_id, folder, test in jobs:
-        model_dir = work / folder / "model"
+    for run_id, model_dir, test in jobs:
         if not (model_dir / "model.safetensors").exists():
             raise ConfigError(f"{model_dir}: not trained yet; run the experiment first")
         test_file = test if isinstance(test, str) else test["path"]
