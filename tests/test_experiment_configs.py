@@ -1,0 +1,104 @@
+"""The committed full-resource experiment files plan the grid issue 12 asks for (no data needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from structkd.config import load_config
+from structkd.experiment import load_experiment, plan_runs, run_experiment
+
+ROOT = Path(__file__).parents[1]
+GRIDS = ["conll03-full", "wikiann-de-full", "conll03-size"]
+KD = ["token", "posterior", "topk", "topwk", "substructure", "structural", "structural-T2"]
+
+
+def _plan(name: str) -> tuple[dict, list]:
+    spec = load_experiment(ROOT / f"configs/experiments/{name}.yaml")
+    root = Path("DATA")
+    return spec, plan_runs(spec, root, Path("WORK/data"), Path("WORK"), Path("RUNS"))
+
+
+@pytest.mark.parametrize("name", GRIDS)
+def test_every_run_has_a_valid_run_config_and_relative_paths(name: str) -> None:
+    spec, runs = _plan(name)
+    text = (ROOT / f"configs/experiments/{name}.yaml").read_text()
+    assert "/work/" not in text and "\n/" not in text
+    for t in spec["teachers"].values():  # trained elsewhere, named under runs_dir
+        assert not Path(t["model"]).is_absolute()
+    assert not Path(spec["runs_dir"]).is_absolute() and not Path(spec["data_root"]).is_absolute()
+    for run in runs:
+        sets = [b for a, b in zip(run.args, run.args[1:]) if a == "--set"]
+        config = load_config(ROOT / run.args[1], sets)  # unknown keys or bad values raise
+        assert config.train.max_epochs == 10
+        if run.teacher:
+            teacher = run.args[run.args.index("--teacher") + 1]
+            assert teacher.startswith("RUNS/") and teacher.endswith("/model")
+        for path in run.data:
+            assert path.startswith("DATA/")
+    # one run per method and seed; three seeds
+    assert {r.seed for r in runs} == {1, 2, 3}
+    assert len({r.run_id for r in runs}) == len(runs)
+
+
+@pytest.mark.parametrize("name", ["conll03-full", "wikiann-de-full"])
+def test_full_grids_cover_cases_and_methods(name: str) -> None:
+    spec, runs = _plan(name)
+    methods = {g: {r.method for r in runs if r.group == g} for g in spec["students"]}
+    assert methods == {
+        "case1a": {"none", *KD},
+        "case2a": {"none", *KD},
+        "case3": {"none", *KD},
+        "case4": {"none", "topk", "topwk", "structural", "structural-T2"},
+    }
+    heads = {"case1a": "crf", "case2a": "maxent", "case3": "crf", "case4": "maxent"}
+    teachers = {"case1a": "crf", "case2a": "crf", "case3": "maxent", "case4": "span"}
+    vectors = "glove-6b-50d" if name == "conll03-full" else "use-multilingual"
+    for run in runs:
+        sets = [b for a, b in zip(run.args, run.args[1:]) if a == "--set"]
+        config = load_config(ROOT / run.args[1], sets)
+        assert config.model.head.kind == heads[run.group]
+        assert config.model.encoder.pretrained_vectors == vectors
+        assert config.model.encoder.char_filters > 0  # a char CNN
+        assert spec["students"][run.group]["teacher"] == teachers[run.group]
+        if run.method == "none":  # no teacher, no unlabeled text
+            assert "--unlabeled" not in run.args and "--teacher" not in run.args
+        else:
+            assert "--unlabeled" in run.args
+            temperature = 2.0 if run.method == "structural-T2" else 1.0
+            assert config.distill.temperature == temperature
+    data = spec["students"]["case1a"]["data"]
+    corpus = "conll2003-en" if name == "conll03-full" else "wikiann-de"
+    assert data["train"] == [f"ner/{corpus}/train.{'txt' if 'conll' in name else 'tsv'}"]
+    assert data["unlabeled"] == [f"unlabeled/{'en' if 'conll' in name else 'de'}.txt"]
+
+
+def test_size_sweep_goes_from_a_linear_head_to_two_bilstm_layers() -> None:
+    spec, runs = _plan("conll03-size")
+    assert spec["report"] == "pareto"
+    sizes = {}
+    for run in runs:
+        sets = [b for a, b in zip(run.args, run.args[1:]) if a == "--set"]
+        encoder = load_config(ROOT / run.args[1], sets).model.encoder
+        sizes.setdefault(run.group, set()).add((encoder.lstm_hidden, encoder.lstm_layers))
+        assert run.method in ("none", "structural")
+    assert sizes == {
+        "linear": {(0, 1)},
+        "bilstm-50": {(50, 1)},
+        "bilstm-150": {(150, 1)},
+        "bilstm2-200": {(200, 2)},
+    }
+
+
+def test_dry_run_lists_the_grid_and_who_waits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = ROOT / "configs/experiments/conll03-size.yaml"
+    planned = run_experiment(path, tmp_path, dry_run=True, runs_dir=str(tmp_path / "none"))
+    assert len(planned) == 24
+    out = capsys.readouterr().out
+    assert "conll03-size: 24 runs, 0 done, 24 to run" in out
+    assert "teacher-crf:" in out and "its students wait" in out
+    assert out.count("(waits for its teacher)") == 12
+    assert not (tmp_path / "conll03-size").exists()  # a dry run writes nothing
