@@ -20,13 +20,16 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from structkd.models.checkpoint import atomic_write_json
+
 __all__ = ["load_results", "render_experiment", "write_report"]
 
 _LABELS = {"none": "student w/o KD"}
 
 
 def load_results(directory: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """An experiment's ``experiment.json`` ({} if absent) and run id -> {"run", "metrics"}."""
+    """An experiment's ``experiment.json`` ({} if absent) and run id -> {"run", "metrics"}, plus
+    ``"counts"`` (record, ``[sentences, 3]`` array) where ``test_counts.json`` was recorded."""
     directory = Path(directory)
     meta_file = directory / "experiment.json"
     meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
@@ -36,6 +39,10 @@ def load_results(directory: str | Path) -> tuple[dict[str, Any], dict[str, dict[
             "run": json.loads((run_dir / "run.json").read_text(encoding="utf-8")),
             "metrics": json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")),
         }
+        if (run_dir / "test_counts.json").exists():  # per-sentence counts, for the tests
+            from structkd.significance import read_counts
+
+            runs[run_dir.name]["counts"] = read_counts(run_dir / "test_counts.json")
     return meta, runs
 
 
@@ -101,14 +108,24 @@ def render_experiment(
     meta: dict[str, Any],
     runs: dict[str, dict[str, Any]],
     measured: dict[str, Any] | None = None,
+    tests: dict[tuple[str, str], dict[str, Any]] | None = None,
 ) -> str:
-    """The Markdown section of one experiment: a table per student case, the speed table (when
-    ``speed.json`` was written by ``structkd speed``) and the training-cost table."""
+    """The Markdown section of one experiment: a table per student case (with its paired
+    significance tests where runs recorded per-sentence test counts; ``tests`` as
+    :func:`structkd.summary.case_tests` returns them, computed here when None), the speed table
+    (when ``speed.json`` was written by ``structkd speed``) and the training-cost table."""
     keys = _task_keys(runs)
     rows = _rows(meta, runs)
-    commits = sorted({r["run"]["commit"] for r in runs.values()})
+    if tests is None:
+        from structkd.summary import case_tests
+
+        tests = case_tests(meta, runs) if any("counts" in r for r in runs.values()) else {}
+    # teachers trained outside the grid record no commit or thread count
+    commits = sorted({r["run"]["commit"] for r in runs.values() if r["run"].get("commit")})
     data = sorted({d for r in runs.values() for d in r["run"].get("data", [])})
-    threads = ", ".join(sorted({str(r["run"].get("threads")) for r in runs.values()}))
+    threads = ", ".join(
+        sorted({str(r["run"]["threads"]) for r in runs.values() if r["run"].get("threads")})
+    )
     command = (
         f"structkd experiment {meta.get('file', '?')} --data-root {meta.get('data_root', '?')}"
     )
@@ -189,6 +206,11 @@ def render_experiment(
                 + " |"
             )
         lines.append("")
+        if tests:
+            from structkd.summary import significance_table
+
+            metric = cols[-1].split()[-1]
+            lines += significance_table(meta, case, tests, metric)
     lines.append(
         "Scores are mean ± sample standard deviation over the n seeds; tokens/s is the test-set "
         "prediction speed of each run (same machine, shared with other jobs: a noisy figure); "
@@ -409,7 +431,11 @@ def _plots(
 def write_report(results: str | Path, out: str | Path, plots: bool = True) -> str:
     """Writes the Markdown report of every experiment under ``results`` to ``out``.
 
-    Plots go to ``OUT_STEM/`` next to ``out`` (``docs/results/`` for ``docs/results.md``).
+    Plots go to ``OUT_STEM/`` next to ``out`` (``docs/results/`` for ``docs/results.md``); an
+    experiment file with ``report: pareto`` (a student size sweep) also gets
+    ``NAME-pareto.png``, test score against alone-measured tokens/s with the teacher marked.
+    Each experiment's ``summary.json`` (:func:`structkd.summary.summary_rows`) is written next
+    to its runs.
 
     Returns:
         The Markdown text.
@@ -425,10 +451,21 @@ def write_report(results: str | Path, out: str | Path, plots: bool = True) -> st
             continue
         speed_file = directory / "speed.json"
         speed = json.loads(speed_file.read_text(encoding="utf-8")) if speed_file.exists() else None
-        sections.append(render_experiment(directory.name, meta, runs, speed))
+        from structkd.summary import case_tests, pareto_plot, summary_rows
+
+        tests = case_tests(meta, runs) if any("counts" in r for r in runs.values()) else {}
+        summary = summary_rows(meta, runs, speed, tests)
+        atomic_write_json(directory / "summary.json", summary)
+        sections.append(render_experiment(directory.name, meta, runs, speed, tests))
         if plots and meta.get("spec", {}).get("report") != "cost":
             try:
                 pngs = _plots(directory.name, meta, runs, out.parent / out.stem)
+                pareto = out.parent / out.stem / f"{directory.name}-pareto.png"
+                metric = _task_keys(runs)[-1]
+                if meta.get("spec", {}).get("report") == "pareto" and pareto_plot(
+                    directory.name, summary, "F1" if metric == "f1" else metric.upper(), pareto
+                ):
+                    pngs.append(str(pareto))
             except ImportError:
                 sections += [
                     "Plots skipped: matplotlib is not installed (pip install matplotlib).",

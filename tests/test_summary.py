@@ -1,0 +1,259 @@
+"""``summary.json``, the significance tables and the size-sweep Pareto plot of ``structkd report``
+(on hand-made run records)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from structkd.significance import paired_randomization
+from structkd.summary import pareto_points
+
+KEYS = {
+    "group",
+    "method",
+    "n",
+    "test_mean",
+    "test_std",
+    "dev_mean",
+    "teacher_test",
+    "tokens_per_s",
+    "teacher_tokens_per_s",
+    "p_vs_best_other",
+    "p_vs_none",
+    "gap_closed",
+}
+SENTENCES = 200
+
+
+def _counts(right: int, digest: str = "abc") -> dict:
+    """Counts of a tagger right on the first ``right`` of 200 one-entity sentences."""
+    flat = [v for i in range(SENTENCES) for v in (int(i < right), 1, 1)]
+    score = 100.0 * right / SENTENCES
+    return {
+        "metric": "f1",
+        "fields": ["correct", "predicted", "gold"],
+        "sentences": SENTENCES,
+        "words_sha256": digest,
+        "score": score,
+        "counts": flat,
+    }
+
+
+def _run(
+    directory: Path,
+    run_id: str,
+    role: str,
+    group: str,
+    method: str,
+    seed: int,
+    scores: tuple[float, float],
+    counts: dict | None = None,
+) -> None:
+    (directory / run_id).mkdir(parents=True)
+    record = {
+        "run_id": run_id,
+        "role": role,
+        "group": group,
+        "method": method,
+        "seed": seed,
+        "teacher": None if method in ("none", "teacher") else "teacher-crf",
+        "commit": "abc",
+        "threads": 1,
+        "tokens_per_second": 1.0,
+        "parameters": 10,
+        "data": [],
+    }
+    (directory / run_id / "run.json").write_text(json.dumps(record))
+    metrics = {"dev": {"f1": scores[0]}, "test": {"f1": scores[1], "tokens_per_second": 1.0}}
+    (directory / run_id / "metrics.json").write_text(json.dumps(metrics))
+    if counts is not None:
+        (directory / run_id / "test_counts.json").write_text(json.dumps(counts))
+
+
+METHODS = {
+    "none": "none",
+    "token": "token",
+    "structural": "structural",
+    "structural-T2": {"method": "structural", "set": ["distill.temperature=2.0"]},
+}
+RIGHT = {
+    "none": (100, 110),
+    "token": (120, 130),
+    "structural": (180, 170),
+    "structural-T2": (150, 150),
+}
+
+
+def _experiment(root: Path) -> Path:
+    exp = root / "exp"
+    exp.mkdir(parents=True)
+    spec = {
+        "teachers": {"crf": {"model": "x/model"}},
+        "students": {
+            "case2a": {"teacher": "crf", "seeds": [1, 2], "methods": METHODS},
+            "plain": {
+                "teacher": "crf",
+                "seeds": [1],
+                "methods": {"none": "none", "structural": "structural"},
+            },
+        },
+    }
+    planned = ["teacher-crf"]
+    planned += [f"case2a-{m}-s{s}" for s in (1, 2) for m in METHODS]
+    planned += ["plain-none-s1", "plain-structural-s1"]
+    meta = {"file": "e.yaml", "data_root": "d", "machine": "m", "runs": planned, "spec": spec}
+    (exp / "experiment.json").write_text(json.dumps(meta))
+    _run(exp, "teacher-crf", "teacher", "crf", "teacher", 1, (96.0, 95.0))
+    for method, rights in RIGHT.items():
+        for seed, right in zip((1, 2), rights):
+            counts = _counts(right)
+            score = counts["score"]
+            run_id = f"case2a-{method}-s{seed}"
+            _run(exp, run_id, "student", "case2a", method, seed, (score + 1, score), counts)
+    # a case recorded before per-sentence counts existed: no tests, no table
+    _run(exp, "plain-none-s1", "student", "plain", "none", 1, (50.0, 40.0))
+    _run(exp, "plain-structural-s1", "student", "plain", "structural", 1, (60.0, 50.0))
+    speed = {
+        "command": "c",
+        "threads": 2,
+        "batch_size": 32,
+        "machine": "m",
+        "models": {
+            "teacher-crf": {"tokens_per_second": 2000.0, "parameters": 1000},
+            "case2a-none-s1": {"tokens_per_second": 40000.0, "parameters": 10},
+        },
+    }
+    (exp / "speed.json").write_text(json.dumps(speed))
+    return exp
+
+
+def test_summary_rows_and_significance_table(tmp_path: Path) -> None:
+    from structkd.report import write_report
+
+    exp = _experiment(tmp_path / "results")
+    text = write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
+    rows = json.loads((exp / "summary.json").read_text())
+    assert all(set(r) == KEYS for r in rows)
+    by = {(r["group"], r["method"]): r for r in rows}
+    assert list(by) == [
+        ("crf", "teacher"),
+        *(("case2a", m) for m in METHODS),
+        ("plain", "none"),
+        ("plain", "structural"),
+    ]
+    teacher = by[("crf", "teacher")]
+    assert teacher["test_mean"] == 95.0 and teacher["tokens_per_s"] == 2000.0
+    none, structural = by[("case2a", "none")], by[("case2a", "structural")]
+    assert none["n"] == 2 and none["test_mean"] == pytest.approx(52.5)
+    assert none["test_std"] == pytest.approx(3.5355, abs=1e-4) and none["dev_mean"] == 53.5
+    assert none["gap_closed"] is None and none["p_vs_none"] is None
+    # (87.5 - 52.5) / (95 - 52.5): the mean over seeds of each seed's gap to the mean w/o KD
+    assert structural["gap_closed"] == pytest.approx(35.0 / 42.5)
+    assert structural["teacher_test"] == 95.0 and structural["teacher_tokens_per_s"] == 2000.0
+    assert structural["tokens_per_s"] == 40000.0  # the case's measured student: same layers
+
+    # the same p-values a direct call gives on the matched seeds (seed 0, 10,000 samples)
+    def arrays(method: str) -> list:
+        import numpy as np
+
+        return [np.asarray(_counts(r)["counts"]).reshape(-1, 3) for r in RIGHT[method]]
+
+    expected = paired_randomization(arrays("structural"), arrays("token"), "f1", 10_000, 0)
+    assert structural["p_vs_best_other"] == expected  # token is the best other method
+    assert structural["p_vs_best_other"] < 0.001 and structural["p_vs_none"] < 0.001
+    token = by[("case2a", "token")]
+    assert token["p_vs_best_other"] is None  # only Structural KD rows face the best other
+    assert token["p_vs_none"] == paired_randomization(
+        arrays("token"), arrays("none"), "f1", 10_000, 0
+    )
+    assert by[("case2a", "structural-T2")]["p_vs_best_other"] is not None
+    plain = by[("plain", "structural")]
+    assert plain["p_vs_none"] is None and plain["gap_closed"] == pytest.approx(10 / 55)
+    assert plain["tokens_per_s"] is None  # not measured alone
+    # the tables: the case with counts gets its tests below its table, the other none
+    case = text.split("### exp / case2a")[1].split("### exp / plain")[0]
+    lines = case[case.index("| method | Δ vs w/o KD") :].split("\n\n")[0].splitlines()
+    p = f"{expected:.4f}"
+    assert lines[2] == f"| token | +10.00 | {token['p_vs_none']:.4f} | 2 |  |  |  |  |"
+    assert lines[3] == (
+        f"| structural | +35.00 | {structural['p_vs_none']:.4f} | 2 | token | +25.00 | {p} | 2 |"
+    )
+    assert "Δ vs w/o KD" not in text.split("### exp / plain")[1]
+
+
+def test_unmatched_test_sentences_are_not_compared(tmp_path: Path) -> None:
+    from structkd.report import load_results
+    from structkd.summary import summary_rows
+
+    exp = _experiment(tmp_path / "results")
+    path = exp / "case2a-structural-s2/test_counts.json"
+    path.write_text(json.dumps(_counts(170, digest="other test set")))
+    (exp / "case2a-structural-s1/test_counts.json").unlink()
+    rows = summary_rows(*load_results(exp))
+    structural = next(r for r in rows if r["method"] == "structural" and r["group"] == "case2a")
+    assert structural["p_vs_none"] is None and structural["p_vs_best_other"] is None
+
+
+def _sweep(root: Path) -> Path:
+    exp = root / "sweep"
+    exp.mkdir(parents=True)
+    methods = {"none": "none", "structural": "structural"}
+    spec = {
+        "report": "pareto",
+        "teachers": {"crf": {"model": "x/model"}},
+        "students": {
+            g: {"teacher": "crf", "seeds": [1], "methods": methods} for g in ("small", "big")
+        },
+    }
+    planned = ["teacher-crf", *(f"{g}-{m}-s1" for g in ("small", "big") for m in methods)]
+    meta = {"file": "s.yaml", "data_root": "d", "machine": "m", "runs": planned, "spec": spec}
+    (exp / "experiment.json").write_text(json.dumps(meta))
+    _run(exp, "teacher-crf", "teacher", "crf", "teacher", 1, (92.0, 90.0))
+    scores = {
+        "small-none": 70.0,
+        "small-structural": 75.0,
+        "big-none": 84.0,
+        "big-structural": 86.0,
+    }
+    for key, score in scores.items():
+        group, method = key.split("-")
+        _run(exp, f"{key}-s1", "student", group, method, 1, (score, score))
+    speed = {
+        "command": "c",
+        "threads": 2,
+        "batch_size": 32,
+        "machine": "m",
+        "models": {
+            "teacher-crf": {"tokens_per_second": 1000.0, "parameters": 1000},
+            "small-none-s1": {"tokens_per_second": 90000.0, "parameters": 10},
+            "big-none-s1": {"tokens_per_second": 20000.0, "parameters": 100},
+        },
+    }
+    (exp / "speed.json").write_text(json.dumps(speed))
+    return exp
+
+
+def test_pareto_points_and_plot(tmp_path: Path) -> None:
+    from structkd.report import write_report
+
+    exp = _sweep(tmp_path / "results")
+    write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
+    points = pareto_points(json.loads((exp / "summary.json").read_text()))
+    assert points["methods"] == {
+        "none": [("big", 20000.0, 84.0, 0.0), ("small", 90000.0, 70.0, 0.0)],
+        "structural": [("big", 20000.0, 86.0, 0.0), ("small", 90000.0, 75.0, 0.0)],
+    }
+    assert points["teachers"] == [("crf", 1000.0, 90.0)]
+    assert not (tmp_path / "docs/results/sweep-pareto.png").exists()
+    pytest.importorskip("matplotlib")
+    text = write_report(tmp_path / "results", tmp_path / "docs/results.md")
+    png = tmp_path / "docs/results/sweep-pareto.png"
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "(results/sweep-pareto.png)" in text
+    # an experiment that is not a sweep gets no Pareto plot
+    _experiment(tmp_path / "results")
+    write_report(tmp_path / "results", tmp_path / "docs/results.md")
+    assert not (tmp_path / "docs/results/exp-pareto.png").exists()
