@@ -199,6 +199,24 @@ def test_students_of_an_external_teacher_wait_until_it_finished(tmp_path: Path) 
     assert record["epochs"] == 0 and record["commit"] is None
 
 
+def test_a_grid_that_is_already_running_is_not_started_twice(tmp_path: Path) -> None:
+    import fcntl
+
+    spec = yaml.safe_load(_spec(tmp_path).read_text())
+    spec["teachers"] = {"crf": {"model": "missing/model"}}
+    spec["students"]["case2a"]["methods"] = {"structural": "structural"}
+    path = tmp_path / "locked.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    work = tmp_path / "runs/locked"
+    work.mkdir(parents=True)
+    with open(work / ".lock", "w") as held:  # as the first grid's process holds it
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(ConfigError, match="already running"):
+            run_experiment(path, tmp_path / "results")
+        assert run_experiment(path, tmp_path / "results", dry_run=True)  # a dry run still plans
+    assert run_experiment(path, tmp_path / "results") == []  # released: it runs (and waits)
+
+
 def test_unknown_teacher_is_an_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump({"students": {"s": {"teacher": "nope", "config": "x"}}}))

@@ -43,6 +43,7 @@ sentences ``skip .. skip+first`` of a corpus)::
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -53,8 +54,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
@@ -410,6 +412,22 @@ def _import_teacher(name: str, model: Path, given: str, target: Path) -> bool:
     return True
 
 
+@contextmanager
+def _grid_lock(work: Path, path: str | Path) -> Iterator[None]:
+    """Holds ``work/.lock`` while a grid runs, so a second copy of it stops at once.
+
+    Raises:
+        ConfigError: when another process holds the lock.
+    """
+    work.mkdir(parents=True, exist_ok=True)
+    with open(work / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            raise ConfigError(f"{path}: this grid is already running ({work / '.lock'})") from error
+        yield  # the lock goes with the file when it is closed
+
+
 def run_experiment(
     path: str | Path,
     results_root: str | Path = "results",
@@ -489,38 +507,39 @@ def run_experiment(
         for r in uncounted:
             log(f"would count {r.run_id}'s test sentences")
         return [*teachers, *students]
-    results.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(
-        results / "experiment.json",
-        {
-            "file": str(path),
-            "spec": spec,
-            "commit": _git_commit(),
-            "machine": machine(),
-            "data_root": str(root),
-            "runs": grid,
-        },
-    )
-    for t, (model, ready) in external.items():
-        if ready and _import_teacher(
-            t, model, spec["teachers"][t]["model"], results / f"teacher-{t}"
-        ):
-            log(f"teacher-{t}: metrics copied from {model.parent}")
-    ready_students = [r for r in students if r.teacher not in waiting]
+    with _grid_lock(work, path):
+        results.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(
+            results / "experiment.json",
+            {
+                "file": str(path),
+                "spec": spec,
+                "commit": _git_commit(),
+                "machine": machine(),
+                "data_root": str(root),
+                "runs": grid,
+            },
+        )
+        for t, (model, ready) in external.items():
+            if ready and _import_teacher(
+                t, model, spec["teachers"][t]["model"], results / f"teacher-{t}"
+            ):
+                log(f"teacher-{t}: metrics copied from {model.parent}")
+        ready_students = [r for r in students if r.teacher not in waiting]
 
-    def count(r: Run) -> None:
-        metrics = json.loads((results / r.run_id / "metrics.json").read_text(encoding="utf-8"))
-        target = results / r.run_id / "test_counts.json"
-        if _count(r, work / r.run_id / "model", target, _main_score(metrics), threads, log):
-            log(f"counted {r.run_id}'s test sentences")
+        def count(r: Run) -> None:
+            metrics = json.loads((results / r.run_id / "metrics.json").read_text(encoding="utf-8"))
+            target = results / r.run_id / "test_counts.json"
+            if _count(r, work / r.run_id / "model", target, _main_score(metrics), threads, log):
+                log(f"counted {r.run_id}'s test sentences")
 
-    # students that need no teacher train alongside the teachers
-    stages = (
-        [*teachers, *(r for r in ready_students if r.teacher is None)],
-        [r for r in ready_students if r.teacher is not None],
-    )
-    with ThreadPoolExecutor(max_workers=jobs or int(spec.get("jobs", 1))) as pool:
-        list(pool.map(count, uncounted))
-        for stage in stages:
-            list(pool.map(lambda r: _execute(r, work, results, threads, log), stage))
-    return [*teachers, *ready_students]
+        # students that need no teacher train alongside the teachers
+        stages = (
+            [*teachers, *(r for r in ready_students if r.teacher is None)],
+            [r for r in ready_students if r.teacher is not None],
+        )
+        with ThreadPoolExecutor(max_workers=jobs or int(spec.get("jobs", 1))) as pool:
+            list(pool.map(count, uncounted))
+            for stage in stages:
+                list(pool.map(lambda r: _execute(r, work, results, threads, log), stage))
+        return [*teachers, *ready_students]
