@@ -149,3 +149,32 @@ def test_module_main_writes_the_counts_of_a_trained_model(tmp_path: Path) -> Non
     )
     record = json.loads((tmp_path / "c.json").read_text())
     assert record["score"] == pytest.approx(metrics["test"]["f1"])
+
+
+def test_dependency_counts_sum_to_the_attachment_scores(monkeypatch: pytest.MonkeyPatch) -> None:
+    import structkd.tasks.dep as dep
+    from structkd.depdata import DepSentence, punct_mask
+    from structkd.metrics.attachment import AttachmentScore
+
+    sentences = [
+        DepSentence(
+            ["She", "runs", "."], ["PRON", "VERB", "PUNCT"], [2, 0, 2], ["nsubj", "root", "punct"]
+        ),
+        DepSentence(["Go", "!"], ["VERB", "PUNCT"], [0, 1], ["root", "punct"]),
+    ]
+    # first: word heads right, one relation wrong, the full stop's head wrong (scored only with
+    # punctuation); second: heads right, the root's relation wrong
+    predicted = [([2, 0, 1], ["obj", "root", "punct"]), ([0, 1], ["nsubj", "punct"])]
+    monkeypatch.setattr(dep.DepTask, "predict", lambda self, model, words: predicted)
+    expected = {False: [2, 1, 2, 1, 0, 1], True: [2, 1, 3, 2, 1, 2]}  # heads, labeled, words
+    for include in (False, True):
+        record = sentence_counts("dep", object(), sentences, include_punct=include)
+        assert record["counts"] == expected[include]
+        whole = AttachmentScore(labeled=True)
+        for sentence, (heads, rels) in zip(sentences, predicted):
+            whole.update(sentence.heads, heads, sentence.rels, rels, punct_mask(sentence, include))
+        assert record["metric"] == "las" and record["score"] == pytest.approx(
+            whole.compute()["las"]
+        )
+        counts = np.asarray(record["counts"]).reshape(-1, 3)
+        assert corpus_score(counts.sum(0), "uas") == pytest.approx(whole.compute()["uas"])
