@@ -163,7 +163,9 @@ def test_a_teacher_given_by_its_model_is_not_retrained(tmp_path: Path) -> None:
     assert structural.teacher == "teacher-crf"
 
 
-def test_students_of_an_external_teacher_wait_until_it_finished(tmp_path: Path) -> None:
+def test_students_of_an_external_teacher_wait_until_it_finished(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from safetensors.torch import save_file
 
     spec = yaml.safe_load(_spec(tmp_path).read_text())
@@ -197,6 +199,12 @@ def test_students_of_an_external_teacher_wait_until_it_finished(tmp_path: Path) 
     record = json.loads((tmp_path / "results/wait/teacher-crf/run.json").read_text())
     assert record["parameters"] == 12 and record["tokens_per_second"] == 5.0
     assert record["epochs"] == 0 and record["commit"] is None
+    # retrained after its metrics were copied: the copy stays, and the log says so
+    (model.parent / "metrics.json").write_text(json.dumps({**metrics, "test": {"f1": 92.0}}))
+    assert run_experiment(path, tmp_path / "results", only=["-"], runs_dir=str(runs)) == []
+    assert "changed since it was copied" in capsys.readouterr().out
+    copied = json.loads((tmp_path / "results/wait/teacher-crf/metrics.json").read_text())
+    assert copied["test"]["f1"] == 91.0
 
 
 def test_a_grid_that_is_already_running_is_not_started_twice(tmp_path: Path) -> None:

@@ -373,13 +373,23 @@ def _external_teachers(spec: dict[str, Any], runs_dir: Path) -> dict[str, tuple[
     return found
 
 
-def _import_teacher(name: str, model: Path, given: str, target: Path) -> bool:
+def _import_teacher(
+    name: str, model: Path, given: str, target: Path, log: Callable[[str], None]
+) -> bool:
     """Copies the ``metrics.json`` of a teacher trained elsewhere (next to its ``model/``) to
-    ``target/``, with a ``run.json`` that names the model as the experiment file does."""
+    ``target/``, with a ``run.json`` that names the model as the experiment file does. Done
+    once: a teacher whose metrics changed since (retrained) is reported, not copied again."""
     source = model.parent / "metrics.json"
-    if (target / "metrics.json").exists() or not source.exists():
+    if not source.exists():
         return False
     metrics = json.loads(source.read_text(encoding="utf-8"))
+    if (target / "metrics.json").exists():
+        if json.loads((target / "metrics.json").read_text(encoding="utf-8")) != metrics:
+            log(
+                f"WARNING teacher-{name}: {source} changed since it was copied (retrained?); "
+                f"its students' results may come from the old teacher"
+            )
+        return False
     log_file = model.parent / "train_log.jsonl"
     epochs = (
         [json.loads(line) for line in log_file.read_text(encoding="utf-8").splitlines() if line]
@@ -521,9 +531,8 @@ def run_experiment(
             },
         )
         for t, (model, ready) in external.items():
-            if ready and _import_teacher(
-                t, model, spec["teachers"][t]["model"], results / f"teacher-{t}"
-            ):
+            given = spec["teachers"][t]["model"]
+            if ready and _import_teacher(t, model, given, results / f"teacher-{t}", log):
                 log(f"teacher-{t}: metrics copied from {model.parent}")
         ready_students = [r for r in students if r.teacher not in waiting]
 
