@@ -53,15 +53,20 @@ def test_full_grids_cover_cases_and_methods(name: str) -> None:
         "case4": {"none", "topk", "topwk", "structural", "structural-T2"},
     }
     heads = {"case1a": "crf", "case2a": "maxent", "case3": "crf", "case4": "maxent"}
-    teachers = {"case1a": "crf", "case2a": "crf", "case3": "maxent", "case4": "span"}
     vectors = "glove-6b-50d" if name == "conll03-full" else "use-multilingual"
+    family = "glove" if name == "conll03-full" else "use"
+    teachers = {"case1a": "crf", "case2a": "crf", "case3": "maxent", "case4": "span"}
+    for case, head in teachers.items():  # trained from configs/ner/teacher-FAMILY-HEAD.yaml
+        teacher = spec["students"][case]["teacher"]
+        assert teacher == f"{family}-{head}"
+        assert spec["teachers"][teacher]["model"] == f"{name}/teacher-{teacher}/model"
+        assert (ROOT / f"configs/ner/teacher-{teacher}.yaml").exists()
     for run in runs:
         sets = [b for a, b in zip(run.args, run.args[1:]) if a == "--set"]
         config = load_config(ROOT / run.args[1], sets)
         assert config.model.head.kind == heads[run.group]
         assert config.model.encoder.pretrained_vectors == vectors
         assert config.model.encoder.char_filters > 0  # a char CNN
-        assert spec["students"][run.group]["teacher"] == teachers[run.group]
         if run.method == "none":  # no teacher, no unlabeled text
             assert "--unlabeled" not in run.args and "--teacher" not in run.args
         else:
@@ -99,6 +104,6 @@ def test_dry_run_lists_the_grid_and_who_waits(
     assert len(planned) == 24
     out = capsys.readouterr().out
     assert "conll03-size: 24 runs, 0 done, 24 to run" in out
-    assert "teacher-crf:" in out and "its students wait" in out
+    assert "teacher-glove-crf:" in out and "its students wait" in out
     assert out.count("(waits for its teacher)") == 12
     assert not (tmp_path / "conll03-size").exists()  # a dry run writes nothing
