@@ -5,7 +5,9 @@ Structured Predictor".
 """
 
 from structkd import kd
+from structkd.data.tokenize import Token, tokenize
 from structkd.kd import structural_kd_loss
+from structkd.predictor import Entity, ParsedSentence, Predictor, TaggedSentence, load
 from structkd.structures import (
     DependencyCRF,
     HeadSelection,
@@ -18,13 +20,20 @@ from structkd.structures import (
 
 __all__ = [
     "DependencyCRF",
+    "Entity",
     "HeadSelection",
     "LinearChainCRF",
+    "ParsedSentence",
+    "Predictor",
     "SemiMarkovCRF",
     "SiblingDependencyCRF",
     "Structure",
+    "TaggedSentence",
+    "Token",
     "TokenSoftmax",
     "kd",
+    "load",
     "structural_kd_loss",
+    "tokenize",
 ]
 __version__ = "0.1.0"

@@ -1,4 +1,4 @@
-"""Command line: ``structkd train|distill|evaluate|predict|demo|experiment|speed|report``.
+"""Command line: ``structkd train|distill|evaluate|predict|export|demo|experiment|speed|report``.
 
 The run config's ``task`` (``ner`` or ``dep``) selects the model family, readers and metrics;
 ``evaluate`` and ``predict`` read it from the model directory.
@@ -140,11 +140,20 @@ def _parser() -> argparse.ArgumentParser:
         "--include-punct", action="store_true", help="parsing: score punctuation too"
     )
     predict = commands.add_parser("predict", help="tag (CoNLL) or parse (CoNLL-U) a file, streamed")
-    predict.add_argument("model", help="model directory")
+    predict.add_argument("model", help="model directory or export directory (structkd export)")
     predict.add_argument("input", help="text, CoNLL, CoNLL-U, CoNLL-X or MaltTab file")
     predict.add_argument("--output", help="output file (default: stdout)")
     predict.add_argument("--format", default="auto", choices=FORMATS, help="input format")
     _add_device(predict, "cpu")
+    export = commands.add_parser(
+        "export", help="a student as ONNX or TorchScript with its vocabularies, for serving"
+    )
+    export.add_argument("model", help="model directory")
+    export.add_argument(
+        "--format", default="onnx", choices=("onnx", "torchscript"), help="graph format (onnx)"
+    )
+    export.add_argument("--out", required=True, help="export directory to write")
+    export.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantization")
     demo = commands.add_parser("demo", help="teacher, student and KD student on bundled WikiAnn")
     demo.add_argument("--out", default="runs/demo", help="output directory")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -226,16 +235,20 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(task.evaluate(model, sentences, args.include_punct), indent=1))
     elif args.command == "predict":
         from structkd.data.textio import atomic_text_output
-        from structkd.models.checkpoint import load_model
-        from structkd.tasks import get_task
+        from structkd.predictor import load
 
-        model = load_model(args.model, check_device(args.device))
-        task = get_task(model.task)
+        # a model directory or an export directory
+        predictor = load(args.model, check_device(args.device))
         if args.output is None:
-            task.predict_file(model, args.input, args.format, sys.stdout)
+            predictor.predict_file(args.input, args.format, sys.stdout)
         else:
             with atomic_text_output(args.output) as handle:
-                task.predict_file(model, args.input, args.format, handle)
+                predictor.predict_file(args.input, args.format, handle)
+    elif args.command == "export":
+        from structkd.export import export_model
+
+        export_model(args.model, args.out, args.format, args.quantize)
+        print(f"{args.format} export written to {args.out}")
     elif args.command == "experiment":
         from structkd.experiment import run_experiment
 

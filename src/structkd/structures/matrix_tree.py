@@ -282,14 +282,28 @@ def maximum_spanning_tree(scores: Tensor, lengths: Tensor, multiroot: bool) -> T
     table = scores.detach().double().cpu().numpy()
     heads = np.zeros((batch, size), dtype=np.int64)
     for b, n in enumerate(lengths.tolist()):
-        if n == 0:
-            continue
-        sent = np.maximum(table[b, : n + 1, : n + 1].copy(), NEG)
-        if not multiroot and n > 1:
-            real = sent[1:][sent[1:] > NEG / 2]
-            sent[1:, 0] -= 1.0 + n * (real.max() - real.min())
-        heads[b, : n + 1] = _chu_liu_edmonds(sent)
+        if n > 0:
+            heads[b, : n + 1] = best_tree(table[b, : n + 1, : n + 1], multiroot)
     return torch.from_numpy(heads).to(scores.device)
+
+
+def best_tree(scores: np.ndarray, multiroot: bool) -> np.ndarray:
+    """``maximum_spanning_tree`` of one sentence in numpy (what exported parsers decode with).
+
+    Args:
+        scores: [n+1, n+1] (dep, head) float64, ``NEG`` on row 0, the diagonal and forbidden
+            arcs (n >= 1).
+        multiroot: allow several root words.
+
+    Returns:
+        heads [n+1] (``heads[0] = 0``). O(n^3).
+    """
+    n = scores.shape[0] - 1
+    sent = np.maximum(scores.copy(), NEG)
+    if not multiroot and n > 1:
+        real = sent[1:][sent[1:] > NEG / 2]
+        sent[1:, 0] -= 1.0 + n * (real.max() - real.min())
+    return _chu_liu_edmonds(sent)
 
 
 def sample(scores: Tensor, lengths: Tensor, multiroot: bool, k: int) -> Tensor:

@@ -110,6 +110,22 @@ def _input_format(path: Path, fmt: str) -> str:
     return "auto"
 
 
+def iter_parse_input(path: str, fmt: str) -> Iterator[DepSentence]:
+    """Streams the sentences of a file to parse: a treebank (its trees are replaced by the
+    parser's) or plain text (one sentence per line, whitespace-separated words; ``auto``
+    detects it as a file without tabs).
+
+    Raises:
+        ConfigError: for a format the task does not read.
+    """
+    _check_format(fmt, ("text",))
+    resolved = resolve_path(path)
+    fmt = _input_format(resolved, fmt)
+    if fmt == "text":
+        return (DepSentence(s.tokens, ["_"] * len(s), [0] * len(s)) for s in iter_text(resolved))
+    return iter_dep(resolved, fmt)
+
+
 def _check_format(fmt: str, extra: tuple[str, ...] = ()) -> None:
     choices = (*DepTask.formats, *extra)
     if fmt not in choices:
@@ -221,16 +237,7 @@ class DepTask(Task):
     def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
         """Parses a treebank (its trees are replaced) or plain text (one sentence per line,
         whitespace-separated words) and writes CoNLL-U, 2048 sentences at a time."""
-        _check_format(fmt, ("text",))
-        resolved = resolve_path(path)
-        fmt = _input_format(resolved, fmt)
-        sentences: Iterator[DepSentence]
-        if fmt == "text":
-            sentences = (
-                DepSentence(s.tokens, ["_"] * len(s), [0] * len(s)) for s in iter_text(resolved)
-            )
-        else:
-            sentences = iter_dep(resolved, fmt)
+        sentences = iter_parse_input(path, fmt)
         count = 0
         while chunk := list(itertools.islice(sentences, 2048)):
             trees = predict_trees(_dep(model), [s.words for s in chunk])
