@@ -30,7 +30,8 @@ from structkd.tasks import get_task
 
 FIXTURES = Path(__file__).parent / "fixtures"
 WIKIANN_TEST = [s.tokens for s in read_ner(resolve_path("resource:wikiann_en/test.tsv"))]
-EWT = read_dep(FIXTURES / "dep" / "en_ewt-dev-slice.conllu", "auto")
+EWT_PATH = FIXTURES / "dep" / "en_ewt-dev-slice.conllu"
+EWT = read_dep(EWT_PATH, "auto")
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -255,3 +256,18 @@ def test_export_refuses_missing_onnxruntime_cleanly(
     monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
     with pytest.raises(DataError, match="pip install"):
         ExportedModel(tmp_path / "e")
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [("crf", "resource:wikiann_en/test.tsv"), ("head_selection", str(EWT_PATH))],
+)
+def test_evaluate_an_export_scores_as_the_model(
+    kind: str, data: str, models: dict[str, Path], tmp_path: Path
+) -> None:
+    export_model(models[kind], tmp_path / "e", "onnx")
+    scores = [sk.load(path).evaluate(data) for path in (models[kind], tmp_path / "e")]
+    for s in scores:
+        s.pop("tokens_per_second")
+    assert scores[0] == scores[1]
+    assert main(["evaluate", str(tmp_path / "e"), data]) == 0

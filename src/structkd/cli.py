@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "evaluate", help="span F1 (NER) or UAS/LAS (parsing) of a model on labeled data"
     )
-    evaluate.add_argument("model", help="model directory")
+    evaluate.add_argument("model", help="model directory or export directory")
     evaluate.add_argument("data", help="labeled corpus (resource:NAME: a bundled file)")
     evaluate.add_argument("--format", default="auto", choices=FORMATS, help="corpus format")
     _add_device(evaluate, "cpu")
@@ -226,13 +226,11 @@ def _run(args: argparse.Namespace) -> int:
             _print_metrics(config.task, metrics)
             print(f"model saved in {config.out}/model")
     elif args.command == "evaluate":
-        from structkd.models.checkpoint import load_model
-        from structkd.tasks import get_task
+        from structkd.predictor import load
 
-        model = load_model(args.model, check_device(args.device))
-        task = get_task(model.task)
-        sentences = task.read_labeled(args.data, args.format)
-        print(json.dumps(task.evaluate(model, sentences, args.include_punct), indent=1))
+        # a model directory or an export directory
+        predictor = load(args.model, check_device(args.device))
+        print(json.dumps(predictor.evaluate(args.data, args.format, args.include_punct), indent=1))
     elif args.command == "predict":
         from structkd.data.textio import atomic_text_output
         from structkd.predictor import load

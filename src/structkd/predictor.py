@@ -18,6 +18,7 @@ and either its entities (NER) or its heads and relations (parsing)::
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,8 @@ from structkd.export.runtime import ExportedModel
 from structkd.models.base import Model
 from structkd.models.checkpoint import load_model
 from structkd.tasks import get_task
-from structkd.tasks.dep import iter_parse_input
+from structkd.tasks.dep import attachment_scores, iter_parse_input
+from structkd.train.evaluate import span_scores
 
 CHUNK = 2048  # sentences a file is read and written by
 
@@ -174,6 +176,32 @@ class Predictor:
             ]
             result.append(TaggedSentence(text, tokens, list(tags), entities))
         return result
+
+    def evaluate(self, path: str, fmt: str = "auto", include_punct: bool = False) -> dict[str, Any]:
+        """The scores ``structkd evaluate`` prints (span F1, or UAS/LAS) on a labeled corpus,
+        with ``tokens_per_second``, for a model or an export alike.
+
+        Raises:
+            DataError: if the corpus is malformed or has no gold outputs.
+        """
+        task = get_task(self.task)
+        sentences = task.read_labeled(path, fmt)
+        if self.model is not None:
+            return task.evaluate(self.model, sentences, include_punct)
+        start = time.perf_counter()
+        predicted = self.predict_words([task.words(s) for s in sentences])
+        seconds = time.perf_counter() - start
+        if self.task == "ner":
+            scores = span_scores(sentences, predicted)
+        else:
+            scores = attachment_scores(sentences, predicted, bool(self._rels), include_punct)
+        tokens = sum(len(task.words(s)) for s in sentences)
+        return {**scores, "tokens_per_second": tokens / max(seconds, 1e-9)}
+
+    @property
+    def _rels(self) -> list[str]:
+        assert self.exported is not None
+        return list(self.exported.vocab.get("rels", []))
 
     def predict_file(self, path: str, fmt: str, out: TextIO) -> int:
         """Predicts every sentence of a file, streamed, and writes CoNLL (NER) or CoNLL-U

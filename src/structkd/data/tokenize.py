@@ -4,7 +4,7 @@ The rules, applied left to right (the longest match at each position wins, white
 and is dropped):
 
 1. an abbreviation of single letters with periods is one token: ``U.S.``, ``e.g.``;
-2. a word is a run of letters, digits, marks and underscores, possibly joined by one inner
+2. a word is a run of letters, digits and underscores, possibly joined by one inner
    ``-``, ``'``, ``’``, ``.``, ``,`` or ``/`` between two such runs: ``Monday``, ``3.5``,
    ``1,000``, ``e-mail``, ``O'Neil``, ``don't``, ``24/7``;
 3. any other character is punctuation: a run of the same character is one token (``...``,

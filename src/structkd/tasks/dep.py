@@ -126,6 +126,25 @@ def iter_parse_input(path: str, fmt: str) -> Iterator[DepSentence]:
     return iter_dep(resolved, fmt)
 
 
+def attachment_scores(
+    sentences: Sequence[DepSentence],
+    predicted: Sequence[tuple[Sequence[int], Sequence[str] | None]],
+    with_relations: bool,
+    include_punct: bool = False,
+) -> dict[str, Any]:
+    """``DepTask.evaluate``'s scores (percent) of predicted trees against gold ones; LAS and
+    LCM are None unless the parser (``with_relations``) and the data both have relations."""
+    labeled = with_relations and all(s.rels is not None for s in sentences)
+    metric = AttachmentScore(labeled)
+    for sentence, (heads, rels) in zip(sentences, predicted):
+        mask = punct_mask(sentence, include_punct)
+        if labeled:
+            metric.update(sentence.heads, heads, sentence.rels, rels, mask)
+        else:
+            metric.update(sentence.heads, heads, mask=mask)
+    return {"las": None, "lcm": None, "per_relation": {}, **metric.compute()}
+
+
 def _check_format(fmt: str, extra: tuple[str, ...] = ()) -> None:
     choices = (*DepTask.formats, *extra)
     if fmt not in choices:
@@ -205,15 +224,8 @@ class DepTask(Task):
         start = time.perf_counter()
         predicted = predict_trees(_dep(model), [s.words for s in sentences])
         seconds = time.perf_counter() - start
-        labeled = bool(_dep(model).vocab.rels) and all(s.rels is not None for s in sentences)
-        metric = AttachmentScore(labeled)
-        for sentence, (heads, rels) in zip(sentences, predicted):
-            mask = punct_mask(sentence, include_punct)
-            if labeled:
-                metric.update(sentence.heads, heads, sentence.rels, rels, mask)
-            else:
-                metric.update(sentence.heads, heads, mask=mask)
-        scores = {"las": None, "lcm": None, "per_relation": {}, **metric.compute()}
+        rels = bool(_dep(model).vocab.rels)
+        scores = attachment_scores(sentences, predicted, rels, include_punct)
         words = sum(len(s) for s in sentences)
         scores["tokens_per_second"] = words / max(seconds, 1e-9)
         return scores

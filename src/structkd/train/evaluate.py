@@ -39,19 +39,21 @@ def evaluate(model: Tagger, sentences: Sequence[Sentence], batch_size: int = 64)
     start = time.perf_counter()
     predicted = predict_tags(model, [s.tokens for s in sentences], batch_size)
     seconds = time.perf_counter() - start
+    tokens = sum(len(s) for s in sentences)
+    return {**span_scores(sentences, predicted), "tokens_per_second": tokens / max(seconds, 1e-9)}
+
+
+def span_scores(
+    sentences: Sequence[Sentence], predicted: Sequence[Sequence[str]]
+) -> dict[str, Any]:
+    """``{"f1", "precision", "recall", "per_type"}`` (percent) of predicted tags against the
+    sentences' gold tags."""
     metric = SpanF1()
     for sentence, tags in zip(sentences, predicted):
         assert sentence.tags is not None
         metric.update(sentence.tags, tags)
     scores = metric.compute()
-    tokens = sum(len(s) for s in sentences)
-    return {
-        "f1": scores["f1"],
-        "precision": scores["precision"],
-        "recall": scores["recall"],
-        "per_type": scores["per_type"],
-        "tokens_per_second": tokens / max(seconds, 1e-9),
-    }
+    return {key: scores[key] for key in ("f1", "precision", "recall", "per_type")}
 
 
 def _chunks(sentences: Iterable[Sentence], size: int) -> Iterator[list[Sentence]]:

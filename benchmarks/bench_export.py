@@ -1,0 +1,141 @@
+"""Speed and F1 of an exported student: PyTorch eager vs ONNX Runtime (float and int8) vs
+TorchScript, batch 1 and 32, 1 and 2 threads, on the bundled WikiAnn English test slice.
+
+Trains (once; reused when ``--out`` already holds it) the ``structkd demo`` MaxEnt student and
+the same encoder with a CRF head on the bundled WikiAnn slice, exports each with
+``structkd export`` (ONNX, ONNX int8, TorchScript, TorchScript int8), then times end-to-end
+prediction (words in, tags out: id lookup, graph, decoder) over the 500 test sentences in
+length-bucketed batches. Each cell is the fastest of ``--repeats`` passes, all runtimes
+measured in the same run, interleaved per repeat. F1 is span F1 on the test slice.
+
+    python benchmarks/bench_export.py --out runs/bench_export > table.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import onnxruntime
+import torch
+
+from structkd.config import DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
+from structkd.data.conll import read_ner
+from structkd.data.resources import resolve_path
+from structkd.demo import DATA, STUDENT
+from structkd.export import ExportedModel, export_model
+from structkd.metrics.span_f1 import SpanF1
+from structkd.models.checkpoint import load_model
+from structkd.tasks import get_task
+from structkd.train.run import run
+
+RUNTIMES = (
+    ("PyTorch eager", None, None),
+    ("TorchScript", "torchscript", None),
+    ("TorchScript int8", "torchscript", "int8"),
+    ("ONNX Runtime", "onnx", None),
+    ("ONNX Runtime int8", "onnx", "int8"),
+)
+
+
+def train_student(out: Path, head: str, epochs: int) -> Path:
+    """The demo student (or its CRF twin), trained without KD on the bundled slice."""
+    model_dir = out / f"student-{head}" / "model"
+    if (model_dir / "config.json").is_file():
+        return model_dir
+    config = RunConfig(
+        model=ModelConfig(STUDENT.encoder, HeadConfig(kind=head)),  # type: ignore[arg-type]
+        data=DataConfig(**DATA.__dict__),
+        train=TrainConfig(seed=1, max_epochs=epochs, batch_size=32, lr=0.004, progress=False),
+        out=str(out / f"student-{head}"),
+    )
+    run(config, [])
+    return model_dir
+
+
+def f1(gold: list[list[str]], predicted: list[list[str]]) -> float:
+    metric = SpanF1()
+    for g, p in zip(gold, predicted):
+        metric.update(g, p)
+    return float(metric.compute()["f1"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default="runs/bench_export", help="students and exports")
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--heads", nargs="+", default=["maxent", "crf"])
+    args = parser.parse_args()
+    out = Path(args.out)
+    test = read_ner(resolve_path(DATA.test))  # type: ignore[arg-type]
+    words = [s.tokens for s in test]
+    gold = [list(s.tags or []) for s in test]
+    tokens = sum(map(len, words))
+    rows: list[list[str]] = []
+    for head in args.heads:
+        model_dir = train_student(out, head, args.epochs)
+        for _, fmt, quantize in RUNTIMES[1:]:
+            name = f"{head}-{fmt}-{quantize or 'float'}"
+            export_model(model_dir, out / "exports" / name, fmt, quantize)
+        model = load_model(model_dir)
+        task = get_task("ner")
+        reference = task.predict(model, words, 32)
+        for threads in args.threads:
+            torch.set_num_threads(threads)
+            runners: dict[str, Any] = {"PyTorch eager": None}
+            for label, fmt, quantize in RUNTIMES[1:]:
+                name = f"{head}-{fmt}-{quantize or 'float'}"
+                runners[label] = ExportedModel(out / "exports" / name, threads=threads)
+            best: dict[tuple[str, int], float] = {}
+            outputs: dict[str, list[list[str]]] = {}
+            for _ in range(args.repeats):
+                for label, runner in runners.items():
+                    for batch in (1, 32):
+                        start = time.perf_counter()
+                        if runner is None:
+                            predicted = task.predict(model, words, batch)
+                        else:
+                            predicted = runner.predict(words, batch)
+                        seconds = time.perf_counter() - start
+                        key = (label, batch)
+                        best[key] = min(best.get(key, float("inf")), seconds)
+                        outputs[label] = predicted
+            eager_1 = tokens / best[("PyTorch eager", 1)]
+            for label in runners:
+                speed_1, speed_32 = (tokens / best[(label, b)] for b in (1, 32))
+                same = sum(
+                    a == b for p, r in zip(outputs[label], reference) for a, b in zip(p, r)
+                )
+                rows.append(
+                    [
+                        head,
+                        label,
+                        str(threads),
+                        f"{speed_1:,.0f}",
+                        f"{speed_32:,.0f}",
+                        f"{speed_1 / eager_1:.2f}x",
+                        f"{f1(gold, outputs[label]):.2f}",
+                        f"{100 * same / tokens:.2f}%",
+                    ]
+                )
+    print(
+        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads at the end, "
+        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
+        f"Python {platform.python_version()}; {len(words)} sentences, {tokens} tokens.\n"
+    )
+    print(
+        "| student | runtime | threads | tokens/s, batch 1 | tokens/s, batch 32 "
+        "| batch 1 vs eager | test F1 | tags equal to eager |"
+    )
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
