@@ -70,9 +70,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--heads", nargs="+", default=["maxent", "crf"])
+    parser.add_argument("--limit", type=int, help="only the first N test sentences (a smoke run)")
     args = parser.parse_args()
     out = Path(args.out)
-    test = read_ner(resolve_path(DATA.test))  # type: ignore[arg-type]
+    test = read_ner(resolve_path(DATA.test))[: args.limit]  # type: ignore[arg-type]
     words = [s.tokens for s in test]
     gold = [list(s.tags or []) for s in test]
     tokens = sum(map(len, words))

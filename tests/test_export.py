@@ -54,14 +54,17 @@ def _fit(model: torch.nn.Module, batch: object, steps: int) -> None:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Saved tiny models, trained a few steps so that their scores are not flat: the two
-    tagger students on the NER fixture, the two parser students (2-layer BiLSTMs, one with
-    words only) on the EWT slice."""
+    tagger students on the NER fixture (the CRF with casing features), the two parser students
+    (2-layer BiLSTMs, one with words only) on the EWT slice."""
     root = tmp_path_factory.mktemp("models")
     train = read_ner(FIXTURES / "pipeline" / "train.conll")
     out = {}
     for kind in ("crf", "maxent"):
         torch.manual_seed(0)
-        encoder = EncoderConfig(word_dim=8, char_dim=4, char_filters=6, lstm_hidden=6)
+        casing = 3 if kind == "crf" else 0  # the CRF also reads casing features
+        encoder = EncoderConfig(
+            word_dim=8, casing_dim=casing, char_dim=4, char_filters=6, lstm_hidden=6
+        )
         tagger = build_tagger(
             ModelConfig(encoder, HeadConfig(kind=kind)),  # type: ignore[arg-type]
             [s.tokens for s in train],
@@ -111,7 +114,7 @@ def test_graph_scores_equal_the_model_scores(models: dict[str, Path]) -> None:
     batch = model.collate(words)
     graph = ExportGraph(model)
     with torch.no_grad():
-        (emissions,) = graph(batch.words, batch.chars, batch.lengths)
+        (emissions,) = graph(*(getattr(batch, name) for name in graph.inputs))
         expected = model.structure(batch).emissions  # type: ignore[attr-defined]
     inside = torch.arange(emissions.shape[1])[None, :] < batch.lengths[:, None]
     assert torch.allclose(emissions[inside], expected[inside], atol=1e-5)

@@ -79,6 +79,7 @@ def example_inputs(graph: ExportGraph, batch: int = 2, size: int = 3) -> tuple[T
     """Dummy inputs of the graph (tracing records the operations, not these values)."""
     tensors = {
         "words": torch.ones(batch, size, dtype=torch.long),
+        "casing": torch.ones(batch, size, dtype=torch.long),
         "chars": torch.ones(batch, size, 2, dtype=torch.long),
         "lengths": torch.tensor([size] + [size - 1] * (batch - 1), dtype=torch.long),
     }
@@ -86,7 +87,8 @@ def example_inputs(graph: ExportGraph, batch: int = 2, size: int = 3) -> tuple[T
 
 
 def _dynamic_axes(graph: ExportGraph) -> dict[str, dict[int, str]]:
-    axes = {"words": {0: "batch", 1: "words"}, "chars": {0: "batch", 1: "words", 2: "chars"}}
+    words = {0: "batch", 1: "words"}
+    axes = {"words": words, "casing": words, "chars": {0: "batch", 1: "words", 2: "chars"}}
     axes["lengths"] = {0: "batch"}
     out = {name: axes[name] for name in graph.inputs}
     nodes = {0: "batch", 1: "nodes", 2: "nodes"}

@@ -92,26 +92,34 @@ class ExportEncoder(nn.Module):
 
     def __init__(self, encoder: Encoder) -> None:
         super().__init__()
-        if encoder.transformer is not None:
+        if encoder.transformer is not None or encoder.vectors is not None:
             raise ExportError(
-                "export supports word, char CNN and BiLSTM encoders, not transformer encoders"
+                "export supports word, casing, char CNN and BiLSTM encoders, not transformer "
+                "encoders or frozen pretrained vector tables (encoder.freeze_vectors)"
             )
         self.words = encoder.words
+        self.casing = encoder.casing
         self.chars = encoder.chars
         self.lstm = ReversibleBiLSTM(encoder.lstm.lstm) if encoder.lstm is not None else None
 
     @property
     def inputs(self) -> list[str]:
         """The graph's input names, in call order."""
-        names = ["words"] if self.words is not None else []
-        return [*names, *(["chars"] if self.chars is not None else []), "lengths"]
+        parts = {"words": self.words, "casing": self.casing, "chars": self.chars}
+        return [*(name for name, part in parts.items() if part is not None), "lengths"]
 
-    def forward(self, words: Tensor | None, chars: Tensor | None, lengths: Tensor) -> Tensor:
-        """Word ids [B, N], char ids [B, N, C], lengths [B] -> features [B, N, H]."""
+    def forward(
+        self, words: Tensor | None, casing: Tensor | None, chars: Tensor | None, lengths: Tensor
+    ) -> Tensor:
+        """Word ids [B, N], casing classes [B, N], char ids [B, N, C], lengths [B] -> features
+        [B, N, H] (inputs the encoder does not read are None)."""
         parts = []
         if self.words is not None:
             assert words is not None
             parts.append(self.words.table(words))  # [B, N, Dw]
+        if self.casing is not None:
+            assert casing is not None
+            parts.append(self.casing(casing))  # [B, N, Dc]
         if self.chars is not None:
             assert chars is not None
             parts.append(self.chars(chars))  # [B, N, F]
@@ -195,7 +203,8 @@ class ExportGraph(nn.Module):
         """The inputs named by ``inputs`` -> the outputs named by ``outputs``."""
         named = dict(zip(self.inputs, inputs))
         lengths = named["lengths"]
-        hidden = self.encoder(named.get("words"), named.get("chars"), lengths)  # [B, N, H]
+        words, casing, chars = (named.get(name) for name in ("words", "casing", "chars"))
+        hidden = self.encoder(words, casing, chars, lengths)  # [B, N, H]
         if self.scorer is not None:
             scores = self.scorer(hidden)  # [B, N, L] tags or [B, N, K] labels
             if self.decoder == "argmax":

@@ -23,6 +23,7 @@ from structkd.data.errors import DataError
 from structkd.data.tags import from_spans, to_spans
 from structkd.export.bundle import read_export_meta
 from structkd.export.decode import mst_heads, seqlabel_trees, viterbi
+from structkd.nn.embeddings import casing_class
 from structkd.train.batching import bucket_batches
 
 Tree = tuple[list[int], list[str] | None]
@@ -102,8 +103,8 @@ class ExportedModel:
         return index if index is not None else self.word_index.get(word.lower(), 1)
 
     def collate(self, tokens: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
-        """The graph's int64 inputs for B non-empty sentences, padded as ``Vocabularies.collate``:
-        words [B, N], chars [B, N, C], lengths [B]."""
+        """The graph's int64 inputs for B non-empty sentences, padded as ``Encoder.collate``:
+        words [B, N], casing [B, N], chars [B, N, C], lengths [B] (those the graph reads)."""
         lengths = np.array([len(s) for s in tokens], dtype=np.int64)
         width = int(lengths.max(initial=0)) or 1
         arrays = {"lengths": lengths}
@@ -112,6 +113,11 @@ class ExportedModel:
             for b, sentence in enumerate(tokens):
                 words[b, : len(sentence)] = [self.word_id(w) for w in sentence]
             arrays["words"] = words
+        if "casing" in self.inputs:
+            casing = np.zeros((len(tokens), width), dtype=np.int64)
+            for b, sentence in enumerate(tokens):
+                casing[b, : len(sentence)] = [casing_class(w) for w in sentence]
+            arrays["casing"] = casing
         if "chars" in self.inputs:
             n_chars = max((len(w) for s in tokens for w in s), default=1) or 1
             chars = np.zeros((len(tokens), width, n_chars), dtype=np.int64)
