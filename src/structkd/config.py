@@ -198,7 +198,11 @@ class DistillConfig:
             run only the teacher's head on each batch; the teacher's output is the same as
             running it whole (it is in eval mode). False runs the whole teacher on every batch.
             Structural KD always caches (the projected marginals).
-        teachers: teacher model directories (``--teacher`` on the command line replaces them).
+        teachers: teacher model directories (``--teacher`` on the command line replaces them):
+            structkd models, or Hugging Face token classifiers (``save_pretrained``
+            directories with their tokenizer; see docs/teachers.md).
+        subword_pooling: a Hugging Face teacher's word distribution: its ``first`` subword's
+            softmax, or the ``mean`` of its subwords' softmaxes.
     """
 
     method: KDMethod = "structural"
@@ -211,6 +215,7 @@ class DistillConfig:
     cache_dir: str | None = None
     cache_teacher: bool = True
     teachers: list[str] = field(default_factory=list)
+    subword_pooling: Literal["first", "mean"] = "first"
 
 
 @dataclass

@@ -40,6 +40,19 @@ class Model(nn.Module, ABC):
     def collate(self, words: Sequence[Sequence[str]], /) -> Any:
         """Padded inputs of sentences given as words (no gold outputs)."""
 
+    def features(self, batch: Any) -> Tensor:
+        """What ``from_features`` takes [B, N, H]: the encoder's output (cached by distillation)."""
+        return self.encoder(batch)
+
+    def as_teacher_of(self, student: Model) -> Model:
+        """This model as a teacher of ``student``: itself, unless its outputs must first be
+        expressed on the student's labels (a foreign teacher, ``structkd.models.hf_teacher``).
+
+        Raises:
+            ConfigError: if it cannot teach the student.
+        """
+        return self
+
     @abstractmethod
     def from_features(self, hidden: Tensor, lengths: Tensor) -> Any:
         """The model's output (what ``forward`` returns) from encoder features: the head only.

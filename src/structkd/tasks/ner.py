@@ -98,16 +98,14 @@ class NERTask(Task):
         pupil = _tagger(student)
         probe = [["a", "b"]]
         target = pupil.structure(pupil.collate(probe))
-        for i, teacher in enumerate(map(_tagger, teachers)):
+        for i, teacher in enumerate(teachers):
             if teacher.vocab.entity_types != pupil.vocab.entity_types:
                 raise ConfigError(
                     f"teacher {i + 1} knows entity types {teacher.vocab.entity_types}, the "
                     f"student {pupil.vocab.entity_types}; distillation needs the same types"
                 )
             try:
-                kd.project(
-                    teacher.structure(teacher.collate(probe)), target, pupil.vocab.tag_scheme
-                )
+                kd.project(teacher(teacher.collate(probe)), target, pupil.vocab.tag_scheme)
             except (TypeError, ValueError) as error:
                 raise ConfigError(f"teacher {i + 1}: {error}") from error
 
@@ -122,9 +120,9 @@ class NERTask(Task):
     def project(
         self, teacher: Model, student: Model, words: list[list[str]], config: DistillConfig
     ) -> list[Tensor]:
-        tagger, source = _tagger(student), _tagger(teacher)
+        tagger = _tagger(student)
         target = tagger.structure(tagger.collate(words))
-        teacher_structure = source.structure(source.collate(words))
+        teacher_structure = teacher(teacher.collate(words))  # a tagger's forward: its structure
         scheme = tagger.vocab.tag_scheme
         return as_list(projected_marginals(teacher_structure, target, config, scheme))
 

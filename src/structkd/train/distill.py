@@ -44,16 +44,20 @@ FEATURE_OFFSETS: list[list[int | None]] = [[0, None]]
 word (a transformer encoder pools each word's first subword), H fixed."""
 
 
-def check_teachers(teachers: Sequence[Model], student: Model) -> None:
-    """Raises ConfigError unless every teacher serves the student's task and can teach it (the
-    task probes the pair, in eval mode so that no dropout draws from the RNG)."""
+def check_teachers(teachers: Sequence[Model], student: Model) -> list[Model]:
+    """The teachers as teachers of ``student`` (``Model.as_teacher_of``: a foreign teacher's
+    labels mapped onto the student's); raises ConfigError unless every teacher serves the
+    student's task and can teach it (the task probes the pair, in eval mode so that no dropout
+    draws from the RNG)."""
     for i, teacher in enumerate(teachers):
         if teacher.task != student.task:
             raise ConfigError(
                 f"teacher {i + 1} is a {teacher.task} model, the student a {student.task} model"
             )
+    bound = [t.as_teacher_of(student) for t in teachers]
     with torch.no_grad(), evaluating(student):
-        get_task(student.task).check_teachers(teachers, student)
+        get_task(student.task).check_teachers(bound, student)
+    return bound
 
 
 class Distiller:
@@ -91,7 +95,7 @@ class Distiller:
         teacher_ids: Sequence[str],
         batch_size: int = 64,
     ) -> None:
-        check_teachers(teachers, student)
+        teachers = check_teachers(teachers, student)
         self.task = get_task(student.task)
         if config.method not in self.task.kd_methods:
             raise ConfigError(
@@ -250,7 +254,7 @@ class Distiller:
             rows: dict[int, Marginals] = {}
             for ids in bucket_batches([len(w) for w in words], batch_size)[shard::shards]:
                 batch = teacher.collate([words[i] for i in ids]).to(teacher.device)
-                hidden = teacher.encoder(batch)  # [B, N, H]
+                hidden = teacher.features(batch)  # [B, N, H]
                 for b, i in enumerate(ids):
                     rows[i] = crop([hidden], b, len(words[i]), FEATURE_OFFSETS)
             return rows

@@ -18,7 +18,7 @@ from structkd.config import ConfigError, RunConfig
 from structkd.data.resources import resolve_path
 from structkd.devices import check_device
 from structkd.models.base import Model
-from structkd.models.checkpoint import load_model, read_model_config
+from structkd.models.hf_teacher import load_teacher
 from structkd.tasks import Task, get_task
 from structkd.train import ddp
 from structkd.train.distill import Distiller, check_teachers
@@ -90,8 +90,10 @@ def run(
         )
         config.data.unlabeled = []
     teacher_dirs = teacher_dirs if distilling else []  # --method none: the teachers are unused
-    teachers = [load_model(d, config.train.device) for d in teacher_dirs]
-    teacher_ids = [read_model_config(d)["weights_sha256"] for d in teacher_dirs]
+    pooling = config.distill.subword_pooling
+    loaded = [load_teacher(d, config.train.device, pooling) for d in teacher_dirs]
+    teachers = [model for model, _ in loaded]
+    teacher_ids = [digest for _, digest in loaded]
     sentences, corpus = _corpora(config, task, len(teachers))
     dev = task.read_labeled(config.data.dev, config.data.format) if config.data.dev else []
     test = task.read_labeled(config.data.test, config.data.format) if config.data.test else []
