@@ -1,4 +1,5 @@
-"""Command line: ``structkd train|distill|evaluate|predict|export|demo|experiment|speed|report``.
+"""Command line: ``structkd train|distill|evaluate|predict|export|annotate|demo|experiment``,
+``speed`` and ``report``.
 
 The run config's ``task`` (``ner`` or ``dep``) selects the model family, readers and metrics;
 ``evaluate`` and ``predict`` read it from the model directory.
@@ -125,6 +126,11 @@ def _parser() -> argparse.ArgumentParser:
         help="teacher model directory (repeatable; replaces distill.teachers)",
     )
     distill.add_argument(
+        "--teacher-marginals",
+        metavar="FILE",
+        help="distil from a marginal file instead of teacher models (docs/marginal-files.md)",
+    )
+    distill.add_argument(
         "--method",
         choices=KDMethod.__args__,  # type: ignore[attr-defined]
         help="KD loss (replaces the config's distill.method, structural if unset)",
@@ -154,6 +160,24 @@ def _parser() -> argparse.ArgumentParser:
     )
     export.add_argument("--out", required=True, help="export directory to write")
     export.add_argument("--quantize", choices=("int8",), help="dynamic int8 quantization")
+    annotate = commands.add_parser(
+        "annotate", help="write a teacher's marginals on a corpus as a marginal file"
+    )
+    annotate.add_argument("model", help="structkd or Hugging Face token-classifier directory")
+    annotate.add_argument("text", help="sentences to annotate (text, CoNLL, CoNLL-U, ...)")
+    annotate.add_argument(
+        "--out", required=True, help="marginal file X (writes X.json and X.safetensors)"
+    )
+    annotate.add_argument(
+        "--batch-size", type=int, default=32, help="sentences a batch (the distillation's)"
+    )
+    annotate.add_argument(
+        "--subword-pooling",
+        default="first",
+        choices=("first", "mean"),
+        help="Hugging Face teachers: first subword or mean of the subwords",
+    )
+    _add_device(annotate, "cpu")
     demo = commands.add_parser("demo", help="teacher, student and KD student on bundled WikiAnn")
     demo.add_argument("--out", default="runs/demo", help="output directory")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -197,6 +221,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
         "train.max_epochs": args.max_epochs,
         "distill.method": getattr(args, "method", None),
         "distill.teachers": getattr(args, "teacher", None),
+        "distill.teacher_marginals": getattr(args, "teacher_marginals", None),
         "train.progress": False if args.no_progress else None,
         "train.device": args.device,
     }
@@ -218,9 +243,17 @@ def _run(args: argparse.Namespace) -> int:
 
         config = _config(args)
         no_kd = config.distill.method == "none"
-        if args.command == "distill" and not config.distill.teachers and not no_kd:
-            raise ConfigError("distill needs a teacher: --teacher DIR or distill.teachers")
-        teachers = config.distill.teachers if args.command == "distill" else []
+        from_file = bool(config.distill.teacher_marginals)
+        if getattr(args, "teacher_marginals", None) and args.teacher:
+            raise ConfigError("give --teacher or --teacher-marginals, not both")
+        has_teacher = bool(config.distill.teachers) or from_file
+        if args.command == "distill" and not has_teacher and not no_kd:
+            raise ConfigError(
+                "distill needs a teacher: --teacher DIR, --teacher-marginals FILE or "
+                "distill.teachers"
+            )
+        # A marginal file replaces the config's teachers, as --teacher does.
+        teachers = config.distill.teachers if args.command == "distill" and not from_file else []
         metrics = run(config, teachers, args.resume)
         if metrics:  # rank 0 of a distributed run, or a single process
             _print_metrics(config.task, metrics)
@@ -247,6 +280,18 @@ def _run(args: argparse.Namespace) -> int:
 
         export_model(args.model, args.out, args.format, args.quantize)
         print(f"{args.format} export written to {args.out}")
+    elif args.command == "annotate":
+        from structkd.train.annotate import annotate
+
+        path = annotate(
+            args.model,
+            args.text,
+            args.out,
+            args.batch_size,
+            check_device(args.device),
+            args.subword_pooling,
+        )
+        print(f"marginals written to {path}")
     elif args.command == "experiment":
         from structkd.experiment import run_experiment
 

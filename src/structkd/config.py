@@ -203,6 +203,8 @@ class DistillConfig:
             directories with their tokenizer; see docs/teachers.md).
         subword_pooling: a Hugging Face teacher's word distribution: its ``first`` subword's
             softmax, or the ``mean`` of its subwords' softmaxes.
+        teacher_marginals: a marginal file (docs/marginal-files.md) to distil from instead of
+            ``teachers`` (``--teacher-marginals`` on the command line).
     """
 
     method: KDMethod = "structural"
@@ -216,6 +218,7 @@ class DistillConfig:
     cache_teacher: bool = True
     teachers: list[str] = field(default_factory=list)
     subword_pooling: Literal["first", "mean"] = "first"
+    teacher_marginals: str | None = None
 
 
 @dataclass

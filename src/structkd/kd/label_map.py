@@ -6,7 +6,8 @@ any order, perhaps with more or fewer entity types. Its tokens are independent (
 teacher), so it defines a distribution over its label sequences; every label sequence decodes to
 one set of entity spans (``structkd.data.tags.to_spans``, conlleval's rules), which the student's
 scheme writes as one tag sequence. ``TagMap.apply`` returns the exact per-token marginals of the
-student's tags under that distribution.
+student's tags under that distribution. Labels that are the student's own tags in the student's
+order are taken as they are, as a structkd teacher's are.
 
 Why it is exact and cheap: whether token ``i`` (label ``b``) starts an entity depends only on the
 label of token ``i - 1``, whether it ends one only on the label of token ``i + 1`` (conlleval's
@@ -76,6 +77,8 @@ class TagMap:
             raise LabelMapError(f"student tag scheme must be BIOES or BIO, not {student_scheme}")
         self.teacher_labels = list(teacher_labels)
         self.student_tags = list(student_tags)
+        # The student's own tags, in its order (a structkd teacher's convention): as they are.
+        self.identity = self.teacher_labels == self.student_tags
         index = {t: i for i, t in enumerate(self.student_tags)}
         malformed, unknown = [], []
         types: list[str | None] = []
@@ -143,6 +146,8 @@ class TagMap:
                 f"distributions over {n_labels} labels, the teacher has {len(self.teacher_labels)}"
             )
         mask = torch.arange(width, device=probs.device)[None, :] < lengths.to(probs.device)[:, None]
+        if self.identity:
+            return probs * mask[..., None]
         q = probs * mask[..., None]  # [B, N, L]
         boundary = (~mask).to(probs.dtype)[..., None]  # [B, N, 1]
         ext = torch.cat([q, boundary], -1)  # [B, N, L + 1]: padding acts as an O boundary

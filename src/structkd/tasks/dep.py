@@ -55,6 +55,7 @@ from structkd.depdata import (
 from structkd.metrics.attachment import AttachmentScore
 from structkd.models.base import Model
 from structkd.models.depbase import DepModel, DepVocab, ParserOutput, Tree
+from structkd.models.marginal_teacher import DepMarginalTeacher
 from structkd.models.parser import BiaffineParser, build_dep_model, load_dep_model
 from structkd.models.seqlabel import SeqLabelParser
 from structkd.structures.dependency import DependencyCRF
@@ -262,7 +263,13 @@ class DepTask(Task):
     def check_teachers(self, teachers: Sequence[Model], student: Model) -> None:
         pupil = _dep(student)
         for i, teacher in enumerate(teachers):
-            if not isinstance(teacher, BiaffineParser):
+            if isinstance(teacher, DepMarginalTeacher):  # head marginals of a file
+                if isinstance(pupil, SeqLabelParser):
+                    raise ConfigError(
+                        f"teacher {i + 1}: an arcs marginal file teaches graph-based parsers, "
+                        "not sequence-labeling ones (they need relation distributions)"
+                    )
+            elif not isinstance(teacher, BiaffineParser):
                 raise ConfigError(
                     f"teacher {i + 1} is a {_dep(teacher).config.parser.kind} model; dependency "
                     "teachers are graph-based parsers"
@@ -273,8 +280,8 @@ class DepTask(Task):
                         f"teacher {i + 1} predicts no relations; the student's labels need them"
                     )
                 continue
-            words = [["x", "x"]]
-            source = teacher.structure(teacher.collate(words))
+            words = getattr(teacher, "probe_words", [["x", "x"]])  # a file knows its sentences
+            source = teacher(teacher.collate(words)).structure
             try:
                 kd.project(source, pupil.structure(pupil.collate(words)))
             except (TypeError, ValueError) as error:
@@ -306,11 +313,11 @@ class DepTask(Task):
     def project(
         self, teacher: Model, student: Model, words: list[list[str]], config: DistillConfig
     ) -> list[Tensor]:
-        assert isinstance(teacher, BiaffineParser)
         output = teacher(teacher.collate(words))
         if not isinstance(student, SeqLabelParser):
             target = _dep(student).structure(_dep(student).collate(words))
             return as_list(projected_marginals(output.structure, target, config))
+        assert isinstance(teacher, BiaffineParser)
         temperature = config.temperature
         if config.temperature_mode == "local" or temperature == 1.0:
             raw = self._label_marginals(teacher, output, output.structure.marginals, student, 1.0)

@@ -96,9 +96,9 @@ class NERTask(Task):
         """Same entity types, and a structure that projects onto the student's (checked on a
         two-word probe, so the run fails before anything is written)."""
         pupil = _tagger(student)
-        probe = [["a", "b"]]
-        target = pupil.structure(pupil.collate(probe))
         for i, teacher in enumerate(teachers):
+            probe = getattr(teacher, "probe_words", [["a", "b"]])  # a file knows its sentences
+            target = pupil.structure(pupil.collate(probe))
             if teacher.vocab.entity_types != pupil.vocab.entity_types:
                 raise ConfigError(
                     f"teacher {i + 1} knows entity types {teacher.vocab.entity_types}, the "

@@ -19,6 +19,8 @@ from structkd.data.resources import resolve_path
 from structkd.devices import check_device
 from structkd.models.base import Model
 from structkd.models.hf_teacher import load_teacher
+from structkd.models.marginal_file import MarginalFile, check_corpus, read_marginals
+from structkd.models.marginal_teacher import METHODS, marginal_teacher
 from structkd.tasks import Task, get_task
 from structkd.train import ddp
 from structkd.train.distill import Distiller, check_teachers
@@ -58,6 +60,35 @@ def _corpora(config: RunConfig, task: Task, n_teachers: int) -> tuple[list[Any],
     return sentences, corpus
 
 
+def read_file_teacher(config: RunConfig) -> MarginalFile:
+    """The checked marginal file ``distill.teacher_marginals``, if it can teach this run.
+
+    Raises:
+        DataError: for a malformed file; ConfigError: for a task, method or temperature its
+            layout cannot serve.
+    """
+    assert config.distill.teacher_marginals is not None
+    marginals = read_marginals(config.distill.teacher_marginals)
+    layout, distill = marginals.layout, config.distill
+    task = "dep" if layout == "arcs" else "ner"
+    if task != config.task:
+        raise ConfigError(
+            f"{marginals.path}: a {layout} file teaches task {task}, not {config.task}"
+        )
+    if distill.method not in METHODS[layout]:
+        raise ConfigError(
+            f"{marginals.path}: a {layout} file serves distill.method "
+            f"{', '.join(METHODS[layout])}, not {distill.method}"
+        )
+    global_temper = distill.temperature != 1.0 and distill.temperature_mode == "global"
+    if layout != "tags" and global_temper:
+        raise ConfigError(
+            f"{marginals.path}: a {layout} file holds marginals at T = 1; temper them with "
+            "distill.temperature_mode=local"
+        )
+    return marginals
+
+
 def run(
     config: RunConfig, teacher_dirs: Sequence[str] = (), resume: bool = False
 ) -> dict[str, Any]:
@@ -80,7 +111,10 @@ def run(
         raise FileExistsError(f"{out} already holds a run: pass --resume or choose another --out")
     # A run killed before its first complete checkpoint has nothing to continue: start it over.
     resume = resume and started
-    distilling = bool(teacher_dirs) and config.distill.method != "none"
+    from_file = config.distill.teacher_marginals
+    if from_file and teacher_dirs:
+        raise ConfigError("distill.teachers and distill.teacher_marginals exclude each other")
+    distilling = bool(teacher_dirs or from_file) and config.distill.method != "none"
     if config.data.unlabeled and not distilling:
         # The w/o-KD baseline is usually run from the same config as its KD students.
         warnings.warn(
@@ -94,7 +128,12 @@ def run(
     loaded = [load_teacher(d, config.train.device, pooling) for d in teacher_dirs]
     teachers = [model for model, _ in loaded]
     teacher_ids = [digest for _, digest in loaded]
+    marginals = read_file_teacher(config) if distilling and from_file else None
+    if marginals is not None:
+        teachers, teacher_ids = [marginal_teacher(marginals)], [marginals.digest()]
     sentences, corpus = _corpora(config, task, len(teachers))
+    if marginals is not None:
+        check_corpus(marginals, [task.words(s) for s in sentences], "the training data")
     dev = task.read_labeled(config.data.dev, config.data.format) if config.data.dev else []
     test = task.read_labeled(config.data.test, config.data.format) if config.data.test else []
     if not any(task.is_labeled(s) for s in sentences):
