@@ -35,7 +35,7 @@ from structkd.train.run import run
 from test_pipeline_models import tiny_bert
 from torchrun import run_two_ranks
 
-run_module = importlib.import_module("structkd.train.run")  # the package exports run() by name
+teacher_loader = importlib.import_module("structkd.models.hf_teacher")  # run's load_teacher
 ROOT = Path(__file__).parent.parent
 NER = Path(__file__).parent / "fixtures" / "pipeline"
 EWT = Path(__file__).parent / "fixtures" / "dep" / "en_ewt-dev-slice.conllu"
@@ -351,7 +351,7 @@ def test_distill_with_and_without_cache_agree_and_the_cache_is_reused(
     """Same metrics and losses with the teacher cache on and off; with it on, each training
     sentence goes through the teacher's encoder once, and not at all once the cache exists."""
     encoded: list[tuple[str, ...]] = []
-    real_load = run_module.load_model
+    real_load = teacher_loader.load_model
 
     def spied_teacher(*args: Any, **kwargs: Any) -> Model:
         model = real_load(*args, **kwargs)
@@ -364,7 +364,7 @@ def test_distill_with_and_without_cache_agree_and_the_cache_is_reused(
         monkeypatch.setattr(model.encoder, "forward", spy)
         return model
 
-    monkeypatch.setattr(run_module, "load_model", spied_teacher)
+    monkeypatch.setattr(teacher_loader, "load_model", spied_teacher)
     training = {tuple(t) for t in TOKENS}
     cache = tmp_path / "cache"
 
