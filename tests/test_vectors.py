@@ -166,6 +166,21 @@ def test_text_file_size_and_word_dim_must_agree(tmp_path: Path) -> None:
         build_tagger(tagger_config(pretrained_vectors=str(path), word_dim=0), tokens, tags)
 
 
+def test_a_lowercased_frozen_table_without_casing_features_warns(tmp_path: Path) -> None:
+    path = tmp_path / "vectors.txt"
+    write_vectors(path, ["paris", "london"], 4)
+    tokens, tags = [s.tokens for s in TRAIN], [s.tags for s in TRAIN]
+    blind = tagger_config(pretrained_vectors=str(path), char_filters=0)
+    with pytest.warns(UserWarning, match="cannot see capitalisation"):
+        build_tagger(blind, tokens, tags)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_tagger(
+            tagger_config(pretrained_vectors=str(path), char_filters=0, casing_dim=2), tokens, tags
+        )
+        build_tagger(tagger_config(pretrained_vectors=str(path)), tokens, tags)  # char CNN
+
+
 def test_fine_tuned_vectors_initialise_word_embeddings(tmp_path: Path) -> None:
     path = tmp_path / "vectors.txt"
     vectors = write_vectors(path, ["london", "zzzz"], 4)

@@ -16,6 +16,7 @@ training vocabulary (plus every word of a word table), which a checkpoint stores
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -90,8 +91,15 @@ class PretrainedInputs:
                 f"{where}.word_dim={config.word_dim} but {name} holds {table.dim}-d vectors "
                 f"(set {where}.word_dim: {table.dim})"
             )
+        blind = not (config.casing_dim or config.char_filters or config.transformer)
+        if config.freeze_vectors and table.lowercased and blind:
+            warnings.warn(
+                f"{name} is lowercased and frozen, and the encoder has no casing feature or char "
+                f"CNN: the model cannot see capitalisation (set {where}.casing_dim, e.g. 8)",
+                stacklevel=2,
+            )
         if config.freeze_vectors and is_named(name):
-            return cls(config, (), config.min_word_count, table)
+            return cls(config, (), ONLY_TABLE_WORDS, table)  # no word ids: the table has its own
         if config.freeze_vectors:
             return cls(config, table.words or (), ONLY_TABLE_WORDS, table)
         return cls(config, table.words or (), config.min_word_count, table)
