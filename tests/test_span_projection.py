@@ -84,8 +84,10 @@ def test_spans_to_tags_examples() -> None:
 def test_marginals_match_brute_force(scheme: str, seed: int) -> None:
     teacher = random_teacher(seed)
     unary, pair = brute_tag_marginals(teacher.span_scores, teacher.lengths, scheme)
-    torch.testing.assert_close(span_tag_marginals(teacher, scheme), unary)
-    torch.testing.assert_close(span_tag_pair_marginals(teacher, scheme), pair)
+    # Probabilities: 1e-6 absolute. The float64 default (1e-7) failed on seed 1113146 (1.3e-7),
+    # on this commit's code and on 44ccff1's alike.
+    torch.testing.assert_close(span_tag_marginals(teacher, scheme), unary, atol=1e-6, rtol=0)
+    torch.testing.assert_close(span_tag_pair_marginals(teacher, scheme), pair, atol=1e-6, rtol=0)
 
 
 @pytest.mark.parametrize("scheme", SCHEMES)
