@@ -148,7 +148,7 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="tag (CoNLL) or parse (CoNLL-U) a file, streamed")
     predict.add_argument("model", help="model directory or export directory (structkd export)")
     predict.add_argument("input", help="text, CoNLL, CoNLL-U, CoNLL-X or MaltTab file")
-    predict.add_argument("--output", help="output file (default: stdout)")
+    predict.add_argument("--output", help="output file (default or '-': stdout)")
     predict.add_argument("--format", default="auto", choices=FORMATS, help="input format")
     _add_device(predict, "cpu")
     export = commands.add_parser(
@@ -270,9 +270,9 @@ def _run(args: argparse.Namespace) -> int:
 
         # a model directory or an export directory
         predictor = load(args.model, check_device(args.device))
-        if args.output is None:
+        if args.output in (None, "-"):
             predictor.predict_file(args.input, args.format, sys.stdout)
-        else:
+        else:  # atomic for a regular file; devices, pipes and /dev/stdout are streamed to
             with atomic_text_output(args.output) as handle:
                 predictor.predict_file(args.input, args.format, handle)
     elif args.command == "export":

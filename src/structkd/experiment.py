@@ -65,7 +65,7 @@ from typing import Any
 import yaml
 
 from structkd.config import ConfigError, load_config
-from structkd.models.checkpoint import atomic_write_json
+from structkd.models.checkpoint import atomic_write, atomic_write_json
 
 __all__ = ["Run", "load_experiment", "plan_runs", "run_experiment", "parameter_count"]
 
@@ -132,10 +132,7 @@ def _slice(source: Path, skip: int, first: int | None, target: Path) -> None:
     else:
         lines = [line for line in text.splitlines() if line.strip()]
         body = "\n".join(lines[skip : None if first is None else skip + first]) + "\n"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_suffix(target.suffix + ".tmp")
-    tmp.write_text(body, encoding="utf-8")
-    os.replace(tmp, target)
+    atomic_write(target, body.encode("utf-8"))  # concurrent experiments may slice it too
 
 
 def _data_path(item: Any, root: Path, slices: Path) -> str:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import codecs
 import os
-import tempfile
 from collections.abc import Generator, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from typing import BinaryIO, TextIO
 
 from structkd.data.errors import DataError
+from structkd.data.files import text_output
 
 PathLike = str | os.PathLike[str]
 
@@ -99,33 +99,15 @@ def iter_lines(
             yield number, text.rstrip("\r\n")
 
 
-def _default_file_mode() -> int:
-    # The umask can only be read by setting it; restore it at once.
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 @contextmanager
 def atomic_text_output(path: PathLike) -> Iterator[TextIO]:
     """A UTF-8 text file that appears at ``path`` only if the ``with`` block succeeds.
 
     Writes to a temporary file in the same directory and renames it over ``path`` with
-    ``os.replace`` (atomic on POSIX and Windows), so a reader never sees a half-written file and a
-    failure leaves any previous file untouched.
+    ``os.replace`` (atomic on POSIX), so a reader never sees a half-written file and a failure
+    leaves any previous file untouched. Symbolic links are written through; devices, pipes and
+    ``/dev/stdout`` are written directly, and ``-`` is standard output
+    (:func:`structkd.data.files.text_output`).
     """
-    target = os.path.abspath(os.fspath(path))
-    fd, tmp = tempfile.mkstemp(
-        dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, _default_file_mode())
-        os.replace(tmp, target)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    with text_output(path) as handle:
+        yield handle

@@ -23,12 +23,12 @@ from __future__ import annotations
 import codecs
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from structkd.data.errors import DataError
+from structkd.data.files import text_output
 from structkd.depdata.trees import find_cycles
 
 
@@ -414,12 +414,5 @@ def write_conllu(
 
 def _atomic_write(path: str, chunks: Iterable[str]) -> None:
     """Readers never see a half-written file: write beside it, then rename over it."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.writelines(chunks)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    with text_output(path) as handle:
+        handle.writelines(chunks)

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
 from structkd.config import ConfigError, ModelConfig, from_dict, to_dict
+from structkd.data.files import atomic_write_bytes, temporary_directory
 from structkd.models.base import Model
 
 FORMAT = "structkd-tagger"
@@ -35,19 +35,9 @@ class CheckpointError(ValueError):
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Writes ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``
+    (:func:`structkd.data.files.atomic_write_bytes`; OSErrors name ``path``)."""
+    atomic_write_bytes(path, data)
 
 
 def atomic_write_json(path: str | Path, data: Any) -> None:
@@ -75,7 +65,7 @@ def save_model(model: Model, directory: str | Path) -> str:
     directory.mkdir(parents=True, exist_ok=True)
     transformer = model.encoder.transformer
     if transformer is not None:
-        tmp = Path(tempfile.mkdtemp(dir=directory, prefix=".transformer."))
+        tmp = temporary_directory(directory / "transformer")
         transformer.save_files(tmp)
         shutil.rmtree(directory / "transformer", ignore_errors=True)
         os.replace(tmp, directory / "transformer")

@@ -52,6 +52,15 @@ def wrap(model: nn.Module) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
+def rank0_ok(ok: bool) -> bool:
+    """Whether rank 0 reported ``ok`` (every rank gets rank 0's value; ``ok`` elsewhere)."""
+    if not active():
+        return ok
+    flag = [ok]
+    dist.broadcast_object_list(flag, src=0)
+    return bool(flag[0])
+
+
 def barrier() -> None:
     if active():
         dist.barrier()

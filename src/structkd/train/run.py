@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from structkd.config import ConfigError, RunConfig
+from structkd.data.files import clean_stale_temporaries
 from structkd.data.resources import resolve_path
 from structkd.devices import check_device
 from structkd.models.base import Model
@@ -24,6 +25,7 @@ from structkd.models.marginal_teacher import METHODS, marginal_teacher
 from structkd.tasks import Task, get_task
 from structkd.train import ddp
 from structkd.train.distill import Distiller, check_teachers
+from structkd.train.lock import RunLock, RunLockedError
 from structkd.train.loop import train
 from structkd.train.state import last_checkpoint
 
@@ -94,18 +96,45 @@ def run(
 ) -> dict[str, Any]:
     """Trains (``teacher_dirs`` empty) or distils a model of ``config.task`` as ``config`` says.
 
+    The run holds ``OUT``'s lock (``structkd.train.lock``) from start to end, and first removes
+    the temporary files that killed processes left in ``OUT`` and the cache directory.
+
     Returns:
         The final metrics (also in ``OUT/metrics.json``).
 
     Raises:
         ConfigError, DataError, CheckpointError, FileNotFoundError: user errors, raised before
             anything is written.
+        RunLockedError: another live run holds ``OUT``.
     """
     config.train.device = ddp.setup(check_device(config.train.device))
+    out = Path(config.out)
+    existed = ddp.rank0_ok(out.is_dir())  # before the lock creates it
+    lock = RunLock(out, enabled=ddp.rank() == 0)  # the other ranks of torchrun share rank 0's
+    try:
+        try:
+            lock.acquire()
+        finally:
+            locked = ddp.rank0_ok(lock.enabled == lock.held)
+        if not locked:
+            raise RunLockedError(f"{out}: rank 0 could not take the run's lock")
+        if lock.held:  # leftovers of killed processes (this run's, or a cache shared with others)
+            clean_stale_temporaries(out)
+            if config.distill.cache_dir:
+                clean_stale_temporaries(config.distill.cache_dir)
+        return _run(config, teacher_dirs, resume, existed)
+    finally:
+        lock.release()
+        ddp.teardown()
+
+
+def _run(
+    config: RunConfig, teacher_dirs: Sequence[str], resume: bool, existed: bool
+) -> dict[str, Any]:
     task = get_task(config.task)
     out = Path(config.out)
     started = last_checkpoint(out / "checkpoints") is not None
-    if resume and not started and not out.is_dir():
+    if resume and not started and not existed:
         raise FileNotFoundError(f"nothing to resume: {out} does not exist")
     if not resume and started:
         raise FileExistsError(f"{out} already holds a run: pass --resume or choose another --out")
@@ -158,16 +187,13 @@ def run(
             config.train.batch_size,
         )
 
-    try:
-        return train(
-            model,
-            config,
-            sentences,
-            corpus,
-            dev,
-            test,
-            make_distiller if distilling else None,
-            resume,
-        )
-    finally:
-        ddp.teardown()
+    return train(
+        model,
+        config,
+        sentences,
+        corpus,
+        dev,
+        test,
+        make_distiller if distilling else None,
+        resume,
+    )

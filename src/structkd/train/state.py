@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from torch import Tensor
 
+from structkd.data.files import temporary_directory
 from structkd.models.base import Model
 from structkd.models.checkpoint import (
     CheckpointError,
@@ -99,7 +99,7 @@ def save_checkpoint(
     """
     directory.mkdir(parents=True, exist_ok=True)
     name = f"epoch-{state.epoch:04d}"
-    tmp = Path(tempfile.mkdtemp(dir=directory, prefix=f".{name}."))
+    tmp = temporary_directory(directory / name)
     save_model(model, tmp)
     tensors, meta = _optimizer_parts(optimizer)
     atomic_write(tmp / "optimizer.safetensors", tensors_to_bytes({**tensors, **_rng_tensors()}))
