@@ -27,6 +27,7 @@ from structkd.cli import main
 from structkd.config import RunConfig, load_config
 from structkd.models import checkpoint
 from structkd.models.checkpoint import load_model
+from structkd.models.manifest import ManifestWarning
 from structkd.train.cache import CacheWarning
 from structkd.train.loop import make_optimizer
 from structkd.train.run import run
@@ -241,6 +242,11 @@ def test_damaged_or_stale_teacher_cache_is_rebuilt_with_a_warning(
         "empty file": (lambda: data.write_bytes(b""), "corrupt"),
         "truncated index": (lambda: meta.write_bytes(good_meta[:10]), "corrupt"),
         "missing index": (meta.unlink, "corrupt"),
+        "index sentence count off by 100": (
+            lambda: _edit_json(meta, lambda m: m.update(sentences=m["sentences"] + 100)),
+            "index counts .* sentences, the data",
+        ),
+        "index []": (lambda: meta.write_text("[]"), "index is no mapping"),
     }
     for i, (name, (damage, kind)) in enumerate(damages.items()):
         damage()
@@ -253,6 +259,35 @@ def test_damaged_or_stale_teacher_cache_is_rebuilt_with_a_warning(
     with warnings.catch_warnings():
         warnings.simplefilter("error", CacheWarning)
         distill(tmp_path / "reused", second, cache)  # the rebuilt cache is valid
+
+
+def test_a_cache_write_killed_midway_leaves_no_temporary_behind(
+    tmp_path: Path, teachers: tuple[Path, Path]
+) -> None:
+    """``structkd distill`` SIGKILLed as it publishes the teacher cache (its first write): the
+    cache's temporary and the run's lock file stay behind; the rerun removes the temporary,
+    takes the stale lock over, and finishes leaving no dot-file at all."""
+    out = tmp_path / "out"
+    sets = [a for s in TINY for a in ("--set", s)]
+    args = [
+        "distill",
+        str(CONFIGS / "case1a.yaml"),
+        *(f"--{k.split('.')[1]}={v[0] if isinstance(v, list) else v}" for k, v in DATA.items()),
+        f"--unlabeled={FIXTURES / 'unlabeled.txt'}",
+        f"--teacher={teachers[0]}",
+        f"--out={out}",
+        "--max-epochs=1",
+        *sets,
+    ]
+    killed = cli_process(1, out, args)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    left = sorted(p.name for p in out.rglob(".*"))
+    assert left[1] == ".structkd.lock" and len(left) == 2, left
+    assert left[0].startswith(".marginals-") and left[0].endswith(".tmp"), left
+    again = cli_process(0, out, args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "taking over the stale lock" in again.stderr
+    assert list(out.rglob(".*")) == []
 
 
 def test_non_finite_loss_in_the_first_epoch_writes_nothing(
@@ -282,36 +317,48 @@ def _edit_json(path: Path, edit: Any) -> None:
     path.write_text(json.dumps(data))
 
 
+# damage -> (spoil the directory, the file it changes, the message without a manifest)
 MODEL_DAMAGE = {
-    "config.json not JSON": (lambda d: (d / "config.json").write_text("{"), "unreadable"),
+    "config.json not JSON": (
+        lambda d: (d / "config.json").write_text("{"),
+        "config.json",
+        "unreadable",
+    ),
     "config.json without checksum": (
         lambda d: _edit_json(d / "config.json", lambda c: c.pop("weights_sha256")),
+        "config.json",
         "weights do not match config.json",
     ),
     "weights truncated": (
         lambda d: (d / "model.safetensors").write_bytes(b"\x08\x00"),
+        "model.safetensors",
         "weights do not match config.json",
     ),
     "vocabulary edited": (
         lambda d: _edit_json(d / "config.json", lambda c: c["vocab"]["words"].pop()),
+        "config.json",
         "weights do not fit config.json (RuntimeError: Error(s) in loading state_dict",
     ),
     "vocabulary not a mapping": (
         lambda d: _edit_json(d / "config.json", lambda c: c.update(vocab=5)),
+        "config.json",
         "inconsistent config.json (TypeError: ",
     ),
     "model config with a wrong type": (
         lambda d: _edit_json(d / "config.json", lambda c: c["model"]["head"].update(kind=3)),
+        "config.json",
         "inconsistent config.json (ConfigError: model.head.kind",
     ),
 }
 CHECKPOINT_DAMAGE = {
     "state.json without optimizer": (
         lambda d: _edit_json(d / "state.json", lambda s: s.pop("optimizer")),
+        "state.json",
         "inconsistent training checkpoint (KeyError: 'optimizer')",
     ),
     "optimizer state truncated": (
         lambda d: (d / "optimizer.safetensors").write_bytes(b"\x10"),
+        "optimizer.safetensors",
         "incomplete training checkpoint",
     ),
 }
@@ -324,26 +371,41 @@ def finished_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.mark.parametrize("manifest", [True, False], ids=["manifest", "no manifest"])
 @pytest.mark.parametrize("damage", list(MODEL_DAMAGE) + list(CHECKPOINT_DAMAGE))
 def test_a_damaged_model_or_checkpoint_is_one_error_line(
-    tmp_path: Path, finished_run: Path, damage: str, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    finished_run: Path,
+    damage: str,
+    manifest: bool,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Hand-edited, truncated or foreign files in a model directory or training checkpoint:
-    exit status 2 and one ``error: DIR: ...`` line naming the problem, never a traceback."""
+    exit status 2 and one ``error: DIR...`` line naming the problem, never a traceback. With
+    its manifest the changed file is named; without one (a directory saved before manifests
+    existed) the loader's own checks catch these cases too."""
     out = tmp_path / "out"
     shutil.copytree(finished_run, out)
     capsys.readouterr()
+    spoil, name, message = {**MODEL_DAMAGE, **CHECKPOINT_DAMAGE}[damage]
     if damage in MODEL_DAMAGE:
-        spoil, message = MODEL_DAMAGE[damage]
         target = out / "model"
-        spoil(target)
-        status = main(["evaluate", str(target), str(FIXTURES / "test.conll")])
+        command = ["evaluate", str(target), str(FIXTURES / "test.conll")]
     else:
-        spoil, message = CHECKPOINT_DAMAGE[damage]
         target = out / "checkpoints" / "epoch-0001"
-        spoil(target)
-        status = main(train_args(out, "--resume", "--max-epochs=2"))
+        command = train_args(out, "--resume", "--max-epochs=2")
+    if not manifest:
+        (target / "manifest.json").unlink()
+    spoil(target)
+    if manifest:
+        status = main(command)
+    else:
+        with pytest.warns(ManifestWarning, match="no manifest.json .saved by an older"):
+            status = main(command)
     err = capsys.readouterr().err
     assert status == 2, err
     assert err.startswith(f"error: {target}") and err.count("\n") == 1, err
-    assert message in err, err
+    if manifest:
+        assert err.startswith(f"error: {target / name}: SHA-256 differs from manifest.json"), err
+    else:
+        assert message in err, err

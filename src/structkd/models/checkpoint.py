@@ -1,10 +1,12 @@
 """Model checkpoints: safetensors weights + JSON config and vocabularies. Never pickle.
 
 A model directory holds ``model.safetensors``, ``config.json`` (the task, model config,
-vocabularies and the weights' SHA-256) and, for transformer models, ``transformer/`` (tokenizer
-and architecture files). Each file is written to a temporary name and moved into place with
-``os.replace``, weights first and ``config.json`` last, so a save killed midway never leaves a
-directory that loads as a different model: the checksum catches a half-replaced pair.
+vocabularies and the weights' SHA-256), for transformer models ``transformer/`` (tokenizer and
+architecture files), and ``manifest.json``, the SHA-256 of every other file
+(``structkd.models.manifest``), checked on load. Each file is written to a temporary name and
+moved into place with ``os.replace``, weights first, then ``config.json``, the manifest last, so
+a save killed midway never leaves a directory that loads as a different model: the checksums
+catch a half-replaced set. Weights holding NaN or infinite values are refused too.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import Tensor
 from structkd.config import ConfigError, ModelConfig, from_dict, to_dict
 from structkd.data.files import atomic_write_bytes, temporary_directory
 from structkd.models.base import Model
+from structkd.models.manifest import MANIFEST, ManifestError, manifest_bytes, verify_manifest
 
 FORMAT = "structkd-tagger"
 VERSION = 1
@@ -55,8 +58,14 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def save_model(model: Model, directory: str | Path) -> str:
+def save_model(model: Model, directory: str | Path, manifest: bool = True) -> str:
     """Saves a model to ``directory`` (created if needed).
+
+    Args:
+        model: the model.
+        directory: where its files go.
+        manifest: write ``manifest.json`` (the SHA-256 of every file) last; a training
+            checkpoint, which adds files of its own, writes it itself.
 
     Returns:
         The SHA-256 of the weights file (identifies the model, e.g. for caches).
@@ -83,6 +92,8 @@ def save_model(model: Model, directory: str | Path) -> str:
             "weights_sha256": digest,
         },
     )
+    if manifest:
+        atomic_write(directory / MANIFEST, manifest_bytes(directory))
     return digest
 
 
@@ -115,6 +126,12 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Mod
         CheckpointError: if the directory is missing, incomplete or its files disagree.
     """
     directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        read_model_config(directory)  # raises: not a model directory
+    try:
+        verify_manifest(directory)
+    except ManifestError as error:
+        raise CheckpointError(str(error)) from error
     meta = read_model_config(directory)
     weights_path = directory / "model.safetensors"
     try:
@@ -137,6 +154,9 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Mod
         state = load_safetensors(weights)
     except (KeyError, TypeError, ValueError, SafetensorError) as error:
         raise CheckpointError(f"{directory}: inconsistent config.json ({_flat(error)})") from error
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{weights_path}: tensor {name} holds NaN or infinite values")
     try:
         model.load_state_dict(state)
     except RuntimeError as error:  # tensor names or shapes disagree with config.json

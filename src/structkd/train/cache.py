@@ -131,23 +131,36 @@ def _write(path: Path, rows: Sequence[Marginals], key: str) -> None:
 
 
 def _deserialize(tensors: dict[str, Tensor], count: int) -> list[Marginals]:
+    """The rows of a serialized cache.
+
+    Raises:
+        ValueError: if the file does not hold ``count`` rows whose shapes fill its data exactly.
+    """
     rows: list[Marginals] = [[] for _ in range(count)]
     c = 0
     while f"c{c}.data" in tensors:
         data, shapes = tensors[f"c{c}.data"], tensors[f"c{c}.shapes"]
+        rows_found = shapes.shape[0] if shapes.dim() else 0
+        if rows_found != count or (count and shapes.dim() != 2):
+            raise ValueError(f"{rows_found} rows, expected {count}")
         start = 0
         for i, shape in enumerate(shapes.tolist()):
             size = 1
             for d in shape:
                 size *= d
+            if min(shape, default=0) < 0 or start + size > data.numel():
+                raise ValueError(f"row {i}'s shape {shape} runs past the data")
             rows[i].append(data[start : start + size].reshape(shape))
             start += size
+        if start != data.numel():
+            raise ValueError(f"{data.numel() - start} values beyond the last row")
         c += 1
     return rows
 
 
-def _read(path: Path, key: str) -> list[Marginals] | None:
-    """The cached rows, or None (with a warning when a cache exists but is unusable)."""
+def _read(path: Path, key: str, count: int) -> list[Marginals] | None:
+    """The cached rows (``count`` of them), or None (with a warning when a cache exists but is
+    unusable: unreadable, stale, its checksum or its sentence count wrong)."""
     meta_path = path.with_suffix(".json")
     if not path.exists() and not meta_path.exists():
         return None
@@ -156,6 +169,11 @@ def _read(path: Path, key: str) -> list[Marginals] | None:
         data = path.read_bytes()
     except (OSError, ValueError) as error:
         warnings.warn(f"corrupt teacher cache {path} ({error}); rebuilding", CacheWarning, 2)
+        return None
+    if not isinstance(meta, dict):
+        warnings.warn(
+            f"corrupt teacher cache {path} (its index is no mapping); rebuilding", CacheWarning, 2
+        )
         return None
     if meta.get("key") != key:
         warnings.warn(
@@ -167,8 +185,16 @@ def _read(path: Path, key: str) -> list[Marginals] | None:
             f"corrupt teacher cache {path} (checksum mismatch); rebuilding", CacheWarning, 2
         )
         return None
+    if meta.get("sentences") != count:
+        warnings.warn(
+            f"corrupt teacher cache {path} (its index counts {meta.get('sentences')!r} "
+            f"sentences, the data {count}); rebuilding",
+            CacheWarning,
+            2,
+        )
+        return None
     try:
-        return _deserialize(load_safetensors(data), int(meta["sentences"]))
+        return _deserialize(load_safetensors(data), count)
     except (SafetensorError, ValueError, KeyError, RuntimeError) as error:
         warnings.warn(f"corrupt teacher cache {path} ({error}); rebuilding", CacheWarning, 2)
         return None
@@ -199,7 +225,7 @@ def cached_marginals(
     slot_id = hashlib.sha256(json.dumps(slot, sort_keys=True).encode()).hexdigest()[:20]
     key_id = hashlib.sha256(json.dumps({**slot, **key}, sort_keys=True).encode()).hexdigest()
     path = Path(directory) / f"{name}-{slot_id}.safetensors"
-    rows = _read(path, key_id)
+    rows = _read(path, key_id, count)
     ddp.barrier()  # every rank has looked before anyone rewrites the file
     if rows is not None:
         return rows
@@ -222,7 +248,7 @@ def cached_marginals(
             other.unlink()
         _write(path, [merged[i] for i in range(count)], key_id)
     ddp.barrier()
-    rows = _read(path, key_id) if rank != 0 else [merged[i] for i in range(count)]
+    rows = _read(path, key_id, count) if rank != 0 else [merged[i] for i in range(count)]
     if rows is None:
         raise RuntimeError(f"teacher cache {path} missing after rank 0 wrote it")
     return rows

@@ -6,6 +6,7 @@ import json
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from structkd.tasks import Task, get_task
 from structkd.train import ddp
 from structkd.train.batching import bucket_batches
 from structkd.train.distill import Distiller
+from structkd.train.fingerprint import check_same_run
 from structkd.train.state import TrainState, last_checkpoint, load_checkpoint, save_checkpoint
 
 
@@ -86,6 +88,22 @@ def _final_metrics(
     return metrics
 
 
+def _extend_or_say_finished(state: TrainState, cfg: TrainConfig, out: Path) -> None:
+    """A resumed run that had finished goes on if ``max_epochs`` grew (not after early
+    stopping); one with nothing left to train says so."""
+    early = bool(cfg.patience and state.bad_epochs >= cfg.patience)
+    if state.finished and not early and state.epoch < cfg.max_epochs:
+        state.finished = False
+    elif state.finished or state.epoch >= cfg.max_epochs:
+        why = f"stopped early after {state.bad_epochs} epochs without a better dev score"
+        warnings.warn(
+            f"{out}: the run is finished at epoch {state.epoch} "
+            f"({why if early else f'max_epochs {cfg.max_epochs}'}); nothing more to train"
+            + ("" if early else ": pass a larger --max-epochs to continue it"),
+            stacklevel=3,
+        )
+
+
 def train(
     model: Model | None,
     config: RunConfig,
@@ -95,6 +113,7 @@ def train(
     test: Sequence[Any],
     distiller_factory: Callable[[Model], Distiller] | None = None,
     resume: bool = False,
+    fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Trains a model of ``config.task`` and writes everything under ``config.out``.
 
@@ -111,13 +130,18 @@ def train(
         dev: development sentences (model selection and early stopping); may be empty.
         test: test sentences, evaluated with the best model at the end; may be empty.
         distiller_factory: builds the KD objective for the student (None = supervised).
-        resume: continue from ``OUT/checkpoints``.
+        resume: continue from ``OUT/checkpoints``: the same run (``fingerprint``), up to
+            ``config.train.max_epochs``, which may be larger than the first time (a run that
+            stopped early, or has no epochs left, says so and trains no more).
+        fingerprint: what identifies the run (``structkd.train.fingerprint``); stored in
+            every checkpoint, and compared with the checkpoint's when resuming.
 
     Returns:
         The metrics written to ``metrics.json``.
 
     Raises:
         TrainingError: on a non-finite loss (the last good checkpoint is kept).
+        ConfigError: when resuming with a fingerprint that differs from the checkpoint's.
     """
     cfg, out, task = config.train, Path(config.out), get_task(config.task)
     checkpoints = out / "checkpoints"
@@ -128,10 +152,13 @@ def train(
         model, optimizer, state = load_checkpoint(
             path, lambda m: make_optimizer(m, cfg), cfg.device
         )
+        if fingerprint is not None:
+            check_same_run(state.fingerprint, fingerprint, path)
+        _extend_or_say_finished(state, cfg, out)
     else:
         assert model is not None
         model = model.to(cfg.device)
-        optimizer, state = make_optimizer(model, cfg), TrainState()
+        optimizer, state = make_optimizer(model, cfg), TrainState(fingerprint=fingerprint or {})
     with torch.random.fork_rng(devices=[]):  # a resumed run must not draw differently
         distiller = distiller_factory(model) if distiller_factory is not None else None
     net = ddp.wrap(model)

@@ -25,6 +25,7 @@ from structkd.models.marginal_teacher import METHODS, marginal_teacher
 from structkd.tasks import Task, get_task
 from structkd.train import ddp
 from structkd.train.distill import Distiller, check_teachers
+from structkd.train.fingerprint import run_fingerprint
 from structkd.train.lock import RunLock, RunLockedError
 from structkd.train.loop import train
 from structkd.train.state import last_checkpoint
@@ -167,6 +168,7 @@ def _run(
     test = task.read_labeled(config.data.test, config.data.format) if config.data.test else []
     if not any(task.is_labeled(s) for s in sentences):
         raise ConfigError("no labeled training sentences: the label set comes from data.train")
+    fingerprint = run_fingerprint(config, teacher_ids)
     model: Model | None = None
     if not resume:
         seed_everything(config.train.seed)
@@ -196,4 +198,5 @@ def _run(
         test,
         make_distiller if distilling else None,
         resume,
+        fingerprint,
     )

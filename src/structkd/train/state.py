@@ -1,16 +1,21 @@
 """Resumable training state: model, optimizer and RNG state after each epoch, without pickle.
 
 ``OUT/checkpoints/epoch-NNNN/`` holds a model directory (see ``structkd.models.checkpoint``) plus
-``optimizer.safetensors`` (optimizer and RNG tensors) and ``state.json`` (counters, history,
-optimizer hyper-parameters, Python RNG). The directory is written under a temporary name and
-renamed; the ``LAST`` file, replaced atomically afterwards, names the newest complete one. A run
-killed at any moment therefore resumes from the last finished epoch.
+``optimizer.safetensors`` (optimizer and RNG tensors), ``state.json`` (counters, history, the
+run's fingerprint, optimizer hyper-parameters, Python RNG) and, written last, ``manifest.json``
+(the SHA-256 of each of these files, checked on load). The directory is written under a
+temporary name and renamed; the ``LAST`` file, replaced atomically afterwards, names the newest
+complete one. A run killed at any moment therefore resumes from the last finished epoch.
+Counters out of range, non-finite optimizer values and a ``LAST`` that names no checkpoint are
+refused with a ``CheckpointError`` naming the file.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,6 +36,7 @@ from structkd.models.checkpoint import (
     save_model,
     tensors_to_bytes,
 )
+from structkd.models.manifest import MANIFEST, manifest_bytes
 
 
 @dataclass
@@ -44,6 +50,8 @@ class TrainState:
         bad_epochs: epochs since the best one.
         finished: training is over (max epochs or early stop).
         history: one log record per finished epoch.
+        fingerprint: what makes the run this run (``structkd.train.fingerprint``): a resumed
+            run must match it. Empty in checkpoints written before fingerprints existed.
     """
 
     epoch: int = 0
@@ -52,6 +60,32 @@ class TrainState:
     bad_epochs: int = 0
     finished: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+
+
+def _check_state(state: TrainState, path: Path) -> None:
+    """Raises CheckpointError naming ``path`` unless every counter has its type and range."""
+
+    def count(name: str, value: Any) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CheckpointError(f"{path}: state.{name} must be an integer >= 0, not {value!r}")
+
+    for name in ("epoch", "step", "bad_epochs"):
+        count(name, getattr(state, name))
+    score = state.best_score
+    if not isinstance(score, (int, float)) or isinstance(score, bool) or not math.isfinite(score):
+        raise CheckpointError(f"{path}: state.best_score must be a finite number, not {score!r}")
+    if not isinstance(state.finished, bool):
+        raise CheckpointError(f"{path}: state.finished must be true or false")
+    history = state.history
+    if not isinstance(history, list) or not all(isinstance(r, dict) for r in history):
+        raise CheckpointError(f"{path}: state.history must be a list of epoch records")
+    if len(history) != state.epoch:
+        raise CheckpointError(
+            f"{path}: state.history has {len(history)} records for {state.epoch} epochs"
+        )
+    if not isinstance(state.fingerprint, dict):
+        raise CheckpointError(f"{path}: state.fingerprint must be a mapping")
 
 
 def _rng_tensors() -> dict[str, Tensor]:
@@ -100,7 +134,7 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     name = f"epoch-{state.epoch:04d}"
     tmp = temporary_directory(directory / name)
-    save_model(model, tmp)
+    save_model(model, tmp, manifest=False)
     tensors, meta = _optimizer_parts(optimizer)
     atomic_write(tmp / "optimizer.safetensors", tensors_to_bytes({**tensors, **_rng_tensors()}))
     python_rng = random.getstate()
@@ -112,6 +146,7 @@ def save_checkpoint(
             "python_rng": [python_rng[0], list(python_rng[1]), python_rng[2]],
         },
     )
+    atomic_write(tmp / MANIFEST, manifest_bytes(tmp))  # last: it covers every file above
     final = directory / name
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
@@ -124,11 +159,21 @@ def save_checkpoint(
 
 
 def last_checkpoint(directory: Path) -> Path | None:
-    """The newest complete epoch checkpoint, or None if there is none."""
+    """The newest complete epoch checkpoint, or None if there is none.
+
+    Raises:
+        CheckpointError: if ``LAST`` exists but does not hold a checkpoint name.
+    """
     pointer = directory / "LAST"
     if not pointer.is_file():
         return None
-    path = directory / pointer.read_text().strip()
+    try:
+        name = pointer.read_bytes().decode("ascii").strip()
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{pointer}: unreadable ({error})") from error
+    if not re.fullmatch(r"epoch-\d{4,}", name):
+        raise CheckpointError(f"{pointer}: does not name a checkpoint (expected epoch-NNNN)")
+    path = directory / name
     return path if path.is_dir() else None
 
 
@@ -145,12 +190,17 @@ def load_checkpoint(
     Raises:
         CheckpointError: if the checkpoint is incomplete or inconsistent.
     """
-    model = load_model(path, device).train()
+    model = load_model(path, device).train()  # checks the manifest of every file here
     try:
         meta = json.loads((path / "state.json").read_text(encoding="utf-8"))
         tensors = load_safetensors((path / "optimizer.safetensors").read_bytes())
     except (OSError, ValueError, SafetensorError) as error:
         raise CheckpointError(f"{path}: incomplete training checkpoint ({error})") from error
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(
+                f"{path / 'optimizer.safetensors'}: {name} holds NaN or infinite values"
+            )
     try:
         optimizer = optimizer_factory(model)
         _restore_optimizer(optimizer, tensors, meta["optimizer"])
@@ -161,6 +211,9 @@ def load_checkpoint(
         version, internal, gauss = meta["python_rng"]
         random.setstate((version, tuple(internal), gauss))
         state = TrainState(**meta["state"])
+        _check_state(state, path / "state.json")
+    except CheckpointError:
+        raise
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
         raise CheckpointError(
             f"{path}: inconsistent training checkpoint ({type(error).__name__}: {error})"
