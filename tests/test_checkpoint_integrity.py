@@ -215,8 +215,9 @@ def test_nan_weights_without_a_manifest_are_refused(
         (b"\xff\xfe\x00garbage", "unreadable"),
         (b"../../elsewhere", "does not name a checkpoint (expected epoch-NNNN)"),
         (b"", "does not name a checkpoint"),
+        (b"epoch-0007", "names epoch-0007, which does not exist"),
     ],
-    ids=["invalid bytes", "a path", "empty"],
+    ids=["invalid bytes", "a path", "empty", "a missing checkpoint"],
 )
 def test_a_bad_last_file_is_one_error_line(
     tmp_path: Path,

@@ -147,3 +147,17 @@ def test_lock_in_process(tmp_path: Path) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["kept.txt"]
     with RunLock(out):  # free again
         pass
+
+
+def test_an_out_that_is_a_file_is_one_error_line_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from structkd.cli import main
+
+    out = tmp_path / "out"
+    out.write_text("a file\n")
+    capsys.readouterr()
+    assert main(train_args(out, seed=1)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"'{out}'" in err and "File exists" in err, err
+    assert out.read_text() == "a file\n"

@@ -162,7 +162,7 @@ def last_checkpoint(directory: Path) -> Path | None:
     """The newest complete epoch checkpoint, or None if there is none.
 
     Raises:
-        CheckpointError: if ``LAST`` exists but does not hold a checkpoint name.
+        CheckpointError: if ``LAST`` exists but does not name an existing checkpoint.
     """
     pointer = directory / "LAST"
     if not pointer.is_file():
@@ -174,7 +174,12 @@ def last_checkpoint(directory: Path) -> Path | None:
     if not re.fullmatch(r"epoch-\d{4,}", name):
         raise CheckpointError(f"{pointer}: does not name a checkpoint (expected epoch-NNNN)")
     path = directory / name
-    return path if path.is_dir() else None
+    if not path.is_dir():  # checkpoints are removed only after LAST names a newer one
+        raise CheckpointError(
+            f"{pointer}: names {name}, which does not exist (removed by hand?); restore it, or "
+            f"remove {directory} to start the run over"
+        )
+    return path
 
 
 def load_checkpoint(
