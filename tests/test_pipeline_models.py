@@ -11,6 +11,7 @@ import torch
 from structkd.config import ConfigError, EncoderConfig, HeadConfig, ModelConfig, load_config
 from structkd.data.conll import read_ner
 from structkd.models.checkpoint import CheckpointError, load_model, save_model
+from structkd.models.manifest import ManifestWarning
 from structkd.models.tagger import Tagger, build_tagger
 from structkd.nn.embeddings import CharCNN, WordEmbedding, read_word_vectors
 from structkd.nn.layers import Biaffine, BiLSTM
@@ -97,7 +98,10 @@ def test_load_rejects_mismatched_weights(tmp_path: Path) -> None:
     (tmp_path / "a" / "model.safetensors").write_bytes(
         (tmp_path / "b" / "model.safetensors").read_bytes()
     )
-    with pytest.raises(CheckpointError, match="do not match"):
+    with pytest.raises(CheckpointError, match=r"a/model\.safetensors: SHA-256 differs from man"):
+        load_model(tmp_path / "a")
+    (tmp_path / "a" / "manifest.json").unlink()  # a directory saved before manifests
+    with pytest.warns(ManifestWarning), pytest.raises(CheckpointError, match="do not match"):
         load_model(tmp_path / "a")
     with pytest.raises(CheckpointError, match="no config.json"):
         load_model(tmp_path / "missing")
