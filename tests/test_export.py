@@ -4,7 +4,6 @@ reload and predict; ``structkd export``/``predict`` and ``sk.load`` on both kind
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +33,7 @@ EWT_PATH = FIXTURES / "dep" / "en_ewt-dev-slice.conllu"
 EWT = read_dep(EWT_PATH, "auto")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _fit(model: torch.nn.Module, batch: object, steps: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,13 +44,7 @@ UNLABELED = [s.tokens for s in read_ner(NER / "unlabeled.txt")]
 TOKENS = [s.tokens for s in TRAIN] + UNLABELED
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, which only spin on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tagger(kind: str, seed: int, **encoder: Any) -> Model:

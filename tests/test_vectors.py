@@ -4,7 +4,6 @@ words, text-file tables saved with the model, fine-tuned vectors; taggers and pa
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +26,7 @@ TRAIN = read_ner(FIXTURES / "pipeline" / "train.conll")
 TEST = read_ner(FIXTURES / "pipeline" / "test.conll")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_casing_classes() -> None:
