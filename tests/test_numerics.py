@@ -3,10 +3,10 @@
 The structure test files already pin some of this (see ``COVERED_ELSEWHERE``); this file adds the
 cases they miss, uniformly across structures, so a new structure only needs a ``Spec`` here:
 
-* scores x1000 in float32 and float64: log Z finite; marginals finite and in [0, 1]; each word's
-  marginals sum to one (one tag, one head), or, for the span CRF, each token is covered by at most
-  one span (coverage <= 1); a zero-length sentence has log Z = 0 and no mass; a one-token
-  sentence has its one obvious answer;
+* scores x1000 in float32 and float64, and x1e5 and x1e8 in float32: log Z finite; marginals
+  finite and in [0, 1]; each word's marginals sum to one (one tag, one head), or, for the span
+  CRF, each token is covered by at most one span (coverage <= 1); a zero-length sentence has
+  log Z = 0 and no mass; a one-token sentence has its one obvious answer;
 * a batch of one (no padding at all) behaves the same way;
 * NaN in any unmasked potential raises ValueError naming that argument.
 """
@@ -177,11 +177,37 @@ def _check_normalised(spec: Spec, dist: Structure, dtype: torch.dtype) -> None:
 
 @pytest.mark.parametrize(("name", "dtype"), SCALE_CASES)
 def test_scaled_x1000_stays_finite_and_normalised(name: str, dtype: torch.dtype) -> None:
+    _check_scaled(name, dtype, SCALE)
+
+
+@pytest.mark.parametrize("scale", [1e5, 1e8])
+@pytest.mark.parametrize("name", list(SPECS))
+def test_scaled_x1e5_and_x1e8_float32_stay_normalised(name: str, scale: float) -> None:
+    """Far beyond any trained model's scores (a diverged teacher reaches them), in float32: the
+    same contract as at x1000. The chain's marginals used to sum to 1.13-1.28 at x1e5 and inf at
+    x1e8 (exp of accumulated rounding error); they are now normalised per position."""
+    _check_scaled(name, torch.float32, scale)
+
+
+def test_chain_pair_marginals_are_normalised_at_x1e8() -> None:
+    """The chain's pair marginals too: each real step sums to one, padding to zero."""
+    gen = torch.Generator().manual_seed(5)
+    pots = {k: (v * 1e8).float() for k, v in _chain(gen, 3, 7).items()}
+    crf = LinearChainCRF(**pots, lengths=torch.tensor([7, 3, 1]))
+    unary, pair = crf.part_marginals
+    assert torch.isfinite(pair).all() and (pair >= 0).all() and (pair <= 1 + TOL).all()
+    steps = crf.mask[:, 1:].float()  # [B, N-1]
+    torch.testing.assert_close(pair.sum((-1, -2)), steps, atol=TOL, rtol=0)
+    # Pair and unary marginals agree: summing a step's pairs over the next tag gives the unary.
+    torch.testing.assert_close(pair.sum(-1), unary[:, :-1] * steps[:, :, None], atol=TOL, rtol=0)
+
+
+def _check_scaled(name: str, dtype: torch.dtype, scale: float) -> None:
     spec = SPECS[name]
     gen = torch.Generator().manual_seed(0)
     max_len = 10
     lengths = torch.tensor([max_len, 6, 1, 0])
-    pots = {k: (v * SCALE).to(dtype) for k, v in spec.draw(gen, 4, max_len).items()}
+    pots = {k: (v * scale).to(dtype) for k, v in spec.draw(gen, 4, max_len).items()}
     dist = spec.make(**pots, lengths=lengths)
     _check_normalised(spec, dist, dtype)
     # Zero-length sentence: log Z = log 1 and no mass anywhere.
