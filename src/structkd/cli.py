@@ -181,6 +181,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="teacher, student and KD student on bundled WikiAnn")
     demo.add_argument("--out", default="runs/demo", help="output directory")
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
+    demo.add_argument(
+        "--max-epochs", type=int, metavar="N", help="epochs of every model (default: 8/15/15)"
+    )
     experiment = commands.add_parser(
         "experiment", help="run a grid of teacher and student runs (resumable)"
     )
@@ -330,7 +333,7 @@ def _run(args: argparse.Namespace) -> int:
     else:
         from structkd.demo import run_demo
 
-        run_demo(args.out, progress=not args.no_progress)
+        run_demo(args.out, progress=not args.no_progress, max_epochs=args.max_epochs)
     return 0
 
 

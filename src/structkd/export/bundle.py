@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from structkd.data.errors import DataError
+from structkd.data.files import temporary_directory
 from structkd.export.graph import ExportError, ExportGraph
 from structkd.models.base import Model
 from structkd.models.checkpoint import (
@@ -203,7 +203,8 @@ def export_model(
     model = load_model(model_dir)
     graph = ExportGraph(model)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.export."))
+    # mode 0o777 less the umask (mkdtemp gives 0o700), named like every structkd temporary
+    tmp = temporary_directory(out)
     try:
         graph_file = GRAPH_FILES[fmt]
         if fmt == "onnx":

@@ -68,6 +68,49 @@ def progress_enabled(config: TrainConfig) -> bool:
     return config.progress and sys.stderr.isatty() and ddp.rank() == 0
 
 
+def say(line: str) -> None:
+    """Prints one line of a run's console report (rank 0 only), flushed at once, so that it
+    reaches a pipe or a log file as it happens, not at exit."""
+    if ddp.rank() == 0:
+        print(line, flush=True)
+
+
+def run_summary(
+    task: Task,
+    model: Model,
+    config: RunConfig,
+    sentences: Sequence[Any],
+    dev: Sequence[Any],
+    test: Sequence[Any],
+    teachers: int,
+    resumed_at: int,
+) -> str:
+    """The start-of-run line: task, model size, data sizes, device and output directory."""
+    labeled = sum(1 for s in sentences if task.is_labeled(s))
+    size = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = f" ({size - trainable:,} frozen)" if trainable != size else ""
+    kd = f", {config.distill.method} KD from {teachers} teacher(s)" if teachers else ""
+    return (
+        f"{task.name}: {type(model).__name__} with {size:,} parameters{frozen}{kd}; "
+        f"train {labeled:,} labeled + {len(sentences) - labeled:,} unlabeled sentences, "
+        f"dev {len(dev):,}, test {len(test):,}; device {config.train.device}; "
+        f"{config.train.max_epochs} epochs at most"
+        + (f", resuming after epoch {resumed_at}" if resumed_at else "")
+        + f"; output {config.out}"
+    )
+
+
+def epoch_line(record: dict[str, Any], max_epochs: int, task: Task) -> str:
+    """One line per epoch: ``epoch 3/30  loss 1.2345  dev f1 45.67  12.3 s``."""
+    line = f"epoch {record['epoch']}/{max_epochs}  loss {record['loss']:.4f}"
+    name = task.log_metrics[0]
+    value = record.get(f"dev_{name}")
+    if value is not None:
+        line += f"  dev {name} {value:.2f}"
+    return line + f"  {record['train_seconds']:.1f} s"
+
+
 def _write_log(out: Path, history: list[dict[str, Any]]) -> None:
     lines = "".join(json.dumps(record) + "\n" for record in history)
     atomic_write(out / "train_log.jsonl", lines.encode("utf-8"))
@@ -161,6 +204,8 @@ def train(
         optimizer, state = make_optimizer(model, cfg), TrainState(fingerprint=fingerprint or {})
     with torch.random.fork_rng(devices=[]):  # a resumed run must not draw differently
         distiller = distiller_factory(model) if distiller_factory is not None else None
+    teachers = len(distiller.teachers) if distiller is not None else 0
+    say(run_summary(task, model, config, sentences, dev, test, teachers, state.epoch))
     net = ddp.wrap(model)
     lengths = [len(s) for s in sentences]
     # Every rank must take the same number of steps (DDP all-reduces each backward).
@@ -211,6 +256,7 @@ def train(
         state.bad_epochs = 0 if improved else state.bad_epochs + 1
         state.epoch += 1
         state.history.append(record)
+        say(epoch_line(record, cfg.max_epochs, task))
         state.finished = bool(cfg.patience and state.bad_epochs >= cfg.patience)
         state.finished = state.finished or state.epoch >= cfg.max_epochs
         if ddp.rank() == 0:
