@@ -25,10 +25,12 @@ from structkd.depdata.conllu import (
 from structkd.depdata.punct import punct_mask
 from structkd.depdata.trees import is_projective, is_tree
 
+from shared_data import shared_file
+
 FIXTURES = Path(__file__).parent / "fixtures" / "dep"
 EWT = FIXTURES / "en_ewt-dev-slice.conllu"
 WSJ = FIXTURES / "wsj-slice.malttab"
-EWT_DEV = Path("/work/shared/data/dep/en_ewt/en_ewt-ud-dev.conllu")
+EWT_DEV = "dep/en_ewt/en_ewt-ud-dev.conllu"  # under shared/data, when present
 
 
 def without_source(sentence: DepSentence) -> DepSentence:
@@ -260,10 +262,10 @@ def test_readers_parse_or_raise_data_error_on_any_bytes(data: bytes, fmt: str) -
         assert sentences and all(is_tree(s.heads) and len(s.heads) == len(s) for s in sentences)
 
 
-@pytest.mark.skipif(not EWT_DEV.exists(), reason="shared EWT data not present")
 def test_full_ewt_dev_reads_and_round_trips(tmp_path: Path) -> None:
-    sentences = read_conllu(EWT_DEV)
+    ewt_dev = shared_file(EWT_DEV)
+    sentences = read_conllu(ewt_dev)
     assert len(sentences) == 2001
     out = tmp_path / "dev.conllu"
     write_conllu(sentences, [s.heads for s in sentences], [s.rels or [] for s in sentences], out)
-    assert out.read_text(encoding="utf-8") == EWT_DEV.read_text(encoding="utf-8")
+    assert out.read_text(encoding="utf-8") == ewt_dev.read_text(encoding="utf-8")

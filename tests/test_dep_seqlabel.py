@@ -24,8 +24,10 @@ from structkd.depdata.seqlabel import (
 )
 from structkd.depdata.trees import is_projective, is_tree
 
+from shared_data import shared_file
+
 FIXTURES = Path(__file__).parent / "fixtures" / "dep"
-EWT_DEV = Path("/work/shared/data/dep/en_ewt/en_ewt-ud-dev.conllu")
+EWT_DEV = "dep/en_ewt/en_ewt-ud-dev.conllu"  # under shared/data, when present
 
 
 def test_encoding_scheme() -> None:
@@ -67,9 +69,8 @@ def test_decoders_return_every_gold_tree(labeled: bool) -> None:
         assert decode_scores(one_hot, vocab) == (heads, rels)
 
 
-@pytest.mark.skipif(not EWT_DEV.exists(), reason="shared EWT data not present")
 def test_encode_decode_is_exact_on_full_ewt_dev() -> None:
-    for sentence in read_conllu(EWT_DEV):
+    for sentence in read_conllu(shared_file(EWT_DEV)):
         labels = encode_relative(sentence.heads, sentence.rels)
         assert decode_labels(labels) == (sentence.heads, sentence.rels)
 

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from structkd.config import ConfigError
-from structkd.experiment import load_experiment, parameter_count, run_experiment
+from structkd.experiment import load_experiment, parameter_count, portable, run_experiment
 from structkd.report import load_results, render_experiment, write_report
 from structkd.speed import run_speed
 
@@ -223,6 +223,44 @@ def test_a_grid_that_is_already_running_is_not_started_twice(tmp_path: Path) -> 
             run_experiment(path, tmp_path / "results")
         assert run_experiment(path, tmp_path / "results", dry_run=True)  # a dry run still plans
     assert run_experiment(path, tmp_path / "results") == []  # released: it runs (and waits)
+
+
+def test_committed_records_name_data_relative_to_the_data_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grid run with ``--data-root ABSOLUTE`` records the data, the commands and the report's
+    ``--data-root`` as the experiment file names them (``data_root: data``): no machine path."""
+    monkeypatch.chdir(tmp_path)
+    for name in ("teacher-crf", "case2a"):
+        (tmp_path / "configs/ner").mkdir(parents=True, exist_ok=True)
+        shutil.copy(ROOT / f"configs/ner/{name}.yaml", tmp_path / f"configs/ner/{name}.yaml")
+    spec = yaml.safe_load(_spec(tmp_path).read_text(encoding="utf-8"))
+    spec.update(data_root="data", work_dir="runs")
+    spec["teachers"]["crf"]["config"] = "configs/ner/teacher-crf.yaml"
+    spec["students"]["case2a"]["config"] = "configs/ner/case2a.yaml"
+    spec["students"]["case2a"]["methods"] = {"structural": "structural"}
+    path = tmp_path / "rel.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    run_experiment(str(path), "results", data_root=str(FIXTURES))
+    write_report("results", "report.md", plots=False)
+    record = json.loads((tmp_path / "results/rel/case2a-structural-s1/run.json").read_text())
+    assert "--test data/test.conll" in record["command"]
+    assert "data/test.conll" in record["data"]
+    assert "--teacher runs/rel/teacher-crf/model" in record["command"]
+    assert "--data-root data`" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    for written in [*(tmp_path / "results").rglob("*.json"), tmp_path / "report.md"]:
+        text = written.read_text(encoding="utf-8")
+        assert str(tmp_path) not in text and str(FIXTURES) not in text, written
+
+
+def test_portable_names_paths_under_a_root_and_keeps_the_rest() -> None:
+    roots = [(Path("/data/root"), "../shared/data"), (Path("/proj"), ".")]
+    assert portable("/data/root/ner/x.txt", roots) == "../shared/data/ner/x.txt"
+    assert portable("/data/root", roots) == "../shared/data"
+    assert portable("/proj/runs/m", roots) == "runs/m"
+    assert portable("a.yaml", roots) == "a.yaml"
+    assert portable("/data/rootless/x", roots) == "/data/rootless/x"  # not under /data/root
+    assert portable("model.x=/proj/v.txt", roots) == "model.x=v.txt"
 
 
 def test_unknown_teacher_is_an_error(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -67,7 +67,7 @@ import yaml
 from structkd.config import ConfigError, load_config
 from structkd.models.checkpoint import atomic_write, atomic_write_json
 
-__all__ = ["Run", "load_experiment", "plan_runs", "run_experiment", "parameter_count"]
+__all__ = ["Run", "load_experiment", "parameter_count", "plan_runs", "portable", "run_experiment"]
 
 _SPLITS = ("train", "unlabeled", "dev", "test")
 
@@ -95,6 +95,26 @@ class Run:
     args: list[str]
     teacher: str | None = None
     data: list[str] = field(default_factory=list)
+
+
+def portable(token: str, roots: Sequence[tuple[Path, str]]) -> str:
+    """``token`` (a path, or a ``KEY=PATH`` argument) with no machine's absolute path.
+
+    An absolute path under one of ``roots`` (``(directory, its name in committed files)``, the
+    first match wins) is renamed, e.g. ``/work/shared/data/ner/x.txt`` ->
+    ``../shared/data/ner/x.txt`` for ``(Path("/work/shared/data"), "../shared/data")``, so that
+    commands and data recorded in ``results/`` read the same on every machine.
+    """
+    key, sep, value = token.rpartition("=") if "=" in token else ("", "", token)
+    if not os.path.isabs(value):
+        return token
+    for directory, name in roots:
+        base = os.path.abspath(directory)
+        if value == base or value.startswith(base.rstrip(os.sep) + os.sep):
+            rest = os.path.relpath(value, base)
+            value = name if rest == "." else rest if name == "." else f"{name}/{rest}"
+            return f"{key}{sep}{value}"
+    return token
 
 
 def load_experiment(path: str | Path) -> dict[str, Any]:
@@ -306,7 +326,15 @@ def _main_score(metrics: dict[str, Any]) -> float | None:
     return None
 
 
-def _execute(run: Run, work: Path, results: Path, threads: int, log: Callable[[str], None]) -> None:
+def _execute(
+    run: Run,
+    work: Path,
+    results: Path,
+    threads: int,
+    log: Callable[[str], None],
+    roots: Sequence[tuple[Path, str]] = (),
+) -> None:
+    """Runs ``run`` and records it in ``results/RUN_ID`` (paths named through ``roots``)."""
     out = work / run.run_id
     command = [sys.executable, "-m", "structkd", *run.args, "--out", str(out), "--no-progress"]
     if (out / "checkpoints").exists() and not (out / "metrics.json").exists():
@@ -338,7 +366,7 @@ def _execute(run: Run, work: Path, results: Path, threads: int, log: Callable[[s
         "method": run.method,
         "seed": run.seed,
         "teacher": run.teacher,
-        "command": shlex.join(["structkd", *command[3:]]),
+        "command": shlex.join(["structkd", *(portable(a, roots) for a in command[3:])]),
         "commit": commit,
         "machine": machine(),
         "threads": threads,
@@ -348,7 +376,7 @@ def _execute(run: Run, work: Path, results: Path, threads: int, log: Callable[[s
         "epochs": len(epochs),
         "epoch_seconds": [e["train_seconds"] for e in epochs if "train_seconds" in e],
         "steps": epochs[-1]["step"] if epochs else 0,  # optimizer steps (batches) in all
-        "data": run.data,
+        "data": [portable(d, roots) for d in run.data],
     }
     target = results / run.run_id
     target.mkdir(parents=True, exist_ok=True)
@@ -497,6 +525,9 @@ def run_experiment(
         and _test_file(r) is not None
     ]
     waiting = {f"teacher-{t}" for t, (_, ready) in external.items() if not ready}
+    # committed files name the data as the experiment file does, whatever --data-root was
+    spelled = str(spec.get("data_root", "."))
+    roots = [(root, spelled), (teacher_root, str(spec.get("runs_dir", "."))), (Path.cwd(), ".")]
     lock = threading.Lock()
 
     def log(message: str) -> None:
@@ -519,11 +550,11 @@ def run_experiment(
         atomic_write_json(
             results / "experiment.json",
             {
-                "file": str(path),
+                "file": portable(str(path), roots),
                 "spec": spec,
                 "commit": _git_commit(),
                 "machine": machine(),
-                "data_root": str(root),
+                "data_root": spelled,
                 "runs": grid,
             },
         )
@@ -547,5 +578,5 @@ def run_experiment(
         with ThreadPoolExecutor(max_workers=jobs or int(spec.get("jobs", 1))) as pool:
             list(pool.map(count, uncounted))
             for stage in stages:
-                list(pool.map(lambda r: _execute(r, work, results, threads, log), stage))
+                list(pool.map(lambda r: _execute(r, work, results, threads, log, roots), stage))
         return [*teachers, *ready_students]
