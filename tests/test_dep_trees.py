@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from dep_brute import all_trees, reaches_root
-from structkd.depdata.trees import chu_liu_edmonds, find_cycles, is_projective, is_tree
+from structkd.depdata.trees import find_cycles, is_projective, is_tree
+from structkd.structures.arborescence import chu_liu_edmonds
 
 
 def test_tree_counts_match_cayley() -> None:
@@ -139,7 +140,7 @@ def test_chu_liu_edmonds_rejects_bad_input() -> None:
 def test_chu_liu_edmonds_is_exact_on_peaked_scores(single_root: bool) -> None:
     """Scores of a confident model (a tree plus noise): the greedy heads often form a tree and
     are returned without contraction; the result must still be the best tree."""
-    from structkd.depdata.trees import _greedy_tree
+    from structkd.structures.arborescence import _greedy_tree
 
     rng = np.random.default_rng(1)
     shortcuts = 0
@@ -160,7 +161,7 @@ def test_chu_liu_edmonds_is_exact_on_peaked_scores(single_root: bool) -> None:
 
 
 def test_greedy_heads_with_a_cycle_or_two_roots_are_not_a_tree() -> None:
-    from structkd.depdata.trees import _greedy_tree
+    from structkd.structures.arborescence import _greedy_tree
 
     cyclic = np.zeros((4, 4))
     cyclic[1, 2] = cyclic[2, 1] = 5.0  # words 1 and 2 pick each other

@@ -26,7 +26,8 @@ from structkd.depdata.seqlabel import (
     label_arc_scores,
     parse_label,
 )
-from structkd.depdata.trees import chu_liu_edmonds, find_cycles, is_projective, is_tree
+from structkd.depdata.trees import find_cycles, is_projective, is_tree
+from structkd.structures.arborescence import chu_liu_edmonds
 
 __all__ = [
     "FORMATS",

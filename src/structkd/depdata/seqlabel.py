@@ -30,7 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from structkd.depdata.trees import chu_liu_edmonds, find_cycles
+from structkd.depdata.trees import find_cycles
+from structkd.structures.arborescence import chu_liu_edmonds
 
 ROOT_LABEL = "ROOT"
 REL_SEPARATOR = "@"
@@ -335,7 +336,7 @@ def batch_label_arc_scores(
 
 def _greedy_heads(arc: Tensor, in_sentence: Tensor) -> tuple[Tensor, Tensor]:
     """Each word's best head [B, N] (first on ties) and whether they form a single-root tree
-    of allowed arcs [B], the batched ``trees._greedy_tree``. O(B N^2).
+    of allowed arcs [B], the batched ``arborescence._greedy_tree``. O(B N^2).
 
     Acyclicity by pointer doubling: after ``ceil(log2(N + 1))`` squarings a word's ancestor
     ``2^s >= n`` steps up is the root exactly when its head chain reaches the root.
@@ -358,7 +359,7 @@ def decode_batch(
     """``decode_scores`` for every sentence of a padded batch, with the same trees and
     relations: batched arc scores, batched greedy heads, and Chu-Liu/Edmonds (numpy) only for
     the sentences whose greedy heads are not a single-root tree. O(B N K + B N^2) in torch plus
-    O(n^3) per such sentence.
+    O(n^2) per such sentence.
 
     Args:
         log_probs: [B, N, K] label log-probabilities; padding may hold anything.
@@ -393,7 +394,7 @@ def decode_batch(
 def decode_scores(log_probs: Any, label_vocab: Sequence[str]) -> tuple[list[int], list[str] | None]:
     """The best single-root tree under the label distributions: Chu-Liu/Edmonds on the arc
     scores of ``label_arc_scores``; each word's relation is that of its most probable label
-    for the chosen head. O(n K + n^3).
+    for the chosen head. O(n K + n^2).
 
     Args:
         log_probs: [n, K] label log-probabilities, numpy, torch or nested lists.

@@ -72,7 +72,7 @@ def mst_heads(arc_scores: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
         lengths: [B] word counts.
 
     Returns:
-        Per sentence, n heads (1-based, 0 = ROOT). O(n^3) per sentence.
+        Per sentence, n heads (1-based, 0 = ROOT). O(n^2) per sentence.
     """
     out: list[list[int]] = []
     neg = arc_scores.dtype.type(NEG)

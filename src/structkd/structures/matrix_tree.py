@@ -1,4 +1,5 @@
-"""Non-projective dependency trees: matrix-tree theorem, Chu-Liu/Edmonds, exact sampling.
+"""Non-projective dependency trees: matrix-tree theorem, exact sampling, and the batched
+Chu-Liu/Edmonds decoder (``arborescence``).
 
 Arc scores use the layout of ``head_selection``: ``scores[b, d, h]`` (dep, head), ROOT = 0, with
 the finite ``NEG`` (see ``eisner``) on invalid arcs. With arc weights ``A[h, d] = exp(s(h -> d))``
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from structkd.structures.arborescence import chu_liu_edmonds
 from structkd.structures.base import autograd_marginals
 from structkd.structures.eisner import NEG
 
@@ -215,68 +217,10 @@ def log_partition_and_marginals(
     return log_z.to(scores.dtype), marginals.to(scores.dtype)
 
 
-def _find_cycle(heads: np.ndarray) -> np.ndarray | None:
-    """Some cycle of the head graph (node 0 = ROOT excluded), or None."""
-    state = np.zeros(len(heads), dtype=np.int8)  # 0 new, 1 on the current walk, 2 done
-    state[0] = 2
-    for start in range(1, len(heads)):
-        walk = []
-        node = start
-        while state[node] == 0:
-            state[node] = 1
-            walk.append(node)
-            node = int(heads[node])
-        if state[node] == 1:
-            return np.array(walk[walk.index(node) :])
-        state[walk] = 2
-    return None
-
-
-def _chu_liu_edmonds(scores: np.ndarray) -> np.ndarray:
-    """Maximum spanning arborescence rooted at 0 (Chu and Liu, 1965; Edmonds, 1967).
-
-    Args:
-        scores: [n+1, n+1] float64 (dep, head), ``NEG`` on row 0 and the diagonal.
-
-    Returns:
-        heads [n+1] (``heads[0] = 0``). Recursive contraction, O(n^3).
-    """
-    heads = scores.argmax(1)
-    heads[0] = 0
-    cycle = _find_cycle(heads)
-    if cycle is None:
-        return heads
-    in_cycle = np.zeros(len(heads), dtype=bool)
-    in_cycle[cycle] = True
-    rest = np.flatnonzero(~in_cycle)  # rest[0] = 0: ROOT is never on a cycle
-    m = len(rest)
-    kept = scores[cycle, heads[cycle]]  # [c] score of each cycle arc
-    # entering the cycle at d from h replaces d's cycle arc: gain s(h -> d) - s(cycle arc of d)
-    enter = scores[np.ix_(cycle, rest)] - kept[:, None]  # [c, m]
-    enter_dep = enter.argmax(0)  # [m]
-    leave = scores[np.ix_(rest, cycle)]  # [m, c]
-    leave_head = leave.argmax(1)  # [m]
-    sub = np.full((m + 1, m + 1), NEG)
-    sub[:m, :m] = scores[np.ix_(rest, rest)]
-    sub[m, :m] = enter[enter_dep, np.arange(m)]
-    sub[:m, m] = leave[np.arange(m), leave_head]
-    sub_heads = _chu_liu_edmonds(sub)
-    out = heads.copy()  # cycle words keep their cycle heads, except where the cycle is entered
-    for i in range(1, m):
-        h = sub_heads[i]
-        out[rest[i]] = cycle[leave_head[i]] if h == m else rest[h]
-    entry = sub_heads[m]
-    out[cycle[enter_dep[entry]]] = rest[entry]
-    return out
-
-
 def maximum_spanning_tree(scores: Tensor, lengths: Tensor, multiroot: bool) -> Tensor:
     """Best non-projective tree of each sentence by Chu-Liu/Edmonds; heads LongTensor [B, L].
 
-    One root word: every root arc is lowered by more than the score range of any two trees
-    (``1 + n (max - min)``), so a tree with one root child beats every tree with more, and
-    among one-root trees the order is unchanged (Gabow and Tarjan, 1984; Zmigrod et al.,
-    EMNLP 2020, discuss this reweighting). Runs per sentence on the CPU in numpy.
+    Runs per sentence on the CPU in numpy (``best_tree``), O(n^2) time and memory each.
     """
     batch, size, _ = scores.shape
     table = scores.detach().double().cpu().numpy()
@@ -296,14 +240,10 @@ def best_tree(scores: np.ndarray, multiroot: bool) -> np.ndarray:
         multiroot: allow several root words.
 
     Returns:
-        heads [n+1] (``heads[0] = 0``). O(n^3).
+        heads [n+1] (``heads[0] = 0``), by ``arborescence.chu_liu_edmonds``. O(n^2).
     """
-    n = scores.shape[0] - 1
-    sent = np.maximum(scores.copy(), NEG)
-    if not multiroot and n > 1:
-        real = sent[1:][sent[1:] > NEG / 2]
-        sent[1:, 0] -= 1.0 + n * (real.max() - real.min())
-    return _chu_liu_edmonds(sent)
+    allowed = np.where(scores > NEG / 2, scores, -np.inf)
+    return np.array([0, *chu_liu_edmonds(allowed, single_root=not multiroot)], dtype=np.int64)
 
 
 def sample(scores: Tensor, lengths: Tensor, multiroot: bool, k: int) -> Tensor:
