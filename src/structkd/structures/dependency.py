@@ -89,8 +89,7 @@ class DependencyCRF(Structure):
         if not self.projective:
             return matrix_tree.maximum_spanning_tree(scores, self.lengths, self.multiroot)
         with torch.no_grad():
-            chart = eisner.inside(scores, self.lengths, self.multiroot, eisner.max_weights)
-            return eisner.heads_from_indicator(chart.outside(), self.lengths)
+            return eisner.best_trees(scores, self.lengths, self.multiroot)
 
     def score(self, y: Tensor) -> Tensor:
         """Sum of the tree's arc scores [B]; y: heads LongTensor [B, L]."""
