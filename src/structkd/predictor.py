@@ -127,8 +127,13 @@ class Predictor:
 
     def predict_words(self, words: Sequence[Sequence[str]], batch_size: int = 32) -> list[Any]:
         """The raw outputs for tokenized sentences, in input order: tag lists (NER) or
-        ``(heads, relations)`` pairs (parsing), exactly what the model's ``predict`` gives."""
+        ``(heads, relations)`` pairs (parsing), exactly what the model's ``predict`` gives.
+
+        Raises:
+            ValueError: for a sentence longer than the task's ``max_words``.
+        """
         if self.exported is not None:
+            get_task(self.task).check_max_words(words)
             return self.exported.predict(words, batch_size)
         assert self.model is not None
         return get_task(self.task).predict(self.model, words, batch_size)
@@ -152,6 +157,7 @@ class Predictor:
 
         Raises:
             TypeError: for inputs that are neither strings nor lists of non-blank strings.
+            ValueError: for a sentence longer than the task's ``max_words``.
         """
         sentences = _sentence_inputs(inputs, tokenized)
         words = [[t.text for t in tokens] for _, tokens in sentences]
@@ -212,12 +218,13 @@ class Predictor:
         if self.task == "ner":
             if fmt not in NER_FORMATS:
                 raise ConfigError(f"task ner reads formats {', '.join(NER_FORMATS)}, not {fmt!r}")
-            sentences = iter_sentences(resolve_path(path), fmt)
+            task = get_task(self.task)
+            sentences = task.within_max_words(iter_sentences(resolve_path(path), fmt), path)
             while chunk := list(itertools.islice(sentences, CHUNK)):
                 count += write_conll(chunk, self.predict_words([s.tokens for s in chunk]), out)
                 out.flush()
             return count
-        trees = iter_parse_input(path, fmt)
+        trees = get_task(self.task).within_max_words(iter_parse_input(path, fmt), path)
         while parses := list(itertools.islice(trees, CHUNK)):
             predicted = self.predict_words([s.words for s in parses])
             out.write("".join(format_conllu(s, h, r) for s, (h, r) in zip(parses, predicted)))

@@ -23,7 +23,7 @@ from structkd.data.errors import DataError
 from structkd.data.tags import from_spans, to_spans
 from structkd.export.bundle import read_export_meta
 from structkd.export.decode import mst_heads, seqlabel_trees, viterbi
-from structkd.nn.embeddings import casing_class
+from structkd.nn.embeddings import MAX_WORD_CHARS, casing_class
 from structkd.train.batching import bucket_batches
 
 Tree = tuple[list[int], list[str] | None]
@@ -120,10 +120,11 @@ class ExportedModel:
             arrays["casing"] = casing
         if "chars" in self.inputs:
             n_chars = max((len(w) for s in tokens for w in s), default=1) or 1
-            chars = np.zeros((len(tokens), width, n_chars), dtype=np.int64)
+            chars = np.zeros((len(tokens), width, min(n_chars, MAX_WORD_CHARS)), dtype=np.int64)
             for b, sentence in enumerate(tokens):
                 for i, word in enumerate(sentence):
-                    chars[b, i, : len(word)] = [self.char_index.get(c, 1) for c in word]
+                    row = [self.char_index.get(c, 1) for c in word[:MAX_WORD_CHARS]]
+                    chars[b, i, : len(row)] = row
             arrays["chars"] = chars
         return arrays
 

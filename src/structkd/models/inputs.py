@@ -18,6 +18,7 @@ from torch import Tensor
 
 from structkd.data.tags import Span, from_spans, to_spans
 from structkd.data.vocab import tag_vocab
+from structkd.nn.embeddings import MAX_WORD_CHARS
 
 PAD, UNK = "<pad>", "<unk>"
 
@@ -30,7 +31,7 @@ class Batch:
         tokens: the words, for decoding and output.
         lengths: LongTensor [B].
         words: LongTensor [B, N] word ids (0 = padding, 1 = unknown).
-        chars: LongTensor [B, N, C] character ids (0 = padding).
+        chars: LongTensor [B, N, C] character ids (0 = padding), C <= ``MAX_WORD_CHARS``.
         subwords: LongTensor [B, S] transformer input ids.
         subword_lengths: LongTensor [B].
         first_subword: LongTensor [B, N] position of each word's first subword.
@@ -176,12 +177,13 @@ class Vocabularies:
         )
         if words:
             batch.words = _pad([[self.word_id(w) for w in s] for s in tokens], width)
-        if chars:
+        if chars:  # a word's first MAX_WORD_CHARS characters
             n_chars = max((len(w) for s in tokens for w in s), default=1) or 1
+            n_chars = min(n_chars, MAX_WORD_CHARS)
             ids = torch.zeros(len(tokens), width, n_chars, dtype=torch.long)
             for b, sentence in enumerate(tokens):
                 for i, word in enumerate(sentence):
-                    row = [self.char_index.get(c, 1) for c in word]
+                    row = [self.char_index.get(c, 1) for c in word[:MAX_WORD_CHARS]]
                     ids[b, i, : len(row)] = torch.tensor(row, dtype=torch.long)
             batch.chars = ids
         if subwords is not None:

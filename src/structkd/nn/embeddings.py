@@ -98,10 +98,24 @@ class WordEmbedding(nn.Module):
         return self.dropout(self.table(word_ids))  # [B, N, D]
 
 
+MAX_WORD_CHARS = 160
+"""Characters of a word the char CNN reads: inputs are collated from a word's first 160.
+
+Longer than every token of the shared corpora (the longest, a URL in UD English-EWT, has 140), so
+training on them sees whole words; a 200,000-character "word" in a prediction input costs what a
+160-character one does instead of a [B, N, 200,000] tensor (128 GB for a 20,000-token line)."""
+
+_CHUNK_CHARS = 2**19
+"""Character positions per CharCNN step: a larger batch (a very long sentence; a training batch of
+ordinary sentences holds some 10^4-10^5) is convolved in slices of words, each word on its own
+as before, so that the [words, F, C] feature map stays under 2^19 F floats at any length."""
+
+
 class CharCNN(nn.Module):
     """Character CNN word features (Ma & Hovy, ACL 2016): embed, convolve, max-pool over chars.
 
-    Cost O(B N C K F d) for C characters per word, kernel K, F filters, char size d.
+    Cost O(B N C K F d) for C characters per word, kernel K, F filters, char size d; memory
+    O(min(B N C, 2^19) (F + d)) (``_CHUNK_CHARS``).
 
     Args:
         num_chars: character vocabulary size (0 = padding, 1 = unknown).
@@ -132,12 +146,19 @@ class CharCNN(nn.Module):
         """
         batch, max_len, max_chars = char_ids.shape
         flat = char_ids.reshape(batch * max_len, max_chars)  # [B*N, C]
-        chars = self.dropout(self.embed(flat))  # [B*N, C, d]
-        features = self.conv(chars.transpose(1, 2))  # [B*N, F, C]
-        mask = (flat != 0)[:, None, :]  # [B*N, 1, C]
-        features = features.masked_fill(~mask, float("-inf")).max(-1).values  # [B*N, F]
-        features = features.masked_fill(~mask.any(-1), 0.0)
-        return features.reshape(batch, max_len, -1)  # [B, N, F]
+        step = max(1, _CHUNK_CHARS // max(max_chars, 1))
+        if len(flat) <= step:
+            return self._words(flat).reshape(batch, max_len, -1)
+        parts = [self._words(flat[i : i + step]) for i in range(0, len(flat), step)]
+        return torch.cat(parts).reshape(batch, max_len, -1)  # [B, N, F]
+
+    def _words(self, flat: Tensor) -> Tensor:
+        """Features [M, F] of M words' character ids [M, C]."""
+        chars = self.dropout(self.embed(flat))  # [M, C, d]
+        features = self.conv(chars.transpose(1, 2))  # [M, F, C]
+        mask = (flat != 0)[:, None, :]  # [M, 1, C]
+        features = features.masked_fill(~mask, float("-inf")).max(-1).values  # [M, F]
+        return features.masked_fill(~mask.any(-1), 0.0)
 
 
 CASING_CLASSES = (

@@ -8,13 +8,14 @@ marginals look like on the student's parts) is one ``Task`` subclass per task.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, TextIO
 
 from torch import Tensor
 
 from structkd import kd
 from structkd.config import ConfigError, DistillConfig, ModelConfig
+from structkd.data.errors import DataError
 from structkd.models.base import Model
 from structkd.structures.base import Structure
 
@@ -43,15 +44,44 @@ class Task(ABC):
         kd_methods: the ``distill.method`` values it implements.
         log_metrics: dev metrics written to the training log each epoch (as ``dev_NAME``).
         report_metrics: metrics written to ``metrics.json`` per split.
+        max_words: the longest sentence ``predict`` and ``predict_file`` accept (prediction
+            memory grows linearly with it for taggers, quadratically for parsers); a longer
+            one is refused with an error naming it, never tried until memory runs out.
     """
 
     name: ClassVar[str]
+    max_words: ClassVar[int]
     formats: ClassVar[tuple[str, ...]]
     kd_methods: ClassVar[tuple[str, ...]]
     log_metrics: ClassVar[tuple[str, ...]]
     report_metrics: ClassVar[tuple[str, ...]]
 
     # ---- data ---------------------------------------------------------------------------------
+    def within_max_words(self, sentences: Iterable[Any], path: str) -> Iterator[Any]:
+        """The sentences of a prediction input as they stream by, each checked against
+        ``max_words``.
+
+        Raises:
+            DataError: for a longer sentence, naming the file and the sentence's first line.
+        """
+        for sentence in sentences:
+            n = len(self.words(sentence))
+            if n > self.max_words:
+                raise DataError(
+                    path, _too_long(n, self.max_words), getattr(sentence, "line", 0) or None
+                )
+            yield sentence
+
+    def check_max_words(self, words: Sequence[Sequence[str]]) -> None:
+        """``within_max_words`` for sentences given as word lists.
+
+        Raises:
+            ValueError: naming the first longer sentence by its index.
+        """
+        for i, sentence in enumerate(words):
+            if len(sentence) > self.max_words:
+                raise ValueError(f"input {i}: {_too_long(len(sentence), self.max_words)}")
+
     @abstractmethod
     def read_labeled(self, path: str, fmt: str) -> list[Any]:
         """Sentences with gold outputs (``resource:NAME`` names a bundled file).
@@ -195,3 +225,10 @@ class Task(ABC):
             config: method, temperature, k.
             stats: running sums the loss may add to.
         """
+
+
+def _too_long(words: int, max_words: int) -> str:
+    return (
+        f"a sentence of {words:,} words; this model predicts at most {max_words:,} words per "
+        "sentence: split it"
+    )

@@ -123,7 +123,10 @@ def iter_parse_input(path: str, fmt: str) -> Iterator[DepSentence]:
     resolved = resolve_path(path)
     fmt = _input_format(resolved, fmt)
     if fmt == "text":
-        return (DepSentence(s.tokens, ["_"] * len(s), [0] * len(s)) for s in iter_text(resolved))
+        return (
+            DepSentence(s.tokens, ["_"] * len(s), [0] * len(s), line=s.line or 0)
+            for s in iter_text(resolved)
+        )
     return iter_dep(resolved, fmt)
 
 
@@ -176,6 +179,7 @@ class DepTask(Task):
 
     name = "dep"
     formats = ("auto", *FORMATS)
+    max_words = 4_000  # a biaffine parser: ~3.5 GB (quadratic), see benchmarks/long_sentence.py
     kd_methods = ("structural", "token", "top1", "topk", "topwk", "substructure")
     log_metrics = ("uas", "las")
     report_metrics = ("uas", "las", "ucm", "lcm", "per_relation", "tokens", "sentences")
@@ -244,13 +248,18 @@ class DepTask(Task):
     def predict(
         self, model: Model, words: Sequence[Sequence[str]], batch_size: int = 64
     ) -> list[tuple[list[int], list[str] | None]]:
-        """A well-formed tree (heads, relations) per sentence."""
+        """A well-formed tree (heads, relations) per sentence.
+
+        Raises:
+            ValueError: for a sentence longer than ``max_words``.
+        """
+        self.check_max_words(words)
         return predict_trees(_dep(model), words, batch_size)
 
     def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
         """Parses a treebank (its trees are replaced) or plain text (one sentence per line,
         whitespace-separated words) and writes CoNLL-U, 2048 sentences at a time."""
-        sentences = iter_parse_input(path, fmt)
+        sentences = self.within_max_words(iter_parse_input(path, fmt), path)
         count = 0
         while chunk := list(itertools.islice(sentences, 2048)):
             trees = predict_trees(_dep(model), [s.words for s in chunk])
