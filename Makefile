@@ -34,7 +34,7 @@ test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/pip install -q -e ".[bench]"
-	$(BIN)/python benchmarks/bench_structures.py --out benchmarks/README.md
+	$(BIN)/python benchmarks/bench_structures.py --threads 1 2 --out benchmarks/README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -145,3 +145,27 @@ def test_samples_at_extreme_scores_follow_the_distribution(multiroot: bool) -> N
         assert bool(certain.any())
         for y in dist.sample(3):
             assert torch.equal(y[certain], best[certain])
+
+
+def test_float32_fast_path_agrees_with_float64_and_hands_over_what_it_cannot_vouch_for() -> None:
+    """float32 scores take the determinant route in float32 when the sentence's Laplacian is
+    well conditioned; a batch mixing such sentences with x50 ones (which it must hand to the
+    float64 routes) still matches float64 everywhere, and the gradient of log Z is finite."""
+    from structkd.structures import matrix_tree
+
+    gen = torch.Generator().manual_seed(7)
+    scores = torch.randn(6, 31, 31, generator=gen, dtype=torch.float64)
+    scores[3:] *= 50
+    lengths = torch.tensor([30, 12, 1, 30, 20, 5])
+    for multiroot in (False, True):
+        masked = DependencyCRF(scores, lengths, projective=False, multiroot=multiroot)._scores
+        z64, mu64 = log_partition_and_marginals(masked, lengths, multiroot)
+        _, _, trusted = matrix_tree._fast_closed_form(masked.float(), lengths, multiroot)
+        assert trusted[:3].all() and not trusted[3:].all()  # both routes run
+        low = masked.float().requires_grad_()
+        z32, mu32 = log_partition_and_marginals(low, lengths, multiroot)
+        assert z32.dtype == mu32.dtype == torch.float32
+        torch.testing.assert_close(mu32.double(), mu64, atol=1e-4, rtol=0)
+        torch.testing.assert_close(z32.double(), z64, atol=1e-3, rtol=1e-6)
+        z32.sum().backward()  # what training differentiates
+        assert low.grad is not None and torch.isfinite(low.grad).all()

@@ -28,6 +28,7 @@ positive terms, so nothing cancels; their marginals then come from autograd.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -38,6 +39,14 @@ from structkd.structures.base import autograd_marginals
 from structkd.structures.eisner import NEG
 
 _ROW_SUM_TOL = 1e-6
+_FAST_ROW_SUM_TOL = 1e-4
+_FAST_MAX_COND = 1e3
+"""Largest condition number ``||M||_1 ||M^-1||_1`` the float32 route accepts. In random tests
+(n = 10-60, scores x1-x50) the float32 marginals' error stayed below ``2e-8 cond``, 2e-5 here;
+sentences above it take the float64 route."""
+_FAST_MIN_LOG = -80.0
+"""Arc weights below ``exp(-80)`` count as 0 in float32: they would be denormal numbers, slow
+to compute with and, next to the best arc's weight of 1, below float32's resolution anyway."""
 
 
 def _word_mask(lengths: Tensor, size: int) -> Tensor:
@@ -49,12 +58,17 @@ def _weights(scores: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Arc weights shifted per word: (weights [B, N, L], shift [B, N], words [B, N]).
 
     ``weights[b, d - 1, h] = exp(s(h -> d) - shift[b, d - 1])`` with the word's best incoming
-    score as shift, so every word's best arc weighs 1; invalid arcs underflow to 0.
+    score as shift, so every word's best arc weighs 1; invalid arcs underflow to 0 (in float32
+    everything below ``exp(_FAST_MIN_LOG)``).
     """
     words = _word_mask(lengths, scores.shape[-1])  # [B, N]
     arcs = scores[:, 1:]  # [B, N, L] (dep word, head incl. ROOT)
     shift = arcs.detach().amax(-1).where(words, 0.0)  # [B, N]
-    return (arcs - shift[..., None]).exp(), shift, words
+    log_weights = arcs - shift[..., None]  # [B, N, L]
+    if scores.dtype != torch.float32:
+        return log_weights.exp(), shift, words
+    tiny = log_weights.detach() < _FAST_MIN_LOG
+    return log_weights.masked_fill(tiny, -math.inf).exp(), shift, words
 
 
 def _laplacian(weights: Tensor, words: Tensor, multiroot: bool) -> Tensor:
@@ -131,6 +145,48 @@ def _closed_form(scores: Tensor, lengths: Tensor, multiroot: bool) -> tuple[Tens
     return log_det + (shift * words).sum(-1), marginals, trusted
 
 
+def _fast_closed_form(
+    scores: Tensor, lengths: Tensor, multiroot: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The determinant route in float32 for well-conditioned sentences: (log Z [B], marginals
+    [B, L, L], trusted [B]).
+
+    The same formulas as ``_closed_form`` in fewer, larger operations (the batches this serves
+    are small, so the count of operations weighs as much as their size). Trusted: a 1-norm
+    condition number ``||M||_1 ||M^-1||_1`` at most ``_FAST_MAX_COND`` (finite, so the
+    determinant is finite and, as a Laplacian's determinant, positive; and the marginals are
+    accurate), and every word's marginals summing to one within ``_FAST_ROW_SUM_TOL`` with
+    none below ``-_FAST_ROW_SUM_TOL``.
+    """
+    size = scores.shape[-1] - 1
+    weights, shift, words = _weights(scores, lengths)  # [B, N, L]
+    lap_t = _laplacian(weights, words, multiroot)  # [B, N, N]
+    lu, pivots, _ = torch.linalg.lu_factor_ex(lap_t)
+    eye = torch.eye(size, dtype=lu.dtype, device=lu.device)
+    inv = torch.linalg.lu_solve(lu, pivots, eye).mT  # [B, N, N] = X
+    log_det = lu.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1)  # [B]
+    diag_x = inv.diagonal(dim1=-2, dim2=-1)  # [B, N]
+    if multiroot:
+        to_root, minus = diag_x, inv
+    else:  # Koo et al.: word 1's column of X holds the root terms, and it has no X[d, d] term
+        later = torch.ones(size, dtype=inv.dtype, device=inv.device)
+        later[:1] = 0.0
+        to_root, minus = inv[..., 0], inv * later
+        diag_x = diag_x * later
+    inner = weights * torch.cat([to_root[..., None], diag_x[..., None] - minus], -1)  # [B, N, L]
+    check = inner.detach()
+    row_error = (check.sum(-1) - words.to(check.dtype)).abs().amax(-1)  # [B], padding sums to 0
+    norm = lap_t.detach().abs().sum(-1).amax(-1) * inv.detach().abs().sum(-2).amax(-1)  # [B]
+    # NaN or inf anywhere (a singular matrix) fails the comparisons
+    trusted = (
+        (row_error <= _FAST_ROW_SUM_TOL)
+        & (check.amin((-1, -2)) >= -_FAST_ROW_SUM_TOL)
+        & (norm <= _FAST_MAX_COND)
+    )
+    marginals = torch.nn.functional.pad(inner, (0, 0, 1, 0))  # [B, L, L], ROOT's row empty
+    return log_det + (shift * words).sum(-1), marginals, trusted
+
+
 def _eliminate(log_arcs: Tensor, log_root: Tensor) -> Tensor:
     """log det of the several-roots Laplacian by log-space GTH elimination, [B].
 
@@ -188,33 +244,58 @@ def log_partition_and_marginals(
     """log Z [B] and arc marginals [B, L, L] (dep, head) of non-projective trees.
 
     Differentiable (marginals included) through autograd; results in the dtype of ``scores``.
-    O(B N^3); sentences the determinant route cannot resolve take a log-space elimination,
-    also O(B N^3) in time and memory, in N Python steps.
+    float32 scores first take the determinant route in float32 (``_fast_closed_form``); the
+    sentences it does not trust, and all other dtypes, take it in float64 (``_closed_form``),
+    and the sentences float64 cannot resolve a log-space elimination. O(B N^3) time and
+    memory, the elimination in N Python steps.
 
     Args:
         scores: [B, L, L] arc scores (dep, head), ``NEG`` on invalid arcs.
         lengths: LongTensor [B] word counts.
         multiroot: allow several words to attach to ROOT.
     """
-    wide = scores.double()
-    log_z, marginals, trusted = _closed_form(wide, lengths, multiroot)
-    if not bool(trusted.all()):
-        good = trusted.nonzero().squeeze(-1)
-        bad = (~trusted).nonzero().squeeze(-1)
-        # the determinant route is recomputed on the trusted sentences alone, so that NaN in
-        # the untrusted ones cannot leak into gradients through the batched inverse
-        good_z, good_mu, _ = _closed_form(wide[good], lengths[good], multiroot)
-
-        def fallback(bad_scores: Tensor) -> Tensor:
-            return _log_partition_by_elimination(bad_scores, lengths[bad], multiroot)
-
-        bad_scores = wide[bad]
-        bad_z = fallback(bad_scores)
-        (bad_mu,) = autograd_marginals(fallback, [bad_scores])
-        order = torch.argsort(torch.cat([good, bad]))
-        log_z = torch.cat([good_z, bad_z])[order]
-        marginals = torch.cat([good_mu, bad_mu])[order]
+    if scores.dtype == torch.float32 and scores.shape[-1] > 1:
+        return _checked(scores, lengths, multiroot, _fast_closed_form, _float64)
+    log_z, marginals = _checked(scores.double(), lengths, multiroot, _closed_form, _eliminated)
     return log_z.to(scores.dtype), marginals.to(scores.dtype)
+
+
+Route = Callable[[Tensor, Tensor, bool], tuple[Tensor, Tensor, Tensor]]
+Fallback = Callable[[Tensor, Tensor, bool], tuple[Tensor, Tensor]]
+
+
+def _checked(
+    scores: Tensor, lengths: Tensor, multiroot: bool, route: Route, fallback: Fallback
+) -> tuple[Tensor, Tensor]:
+    """``route`` (log Z, marginals, trusted), and ``fallback`` for the sentences it does not
+    trust."""
+    log_z, marginals, trusted = route(scores, lengths, multiroot)
+    if bool(trusted.all()):
+        return log_z, marginals
+    good = trusted.nonzero().squeeze(-1)
+    bad = (~trusted).nonzero().squeeze(-1)
+    # the route is recomputed on the trusted sentences alone, so that NaN in the untrusted
+    # ones cannot leak into gradients through the batched inverse
+    good_z, good_mu, _ = route(scores[good], lengths[good], multiroot)
+    bad_z, bad_mu = fallback(scores[bad], lengths[bad], multiroot)
+    order = torch.argsort(torch.cat([good, bad]))
+    return torch.cat([good_z, bad_z])[order], torch.cat([good_mu, bad_mu])[order]
+
+
+def _float64(scores: Tensor, lengths: Tensor, multiroot: bool) -> tuple[Tensor, Tensor]:
+    """The float64 routes for float32 sentences, back in float32."""
+    log_z, marginals = _checked(scores.double(), lengths, multiroot, _closed_form, _eliminated)
+    return log_z.float(), marginals.float()
+
+
+def _eliminated(scores: Tensor, lengths: Tensor, multiroot: bool) -> tuple[Tensor, Tensor]:
+    """log Z [B] by log-space elimination, marginals [B, L, L] from autograd (float64)."""
+
+    def log_partition(some_scores: Tensor) -> Tensor:
+        return _log_partition_by_elimination(some_scores, lengths, multiroot)
+
+    (marginals,) = autograd_marginals(log_partition, [scores])
+    return log_partition(scores), marginals
 
 
 def maximum_spanning_tree(scores: Tensor, lengths: Tensor, multiroot: bool) -> Tensor:
