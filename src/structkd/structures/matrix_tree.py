@@ -15,9 +15,11 @@ With ``X = M^-1`` the marginals are closed-form (Koo et al., sec. 3.3):
 ``mu(h -> d) = A[h, d] ([d != 1] X[d, d] - [h != 1] X[d, h])`` and ``mu(0 -> d) = A[0, d] X[d, 1]``
 for one root word, ``A[h, d] (X[d, d] - X[d, h])`` and ``A[0, d] X[d, d]`` for several.
 
-Numerics: float64 inside, each word's column shifted by its best incoming score (exact: the
-determinant scales by ``exp(shift)``, the marginals not at all), padded words get an identity
-block. When the scores are so peaked that the greedy heads form a cycle whose breaking costs more
+Numerics: each word's column shifted by its best incoming score (exact: the determinant scales
+by ``exp(shift)``, the marginals not at all), padded words get an identity block. float32 scores
+stay in float32 for sentences whose Laplacian is well conditioned (``_fast_closed_form``, a
+condition-number check per sentence); the others, and every other dtype, are computed in
+float64. When the scores are so peaked that the greedy heads form a cycle whose breaking costs more
 than float64 resolves (score scale x1000), the Laplacian is singular in floating point; such
 sentences are detected (a non-positive determinant, marginals outside [0, 1] or rows not summing
 to one) and recomputed by eliminating words one at a time in log space, the
