@@ -9,7 +9,9 @@ interleaved repeats is reported, and the ratio ours / fastest peer goes to bench
 Usage: python benchmarks/bench_structures.py [--quick] [--threads 1 2] [--out benchmarks/README.md]
 
 With ``--out`` only this script's section of the file (between its begin and end markers) is
-rewritten; other sections (notes, other benchmarks' tables) stay as they are.
+rewritten; other sections (notes, other benchmarks' tables) stay as they are. ``--tasks`` keeps
+the tasks whose names contain one of the given strings; such a partial run needs its own
+``--section`` name, so that it cannot overwrite the full table.
 """
 
 from __future__ import annotations
@@ -213,7 +215,7 @@ TASKS: list[tuple[str, Callable[[], dict[str, Callable[[], Any]]], float]] = [
 ]
 
 
-def timing_table(threads: int, repeats: int) -> list[str]:
+def timing_table(threads: int, repeats: int, tasks: list[str] | None = None) -> list[str]:
     """The speed table at one torch thread count, printed row by row as it is measured."""
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -221,8 +223,10 @@ def timing_table(threads: int, repeats: int) -> list[str]:
     header = "| task | structkd (ms) | torch-struct (ms) | supar (ms) | ours / best peer | target |"
     lines = [f"{threads} torch thread(s):", "", header, "|---|---|---|---|---|---|"]
     for name, build, target in TASKS:
-        tasks = build()
-        ms = {lib: 1000 * sec for lib, sec in best_seconds(tasks, repeats).items()}
+        if tasks is not None and not any(part in name for part in tasks):
+            continue
+        tasks_here = build()
+        ms = {lib: 1000 * sec for lib, sec in best_seconds(tasks_here, repeats).items()}
         peers = [v for k, v in ms.items() if k != "structkd"]
         ratio = f"{ms['structkd'] / min(peers):.2f}x" if peers else "n/a"
         cells = [f"{ms[k]:.1f}" if k in ms else "-" for k in ("structkd", "torch-struct", "supar")]
@@ -232,21 +236,23 @@ def timing_table(threads: int, repeats: int) -> list[str]:
     return lines + [""]
 
 
-BEGIN, END = "<!-- bench_structures.py: begin -->", "<!-- bench_structures.py: end -->"
-
-
-def write_section(path: str, section: str) -> None:
-    """Replaces this script's section of ``path`` (a file written before the markers existed:
-    everything up to its first ``## `` heading), keeping the rest."""
-    block = f"{BEGIN}\n{section.rstrip()}\n{END}\n"
+def write_section(path: str, section: str, name: str = "") -> None:
+    """Replaces this script's section ``name`` of ``path`` (for the full table of a file
+    written before the markers existed: everything up to its first ``## `` heading; a new
+    partial section goes at the end), keeping the rest."""
+    tag = f"bench_structures.py{' ' + name if name else ''}"
+    begin, end = f"<!-- {tag}: begin -->", f"<!-- {tag}: end -->"
+    block = f"{begin}\n{section.rstrip()}\n{end}\n"
     try:
         with open(path, encoding="utf-8") as f:
             old = f.read()
     except FileNotFoundError:
         old = ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + block + rest.split(END, 1)[1].lstrip("\n")
+    if begin in old and end in old:
+        head, rest = old.split(begin, 1)
+        new = head + block + rest.split(end, 1)[1]
+    elif name:
+        new = old.rstrip("\n") + "\n\n" + block
     elif "\n## " in old:
         new = block + "\n" + old[old.index("\n## ") + 1 :]
     else:
@@ -258,17 +264,22 @@ def write_section(path: str, section: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
+    parser.add_argument("--repeats", type=int, help="runs per library and task (default 15)")
     parser.add_argument(
         "--threads", type=int, nargs="+", default=[1], help="torch thread counts (1: least noise)"
     )
     parser.add_argument("--out", default=None, help="write a markdown report here")
+    parser.add_argument("--tasks", nargs="+", help="only tasks whose names contain one of these")
+    parser.add_argument("--section", default="", help="name of a partial run's own section")
     args = parser.parse_args()
-    repeats = 3 if args.quick else 15
+    if args.tasks and args.out and not args.section:
+        parser.error("a run with --tasks writes its own --section")
+    repeats = args.repeats or (3 if args.quick else 15)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     lines: list[str] = []
     for threads in args.threads:
-        lines += timing_table(threads, repeats)
+        lines += timing_table(threads, repeats, args.tasks)
 
     torch.set_num_threads(args.threads[0])
     lines += ["Matrix-tree marginals at large scores (float32, n=20):", "",
@@ -284,8 +295,11 @@ def main() -> None:
                f"{load:.1f} when the run started (other jobs share the cores)")
     if args.out:
         threads = " ".join(map(str, args.threads))
-        write_section(args.out, REPORT.format(
-            machine=machine, repeats=repeats, threads=threads, table="\n".join(lines)))
+        report = REPORT if not args.section else PARTIAL_REPORT
+        write_section(args.out, report.format(
+            machine=machine, repeats=repeats, threads=threads, table="\n".join(lines),
+            section=args.section, tasks=" ".join(f"'{t}'" for t in args.tasks or [])),
+            args.section)
         print(f"wrote {args.out}")
 
 
@@ -296,6 +310,18 @@ REPORT = """# Benchmarks
 each cell is the fastest of {repeats} runs (libraries interleaved round by round) of
 `log Z + marginals` (the KL row: `kl(p, q).sum().backward()`), all libraries measured in the
 same run. Peers: torch-struct 0.5 and SuPar 1.1.4 (`pip install -e .[bench]`).
+
+Machine: {machine}.
+
+{table}
+"""
+
+PARTIAL_REPORT = """## {section}
+
+`python benchmarks/bench_structures.py --tasks {tasks} --threads {threads} --repeats {repeats}
+--section '{section}' --out benchmarks/README.md` regenerates this section: the rows of the
+table above whose names contain {tasks}, measured as there (the fastest of {repeats} interleaved
+runs each, all libraries in the same run).
 
 Machine: {machine}.
 
