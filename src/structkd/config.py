@@ -8,10 +8,11 @@ falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
@@ -233,6 +234,93 @@ class RunConfig:
     out: str = "runs/default"
 
 
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of a numeric key: ``low <= value <= high`` (``<`` where open).
+
+    A float must also be finite: NaN and infinity are never a meaningful size, rate or seed.
+    """
+
+    low: int | float | None = None
+    high: int | float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self, value: float) -> str:
+        """The range in words for ``value``'s type, e.g. ``an integer >= 1``."""
+        bounds = []
+        if self.low is not None:
+            bounds.append(f"{'>' if self.low_open else '>='} {self.low}")
+        if self.high is not None:
+            bounds.append(f"{'<' if self.high_open else '<='} {self.high}")
+        kind = "a finite number" if isinstance(value, float) else "an integer"
+        return " ".join([kind, " and ".join(bounds)]).strip()
+
+
+_SIZE, _COUNT, _POSITIVE = Range(0), Range(1), Range(0, low_open=True)
+# Checked after the types, before anything is read or written; a key absent here takes any value
+# of its type. train.seed feeds torch.manual_seed, random.seed and per-epoch shuffling seeds.
+RANGES: dict[str, Range] = {
+    "model.encoder.word_dim": _SIZE,
+    "model.encoder.casing_dim": _SIZE,
+    "model.encoder.min_word_count": _SIZE,
+    "model.encoder.char_dim": _COUNT,
+    "model.encoder.char_filters": _SIZE,
+    "model.encoder.lstm_hidden": _SIZE,
+    "model.encoder.lstm_layers": _COUNT,
+    "model.encoder.dropout": Range(0, 1, high_open=True),
+    "model.head.span_dim": _COUNT,
+    "model.parser.mfvi_iters": _COUNT,
+    "model.parser.arc_dim": _COUNT,
+    "model.parser.rel_dim": _COUNT,
+    "model.parser.sib_dim": _COUNT,
+    "train.seed": Range(0, 2**32 - 1),
+    "train.max_epochs": _COUNT,
+    "train.batch_size": _COUNT,
+    "train.lr": _POSITIVE,
+    "train.head_lr": _POSITIVE,
+    "train.weight_decay": Range(0),
+    "train.clip": Range(0),
+    "train.patience": _SIZE,
+    "distill.lam": Range(0, 1),
+    "distill.temperature": _POSITIVE,
+    "distill.k": _COUNT,
+}
+
+
+def check_ranges(config: RunConfig) -> None:
+    """Checks every key of ``RANGES`` and the bundled-resource names of ``data``.
+
+    Raises:
+        ConfigError: naming the first key out of range and its allowed range.
+    """
+    for key, allowed in RANGES.items():
+        value: Any = config
+        for part in key.split("."):
+            value = getattr(value, part)
+        if value is not None and not allowed.admits(value):
+            allowed_text = allowed.describe(value)
+            raise ConfigError(f"{key}: {value!r} is out of range (allowed: {allowed_text})")
+    data = config.data
+    paths = [("data.train", p) for p in data.train]
+    paths += [("data.unlabeled", p) for p in data.unlabeled]
+    paths += [("data.dev", data.dev), ("data.test", data.test)]
+    for key, path in paths:
+        if path is not None and path.startswith("resource:"):
+            name = PurePosixPath(path[len("resource:") :])
+            if not name.parts or name.is_absolute() or ".." in name.parts:
+                raise ConfigError(
+                    f"{key}: {path!r}: a resource name must be a relative path inside the package"
+                )
+
+
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
@@ -322,9 +410,33 @@ def apply_override(data: dict[str, Any], assignment: str) -> None:
             raise ConfigError(f"--set {key}: {part} is not a section")
         node = child
     try:
-        node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        node[parts[-1]] = _load_yaml(raw) if raw.strip() else None
     except yaml.YAMLError as error:
         raise ConfigError(f"--set {key.strip()}: {_yaml_problem(error)[1]}") from error
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last one)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first_line: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                line = first_line.get(key)
+            except TypeError:  # an unhashable key: construct_mapping reports it
+                continue
+            if line is not None:
+                problem = f"duplicate key {key!r} (first on line {line})"
+                raise yaml.constructor.ConstructorError(None, None, problem, key_node.start_mark)
+            first_line[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
+def _load_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def _yaml_problem(error: yaml.YAMLError) -> tuple[int | None, str]:
@@ -332,6 +444,25 @@ def _yaml_problem(error: yaml.YAMLError) -> tuple[int | None, str]:
     mark = getattr(error, "problem_mark", None)
     problem = getattr(error, "problem", None) or str(error)
     return (mark.line + 1 if mark is not None else None), " ".join(str(problem).split())
+
+
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document in ``path`` (a run config, an experiment file).
+
+    Raises:
+        ConfigError: ``FILE:LINE: ...`` for text that is not UTF-8, not YAML, or that gives one
+            key twice in a mapping (PyYAML would silently keep the last value).
+        FileNotFoundError: if ``path`` does not exist.
+    """
+    try:
+        return _load_yaml(Path(path).read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        line_no = error.object[: error.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line_no}: not UTF-8 text") from error
+    except yaml.YAMLError as error:
+        line, problem = _yaml_problem(error)
+        where = f"{path}:{line}" if line is not None else f"{path}"
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from error
 
 
 def load_config(
@@ -348,20 +479,13 @@ def load_config(
             None values are skipped.
 
     Raises:
-        ConfigError: on unknown keys, wrong types, text that is not UTF-8 or not YAML.
+        ConfigError: on unknown keys, duplicate keys, wrong types, values out of range (see
+            ``RANGES``), text that is not UTF-8 or not YAML.
         FileNotFoundError: if ``path`` does not exist.
     """
     data: Any = {}
     if path is not None:
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except UnicodeDecodeError as error:
-            line_no = error.object[: error.start].count(b"\n") + 1
-            raise ConfigError(f"{path}:{line_no}: not UTF-8 text") from error
-        except yaml.YAMLError as error:
-            line, problem = _yaml_problem(error)
-            where = f"{path}:{line}" if line is not None else f"{path}"
-            raise ConfigError(f"{where}: not valid YAML: {problem}") from error
+        data = read_yaml(path) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
     for assignment in overrides or []:
@@ -373,4 +497,6 @@ def load_config(
             for part in parents:
                 node = node.setdefault(part, {})
             node[last] = value
-    return from_dict(RunConfig, data)
+    config = from_dict(RunConfig, data)
+    check_ranges(config)
+    return config

@@ -62,9 +62,7 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from structkd.config import ConfigError, load_config
+from structkd.config import ConfigError, load_config, read_yaml
 from structkd.models.checkpoint import atomic_write, atomic_write_json
 
 __all__ = ["Run", "load_experiment", "parameter_count", "plan_runs", "portable", "run_experiment"]
@@ -123,7 +121,7 @@ def load_experiment(path: str | Path) -> dict[str, Any]:
     Raises:
         ConfigError: on a missing section, an unknown teacher or a malformed method.
     """
-    spec = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    spec = read_yaml(path) or {}
     if not isinstance(spec, dict) or not spec.get("teachers") and not spec.get("students"):
         raise ConfigError(f"{path}: an experiment needs 'teachers' and/or 'students'")
     spec.setdefault("teachers", {})

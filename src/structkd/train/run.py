@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from structkd.config import ConfigError, RunConfig
+from structkd.config import ConfigError, RunConfig, check_ranges
 from structkd.data.files import clean_stale_temporaries
 from structkd.data.resources import resolve_path
 from structkd.devices import check_device
@@ -108,6 +108,7 @@ def run(
             anything is written.
         RunLockedError: another live run holds ``OUT``.
     """
+    check_ranges(config)  # load_config checked already; a RunConfig may be built in Python
     config.train.device = ddp.setup(check_device(config.train.device))
     out = Path(config.out)
     existed = ddp.rank0_ok(out.is_dir())  # before the lock creates it
