@@ -42,10 +42,19 @@ def resolve_transformer_path(name: str) -> str:
 
 
 def _transformers() -> Any:
+    """The ``transformers`` module.
+
+    Raises:
+        FileNotFoundError: (a user error: one line, exit 2) naming the extra to install when
+            the package, or one it needs, is missing.
+    """
     try:
         import transformers
     except ImportError as error:
-        raise ImportError("transformer encoders need `pip install transformers`") from error
+        raise FileNotFoundError(
+            "transformer models need the package transformers "
+            f"({error.name or error} is not installed): pip install 'structkd[transformer]'"
+        ) from error
     transformers.logging.set_verbosity_error()
     return transformers
 
