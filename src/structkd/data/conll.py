@@ -24,13 +24,16 @@ from structkd.data.errors import DataError
 from structkd.data.tags import parse_tag
 from structkd.data.textio import PathLike, atomic_text_output, iter_lines, resolve_encoding
 
-FORMATS: tuple[str, ...] = ("auto", "conll", "wikiann", "text")
+FORMATS: tuple[str, ...] = ("auto", "conll", "wikiann", "text", "conllu")
 """Values of the ``fmt`` argument of :func:`iter_sentences` / :func:`read_ner`."""
 
 DOCSTART = "-DOCSTART-"
 
 _COLUMN_SEP = re.compile(r"[ \t]+")
 _INDEX = re.compile(r"[0-9]{1,9}")
+_CONLLU_ID = re.compile(
+    r"[0-9]{1,9}(?:[-.][0-9]{1,9})?"
+)  # a word, a multiword range, an empty node
 _BAD_TOKEN = re.compile(r"[ \t\n]")
 _DETECT_LINES = 200
 
@@ -236,6 +239,53 @@ def iter_text(path: PathLike, encoding: str | None = None) -> Iterator[Sentence]
         raise _no_sentences(path, saw_lines)
 
 
+def iter_conllu_words(path: PathLike, encoding: str | None = None) -> Iterator[Sentence]:
+    """Streams the words of a CoNLL-U treebank (its FORM column) as unlabeled sentences.
+
+    ``#`` comment lines, multiword-token lines (``1-2``) and empty nodes (``1.1``) are skipped:
+    a sentence is its syntactic words, as a parser reads it. ``tags`` is None.
+
+    Raises:
+        DataError: for a line that is not 10 tab-separated fields with a CoNLL-U ID, an empty
+            FORM, or a file with no sentence.
+    """
+    saw_lines = found = False
+    words: list[str] = []
+    start = 0
+    for number, text in iter_lines(path, encoding):
+        saw_lines = True
+        if not text.strip():
+            if words:
+                yield Sentence(words, line=start)
+                found, words = True, []
+            continue
+        if text.startswith("#"):
+            continue
+        fields = text.split("\t")
+        if len(fields) != 10 or not _CONLLU_ID.fullmatch(fields[0]):
+            raise DataError(
+                path,
+                f"expected a CoNLL-U line of 10 tab-separated fields, got {text[:40]!r}",
+                number,
+            )
+        if not fields[0].isdigit():
+            continue
+        if not fields[1]:
+            raise DataError(path, "empty FORM", number)
+        if not words:
+            start = number
+        words.append(fields[1])
+    if words:
+        yield Sentence(words, line=start)
+    elif not found:
+        raise _no_sentences(path, saw_lines, "blank or comment")
+
+
+def _looks_conllu(text: str) -> bool:
+    fields = text.split("\t")
+    return len(fields) == 10 and bool(_CONLLU_ID.fullmatch(fields[0]))
+
+
 def _looks_wikiann(text: str) -> bool:
     fields = text.split("\t")
     return len(fields) == 3 and bool(_INDEX.fullmatch(fields[0].strip(" ")))
@@ -252,8 +302,13 @@ def _ends_with_tag(fields: Sequence[str]) -> bool:
 
 
 def detect_format(path: PathLike, encoding: str | None = None) -> str:
-    """Guesses ``"wikiann"``, ``"conll"`` or ``"text"`` from the first 200 non-blank lines.
+    """Guesses ``"conllu"``, ``"wikiann"``, ``"conll"`` or ``"text"`` from the first 200
+    non-blank lines.
 
+    * ``"conllu"`` (a treebank: its words are read, see :func:`iter_conllu_words`) if at least
+      half of the lines that are not ``#`` comments are 10 tab-separated fields starting with a
+      CoNLL-U ID (``1``, ``1-2``, ``1.1``): read as text, its comment lines would be tagged as
+      sentences and its 10 columns as tokens;
     * ``"wikiann"`` if at least half of them are ``integer<TAB>token<TAB>tag``;
     * ``"conll"`` if a ``-DOCSTART-`` line occurs, or at least half of them have two or more
       columns ending in a well-formed tag, or all have one column and a blank line separates
@@ -273,7 +328,7 @@ def detect_format(path: PathLike, encoding: str | None = None) -> str:
     """
     lines = iter_lines(path, encoding)
     sample: list[list[str]] = []
-    wikiann = tagged = 0
+    wikiann = tagged = conllu = comments = 0
     blank = docstart = False
     for _, text in itertools.takewhile(lambda _: len(sample) < _DETECT_LINES, lines):
         stripped = text.strip(" \t")
@@ -285,11 +340,15 @@ def detect_format(path: PathLike, encoding: str | None = None) -> str:
             docstart = True
             continue
         sample.append(fields)
+        comments += text.startswith("#")
+        conllu += _looks_conllu(text)
         wikiann += _looks_wikiann(text)
         tagged += _ends_with_tag(fields)
     lines.close()
     if not sample:
         return "conll"
+    if conllu and 2 * conllu >= len(sample) - comments:
+        return "conllu"
     if 2 * wikiann >= len(sample):
         return "wikiann"
     if docstart or 2 * tagged >= len(sample):
@@ -309,7 +368,8 @@ def iter_sentences(
 
     Args:
         path: the file.
-        fmt: ``"auto"`` (see :func:`detect_format`), ``"conll"``, ``"wikiann"`` or ``"text"``.
+        fmt: ``"auto"`` (see :func:`detect_format`), ``"conll"``, ``"wikiann"``, ``"text"`` or
+            ``"conllu"`` (words only).
         tag_column: for CoNLL files, see :func:`iter_conll`.
         encoding: None = UTF-8 with Latin-1 fallback.
 
@@ -326,6 +386,8 @@ def iter_sentences(
         return iter_wikiann(path, encoding)
     if fmt == "text":
         return iter_text(path, encoding)
+    if fmt == "conllu":
+        return iter_conllu_words(path, encoding)
     return iter_conll(path, tag_column, encoding)
 
 
