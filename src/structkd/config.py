@@ -309,7 +309,7 @@ def check_ranges(config: RunConfig) -> None:
             allowed_text = allowed.describe(value)
             raise ConfigError(f"{key}: {value!r} is out of range (allowed: {allowed_text})")
     data = config.data
-    paths = [("data.train", p) for p in data.train]
+    paths: list[tuple[str, str | None]] = [("data.train", p) for p in data.train]
     paths += [("data.unlabeled", p) for p in data.unlabeled]
     paths += [("data.dev", data.dev), ("data.test", data.test)]
     for key, path in paths:
