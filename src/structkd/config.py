@@ -265,6 +265,8 @@ class Range:
 
 
 _SIZE, _COUNT, _POSITIVE = Range(0), Range(1), Range(0, low_open=True)
+# Adam moves each weight by about lr per step: far beyond 1e6 its step overflows float32.
+_RATE = Range(0, 1e6, low_open=True)
 # Checked after the types, before anything is read or written; a key absent here takes any value
 # of its type. train.seed feeds torch.manual_seed, random.seed and per-epoch shuffling seeds.
 RANGES: dict[str, Range] = {
@@ -284,8 +286,8 @@ RANGES: dict[str, Range] = {
     "train.seed": Range(0, 2**32 - 1),
     "train.max_epochs": _COUNT,
     "train.batch_size": _COUNT,
-    "train.lr": _POSITIVE,
-    "train.head_lr": _POSITIVE,
+    "train.lr": _RATE,
+    "train.head_lr": _RATE,
     "train.weight_decay": Range(0),
     "train.clip": Range(0),
     "train.patience": _SIZE,

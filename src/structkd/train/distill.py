@@ -39,9 +39,36 @@ from structkd.train.cache import (
     position_offsets,
 )
 
+TARGET_TOLERANCE = 1e-3
+"""How far a teacher's cached probabilities may stray from [0, 1] (and a distribution's mass
+above 1) through rounding before the teacher counts as broken."""
+
 FEATURE_OFFSETS: list[list[int | None]] = [[0, None]]
 """Layout of a cached sentence's encoder features [n, H] (``crop``/``pad_batch``): one row per
 word (a transformer encoder pools each word's first subword), H fixed."""
+
+
+class TeacherError(ConfigError):
+    """A teacher whose outputs are no probabilities (e.g. a teacher that diverged in training)."""
+
+
+def _not_probabilities(tensors: Sequence[Tensor], distributions: bool) -> str | None:
+    """What is wrong with ``tensors`` as probabilities, or None: NaN or infinite values, values
+    outside [0, 1], or (``distributions``) a last-dim slice whose mass exceeds 1 (each by more
+    than ``TARGET_TOLERANCE``)."""
+    for tensor in tensors:
+        if not tensor.is_floating_point() or tensor.numel() == 0:
+            continue
+        if not bool(torch.isfinite(tensor).all()):
+            return "NaN or infinite values"
+        low, high = float(tensor.min()), float(tensor.max())
+        if low < -TARGET_TOLERANCE or high > 1 + TARGET_TOLERANCE:
+            return f"values from {low:.4g} to {high:.4g}, outside [0, 1]"
+        if distributions and tensor.dim() > 0:
+            mass = float(tensor.sum(-1).max())
+            if mass > 1 + TARGET_TOLERANCE:
+                return f"a distribution of total mass {mass:.4g} > 1"
+    return None
 
 
 def check_teachers(teachers: Sequence[Model], student: Model) -> list[Model]:
@@ -82,6 +109,14 @@ class Distiller:
             cached.
         teacher_ids: an identifier per teacher checkpoint (its weights hash) for the cache key.
         batch_size: sentences per batch when filling a cache.
+        teacher_names: how messages name each teacher (its directory); None = its number.
+
+    Raises:
+        TeacherError: when a teacher's cached marginals or targets of a sentence are not
+            probabilities (NaN or infinite, outside [0, 1], or a token's distribution of mass
+            above 1, by more than ``TARGET_TOLERANCE``), naming the teacher and the sentence.
+            Structural KD's projected marginals may hold less than a word's full mass (parts
+            the student cannot express), so only their values are checked.
     """
 
     def __init__(
@@ -94,8 +129,10 @@ class Distiller:
         cache_dir: Path,
         teacher_ids: Sequence[str],
         batch_size: int = 64,
+        teacher_names: Sequence[str] | None = None,
     ) -> None:
         teachers = check_teachers(teachers, student)
+        self.teacher_names = list(teacher_names or [str(i + 1) for i in range(len(teachers))])
         self.task = get_task(student.task)
         if config.method not in self.task.kd_methods:
             raise ConfigError(
@@ -175,11 +212,13 @@ class Distiller:
         shards: int,
         offsets: list[list[int | None]],
         compute: Callable[[list[Model], list[list[str]]], list[Tensor]],
+        check: Callable[[Marginals], str | None],
     ) -> dict[int, Marginals]:
         """``compute(teachers, words)`` (batch-first tensors in the ``offsets`` layout) over the
         batches ``shard::shards``, cut into one row per sentence. A batch holds one corpus and
         goes to the teacher bound to it, or to every teacher with ``average`` binding; the
-        student is in eval mode throughout."""
+        student is in eval mode throughout. Each row is checked (``Distiller``'s Raises) before
+        anything is cached."""
         rows: dict[int, Marginals] = {}
         by_corpus = self.config.teacher_binding == "corpus"
         groups = self.corpus if by_corpus else None
@@ -191,7 +230,21 @@ class Distiller:
                 tensors = compute(chosen, words)
             for b, i in enumerate(ids):
                 rows[i] = crop(tensors, b, len(words[b]), offsets)
+                problem = check(rows[i])
+                if problem is not None:
+                    self._broken_teacher(i, problem)
         return rows
+
+    def _broken_teacher(self, sentence: int, problem: str) -> None:
+        by_corpus = self.config.teacher_binding == "corpus"
+        names = self.teacher_names
+        who = f"teacher {names[self.corpus[sentence]]}" if by_corpus else f"teachers {names}"
+        preview = " ".join(self.tokens[sentence][:8])
+        raise TeacherError(
+            f"{who}: its outputs on training sentence {sentence + 1} ({preview!r}) are not "
+            f"probabilities ({problem}); the teacher has probably diverged (see its "
+            "train_log.jsonl): retrain it, e.g. with a lower train.lr"
+        )
 
     def _compute_marginals(
         self, batch_size: int, shard: int = 0, shards: int = 1
@@ -203,7 +256,10 @@ class Distiller:
             parts = [self.task.project(t, self.student, words, self.config) for t in teachers]
             return [torch.stack(group).mean(0) for group in zip(*parts)]
 
-        return self._per_sentence(batch_size, shard, shards, self.offsets, mean)
+        def check(row: Marginals) -> str | None:
+            return _not_probabilities(row, distributions=False)
+
+        return self._per_sentence(batch_size, shard, shards, self.offsets, mean, check)
 
     def _compute_targets(
         self, batch_size: int, shard: int = 0, shards: int = 1
@@ -217,7 +273,14 @@ class Distiller:
             source = teacher(teacher.collate(words).to(teacher.device))
             return self.task.kd_targets(teacher, self.student, source, self.config, words)
 
-        return self._per_sentence(batch_size, shard, shards, self.layout, targets)
+        # A k-best target holds tag or head ids besides its weights [K]: only the weights (the
+        # last tensor) are a distribution.
+        kbest = self.config.method in ("topk", "topwk", "top1")
+
+        def check(row: Marginals) -> str | None:
+            return _not_probabilities(row[-1:] if kbest else row, distributions=True)
+
+        return self._per_sentence(batch_size, shard, shards, self.layout, targets, check)
 
     def _cached_features(
         self, cache_dir: Path, teacher_ids: Sequence[str], batch_size: int

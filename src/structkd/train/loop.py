@@ -30,6 +30,45 @@ class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss became NaN or infinite)."""
 
 
+EXPLODED = 1e3
+"""An epoch whose mean training loss exceeds ``EXPLODED`` times the loss of the run's first step
+(an untrained model's) has diverged: the run warns. Losses only fall in a healthy run; a
+diverged teacher (lr = 1e6) reaches 1e7 from about 30."""
+
+
+def _non_finite_parameter(model: nn.Module) -> str | None:
+    """The name of the first parameter holding NaN or infinity, or None."""
+    for name, parameter in model.named_parameters():
+        if not bool(torch.isfinite(parameter).all()):
+            return name
+    return None
+
+
+def _diverged(model: nn.Module, state: TrainState, checkpoints: Path) -> TrainingError | None:
+    """A TrainingError if the last step left a non-finite weight (the next forward would fail
+    on it with a ValueError deep inside a structure), else None."""
+    name = _non_finite_parameter(model)
+    if name is None:
+        return None
+    last = last_checkpoint(checkpoints)
+    return TrainingError(
+        f"non-finite weights ({name}) after epoch {state.epoch + 1}, step {state.step}; try a "
+        f"lower train.lr. Last good checkpoint: {last if last is not None else 'none'}"
+    )
+
+
+def _warn_if_exploded(epoch: int, loss: float, first: Any, out: Path) -> None:
+    """Warns if ``loss`` exceeds ``EXPLODED`` times ``first`` (the first step's loss, as
+    recorded in epoch 1's log line; absent in logs of older runs)."""
+    if isinstance(first, (int, float)) and first > 0 and loss > EXPLODED * first:
+        warnings.warn(
+            f"{out}: epoch {epoch}'s mean training loss {loss:.4g} is "
+            f"{loss / first:.3g} times the first step's ({first:.4g}): training has diverged, "
+            "and the model is not fit to be a teacher; try a lower train.lr",
+            stacklevel=3,
+        )
+
+
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """Adam or AdamW over the trainable parameters; with ``config.head_lr``, two groups: the
     model's ``encoder`` at ``lr``, everything else at ``head_lr``."""
@@ -211,6 +250,7 @@ def train(
     # Every rank must take the same number of steps (DDP all-reduces each backward).
     steps_per_epoch = len(bucket_batches(lengths, cfg.batch_size, 0, corpus)) // ddp.world()
     total_steps = steps_per_epoch * cfg.max_epochs
+    first_step_loss = math.nan  # the loss of the untrained model, recorded in epoch 1's log
     while not state.finished and state.epoch < cfg.max_epochs:
         model.train()
         batches = bucket_batches(lengths, cfg.batch_size, cfg.seed * 7919 + state.epoch, corpus)
@@ -221,7 +261,15 @@ def train(
         for indices in bar:
             batch = task.collate(model, [sentences[i] for i in indices])
             lam = distiller.weight(state.step, total_steps) if distiller is not None else 0.0
-            loss = batch_loss(model, net, batch, indices, distiller, lam)
+            try:
+                loss = batch_loss(model, net, batch, indices, distiller, lam)
+            except ValueError:  # e.g. "emissions contains NaN": say why when weights diverged
+                error = _diverged(model, state, checkpoints)
+                if error is None:
+                    raise
+                raise error from None
+            if state.step == 0:
+                first_step_loss = loss.item()
             if not math.isfinite(loss.item()):
                 last = last_checkpoint(checkpoints)
                 raise TrainingError(
@@ -243,9 +291,16 @@ def train(
             "loss": total / max(len(batches), 1),
             "train_seconds": round(time.perf_counter() - started, 3),  # updates only, no dev eval
         }
+        if state.epoch == 0 and batches:
+            record["first_step_loss"] = first_step_loss
         if distiller is not None:
             record["lambda"] = distiller.weight(state.step, total_steps)
             record.update(distiller.epoch_stats())
+        diverged = _diverged(model, state, checkpoints)
+        if diverged is not None:
+            raise diverged
+        first = (state.history or [record])[0].get("first_step_loss")
+        _warn_if_exploded(state.epoch + 1, record["loss"], first, out)
         improved = True
         if dev:
             scores = task.evaluate(model, dev, config.data.include_punct)

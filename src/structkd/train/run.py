@@ -160,8 +160,10 @@ def _run(
     teachers = [model for model, _ in loaded]
     teacher_ids = [digest for _, digest in loaded]
     marginals = read_file_teacher(config) if distilling and from_file else None
+    teacher_names = [str(d) for d in teacher_dirs]
     if marginals is not None:
         teachers, teacher_ids = [marginal_teacher(marginals)], [marginals.digest()]
+        teacher_names = [str(marginals.path)]
     sentences, corpus = _corpora(config, task, len(teachers))
     if marginals is not None:
         check_corpus(marginals, [task.words(s) for s in sentences], "the training data")
@@ -188,6 +190,7 @@ def _run(
             cache_dir,
             teacher_ids,
             config.train.batch_size,
+            teacher_names,
         )
 
     return train(
