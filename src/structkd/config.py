@@ -255,11 +255,14 @@ class Range:
 
     def describe(self, value: float) -> str:
         """The range in words for ``value``'s type, e.g. ``an integer >= 1``."""
+        def text(bound: float) -> str:
+            return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
         bounds = []
         if self.low is not None:
-            bounds.append(f"{'>' if self.low_open else '>='} {self.low}")
+            bounds.append(f"{'>' if self.low_open else '>='} {text(self.low)}")
         if self.high is not None:
-            bounds.append(f"{'<' if self.high_open else '<='} {self.high}")
+            bounds.append(f"{'<' if self.high_open else '<='} {text(self.high)}")
         kind = "a finite number" if isinstance(value, float) else "an integer"
         return " ".join([kind, " and ".join(bounds)]).strip()
 
