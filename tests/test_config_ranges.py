@@ -188,3 +188,26 @@ def test_an_experiment_file_with_a_duplicate_method_is_refused(tmp_path: Path) -
     )
     with pytest.raises(ConfigError, match=rf"^{spec}:6: not valid YAML: duplicate key 'a'"):
         load_experiment(spec)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["annotate", "MODEL", "TEXT", "--out=X", "--batch-size=0"],
+        ["experiment", "SPEC", "--jobs=0"],
+        ["speed", "SPEC", "--threads=-1"],
+        ["speed", "SPEC", "--batch-size=0"],
+        ["speed", "SPEC", "--limit=0"],
+        ["speed", "SPEC", "--repeats=0"],
+    ],
+)
+def test_counts_on_the_command_line_must_be_positive(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    option = argv[-1].split("=")[0]
+    assert stop.value.code == 2
+    assert err.startswith(f"error: argument {option}: expected an integer >= 1, got ")
+    assert err.count("\n") == 1

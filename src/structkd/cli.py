@@ -22,6 +22,7 @@ from structkd.config import ConfigError, KDMethod, RunConfig, load_config
 from structkd.data.errors import DataError
 from structkd.devices import check_device
 from structkd.models.checkpoint import CheckpointError
+from structkd.models.heads import DECODINGS, CRFHead, MaxEntHead
 
 FORMATS = ("auto", "conll", "wikiann", "text", "conllu", "conllx", "malttab")
 USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError, OSError)
@@ -51,6 +52,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 1 (a batch size, a thread or repeat count)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -69,6 +81,27 @@ def _add_device(parser: argparse.ArgumentParser, default: str | None) -> None:
         default=default,
         help=f"torch device: cpu, cuda, cuda:N or mps (default: {where})",
     )
+
+
+def _add_decode(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--decode",
+        choices=DECODINGS,
+        help="MaxEnt taggers: the best well-formed tag sequence (constrained, the default) "
+        "or each word's best tag (argmax); see docs/decoding.md",
+    )
+
+
+def _set_decoding(predictor: Any, decoding: str | None) -> None:
+    """Applies ``--decode`` to a loaded MaxEnt tagger; refuses it for anything else."""
+    if decoding is None:
+        return
+    head = getattr(predictor.model, "head", None)
+    if predictor.model is None:
+        raise ConfigError("--decode applies to model directories: an export decodes as exported")
+    if not isinstance(head, MaxEntHead) or isinstance(head, CRFHead):
+        raise ConfigError("--decode applies to MaxEnt taggers (head kind maxent)")
+    head.decoding = decoding
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -145,12 +178,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--include-punct", action="store_true", help="parsing: score punctuation too"
     )
+    _add_decode(evaluate)
     predict = commands.add_parser("predict", help="tag (CoNLL) or parse (CoNLL-U) a file, streamed")
     predict.add_argument("model", help="model directory or export directory (structkd export)")
     predict.add_argument("input", help="text, CoNLL, CoNLL-U, CoNLL-X or MaltTab file")
     predict.add_argument("--output", help="output file (default or '-': stdout)")
     predict.add_argument("--format", default="auto", choices=FORMATS, help="input format")
     _add_device(predict, "cpu")
+    _add_decode(predict)
     export = commands.add_parser(
         "export", help="a student as ONNX or TorchScript with its vocabularies, for serving"
     )
@@ -169,7 +204,7 @@ def _parser() -> argparse.ArgumentParser:
         "--out", required=True, help="marginal file X (writes X.json and X.safetensors)"
     )
     annotate.add_argument(
-        "--batch-size", type=int, default=32, help="sentences a batch (the distillation's)"
+        "--batch-size", type=_count, default=32, help="sentences a batch (the distillation's)"
     )
     annotate.add_argument(
         "--subword-pooling",
@@ -190,7 +225,7 @@ def _parser() -> argparse.ArgumentParser:
     experiment.add_argument("spec", help="experiment YAML (see configs/experiments/)")
     experiment.add_argument("--results", default="results", help="results root")
     experiment.add_argument("--data-root", help="replaces the file's data_root")
-    experiment.add_argument("--jobs", type=int, help="runs at once (default: the file's jobs)")
+    experiment.add_argument("--jobs", type=_count, help="runs at once (default: the file's jobs)")
     experiment.add_argument("--only", action="append", help="run id to run (repeatable)")
     experiment.add_argument("--dry-run", action="store_true", help="print the plan only")
     experiment.add_argument("--runs-dir", help="replaces the file's runs_dir (model: teachers)")
@@ -200,10 +235,12 @@ def _parser() -> argparse.ArgumentParser:
     speed.add_argument("spec", help="experiment YAML whose models to measure")
     speed.add_argument("--results", default="results", help="results root")
     speed.add_argument("--data-root", help="replaces the file's data_root")
-    speed.add_argument("--threads", type=int, default=2, help="torch threads")
-    speed.add_argument("--batch-size", type=int, default=32, help="sentences a batch")
-    speed.add_argument("--limit", type=int, help="only the first N test sentences")
-    speed.add_argument("--repeats", type=int, default=5, help="timed passes (the fastest counts)")
+    speed.add_argument("--threads", type=_count, default=2, help="torch threads")
+    speed.add_argument("--batch-size", type=_count, default=32, help="sentences a batch")
+    speed.add_argument("--limit", type=_count, help="only the first N test sentences")
+    speed.add_argument(
+        "--repeats", type=_count, default=5, help="timed passes (the fastest counts)"
+    )
     _add_device(speed, "cpu")
     speed.add_argument("--runs-dir", help="replaces the file's runs_dir (model: teachers)")
     report = commands.add_parser("report", help="Markdown tables (and plots) of results/")
@@ -266,6 +303,7 @@ def _run(args: argparse.Namespace) -> int:
 
         # a model directory or an export directory
         predictor = load(args.model, check_device(args.device))
+        _set_decoding(predictor, args.decode)
         print(json.dumps(predictor.evaluate(args.data, args.format, args.include_punct), indent=1))
     elif args.command == "predict":
         from structkd.data.textio import atomic_text_output
@@ -273,6 +311,7 @@ def _run(args: argparse.Namespace) -> int:
 
         # a model directory or an export directory
         predictor = load(args.model, check_device(args.device))
+        _set_decoding(predictor, args.decode)
         if args.output in (None, "-"):
             predictor.predict_file(args.input, args.format, sys.stdout)
         else:  # atomic for a regular file; devices, pipes and /dev/stdout are streamed to

@@ -217,3 +217,44 @@ def entity_types(tag_sequences: Iterable[Sequence[str]]) -> list[str]:
             if type_ is not None:
                 types.add(type_)
     return sorted(types)
+
+
+def allowed_transitions(
+    tags: Sequence[str], scheme: str
+) -> tuple[list[bool], list[list[bool]], list[bool]]:
+    """Which tags may start a sentence, follow one another and end a sentence in ``scheme``.
+
+    A sequence is well formed when every entity is spelt as the scheme spells it (the sequences
+    :func:`from_spans` writes): in BIOES an entity is ``S-X`` or ``B-X I-X* E-X``; in BIO
+    (IOB2) it is ``B-X I-X*``, so ``I-X`` only continues an ``X``. IOB1 is not constrained
+    here (its ``B-`` depends on the previous entity's type, which every tag sequence encodes).
+
+    Args:
+        tags: the tag inventory (e.g. ``Vocabularies.tags``).
+        scheme: ``BIOES`` or ``BIO``.
+
+    Returns:
+        ``(start [L], transitions [L][L], end [L])`` booleans; ``transitions[a][c]`` allows tag
+        ``a`` followed by tag ``c``.
+
+    Raises:
+        ValueError: for a scheme other than BIOES and BIO, or a tag outside it.
+    """
+    if scheme not in ("BIOES", "BIO"):
+        raise ValueError(f"constrained decoding supports BIOES and BIO, not {scheme!r}")
+    parsed = [parse_tag(t) for t in tags]
+    for tag, (prefix, _) in zip(tags, parsed):
+        if prefix != "O" and prefix not in SCHEME_PREFIXES[scheme]:
+            raise ValueError(f"tag {tag!r} is not a {scheme} tag")
+    inside = ("I", "E") if scheme == "BIOES" else ("I",)  # continue an open entity
+    open_after = ("B", "I") if scheme == "BIOES" else ()  # must be continued (BIOES only)
+
+    def follows(prev: tuple[str, str | None], cur: tuple[str, str | None]) -> bool:
+        if cur[0] in inside:  # continues an entity of its own type
+            return prev[0] in ("B", "I") and prev[1] == cur[1]
+        return prev[0] not in open_after  # O, B-, S- start afresh once the last entity closed
+
+    start = [p not in inside for p, _ in parsed]
+    end = [p not in open_after for p, _ in parsed]
+    transitions = [[follows(a, c) for c in parsed] for a in parsed]
+    return start, transitions, end

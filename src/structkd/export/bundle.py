@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from structkd.data.errors import DataError
 from structkd.data.files import temporary_directory
-from structkd.export.graph import ExportError, ExportGraph
+from structkd.export.graph import ExportError, ExportGraph, decoder_of
 from structkd.models.base import Model
 from structkd.models.checkpoint import (
     atomic_write_json,
@@ -40,7 +40,7 @@ from structkd.models.checkpoint import (
     read_model_config,
     tensors_to_bytes,
 )
-from structkd.models.heads import CRFHead
+from structkd.models.heads import CRFHead, constraint_scores
 from structkd.models.tagger import Tagger
 
 EXPORT_FORMAT = "structkd-export"
@@ -166,6 +166,11 @@ def decoder_tensors(model: Model) -> dict[str, Tensor]:
     if isinstance(model, Tagger) and isinstance(model.head, CRFHead):
         head = model.head
         return {"transitions": head.transitions, "start": head.start, "end": head.end}
+    if isinstance(model, Tagger) and decoder_of(model) == "viterbi":  # constrained MaxEnt
+        like = next(model.parameters()).detach()
+        constraints = constraint_scores(model.vocab, like)
+        assert constraints is not None
+        return dict(zip(("start", "transitions", "end"), constraints))
     return {}
 
 

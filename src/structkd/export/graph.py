@@ -10,9 +10,10 @@ sizes, and keeps plain ``nn.LSTM`` layers that dynamic int8 quantization recogni
 
 What the graph returns, by decoder (``decoder`` attribute):
 
-* ``argmax`` (MaxEnt tagger): the best tag id per word [B, N], argmax in the graph;
-* ``viterbi`` (CRF tagger): emissions [B, N, L]; Viterbi runs in numpy (``export.decode``) on
-  the transitions written beside the graph;
+* ``argmax`` (MaxEnt tagger decoding by argmax): the best tag id per word [B, N], in the graph;
+* ``viterbi`` (CRF tagger, and MaxEnt tagger with constrained decoding, the default): emissions
+  (a MaxEnt tagger's logits) [B, N, L]; Viterbi runs in numpy (``export.decode``) on the
+  transitions written beside the graph (a MaxEnt tagger's: 0 / -inf, its tag scheme's rules);
 * ``seqlabel`` (sequence-labeling parser): label log-probabilities [B, N, K];
 * ``mst`` (head-selection or non-projective parser): arc scores [B, N+1, N+1] and, when it has
   relations, each arc's best relation id [B, N+1, N+1] (argmax over relations in the graph).
@@ -136,8 +137,13 @@ def decoder_of(model: Model) -> str:
     if isinstance(model, Tagger):
         if isinstance(model.head, CRFHead):
             return "viterbi"
-        if isinstance(model.head, MaxEntHead):
-            return "argmax"
+        if isinstance(model.head, MaxEntHead):  # constrained: Viterbi over the scheme's rules
+            constrained = model.head.decoding == "constrained"
+            return (
+                "viterbi"
+                if constrained and model.vocab.tag_scheme in ("BIOES", "BIO")
+                else "argmax"
+            )
     elif isinstance(model, SeqLabelParser):
         return "seqlabel"
     elif isinstance(model, BiaffineParser):
