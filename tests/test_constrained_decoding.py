@@ -6,15 +6,23 @@ back in the scheme gives it unchanged, ``from_spans(to_spans(y)) == y``)."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 import torch
 
-from structkd.config import ModelConfig
+from structkd.cli import main
+from structkd.config import EncoderConfig, ModelConfig
+from structkd.data.conll import read_ner
 from structkd.data.tags import allowed_transitions, from_spans, to_spans
+from structkd.export import export_model
+from structkd.models.checkpoint import load_model, save_model
 from structkd.models.heads import MaxEntHead
 from structkd.models.tagger import build_tagger
 from structkd.structures.token_softmax import TokenSoftmax
+from structkd.train.evaluate import predict_tags
+
+FIXTURES = Path(__file__).parent / "fixtures" / "pipeline"
 
 
 def _well_formed(tags: list[str], scheme: str) -> bool:
@@ -80,3 +88,36 @@ def test_allowed_transitions_match_well_formedness_on_pairs() -> None:
         assert pairs == {
             (a, c) for a, row in zip(tags, transitions) for c, ok in zip(tags, row) if ok
         }
+
+
+def test_decode_option_of_evaluate_and_predict(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--decode argmax`` switches a MaxEnt tagger to per-word argmax; on a CRF tagger or an
+    export it is one error line, exit 2."""
+    train = read_ner(FIXTURES / "train.conll")
+    dirs = {}
+    for kind in ("maxent", "crf"):
+        torch.manual_seed(0)
+        config = ModelConfig(EncoderConfig(word_dim=8, char_filters=0, lstm_hidden=6))
+        config.head.kind = kind  # type: ignore[assignment]
+        tagger = build_tagger(config, [s.tokens for s in train], [s.tags for s in train])  # type: ignore[misc]
+        save_model(tagger.eval(), tmp_path / kind)
+        dirs[kind] = tmp_path / kind
+    test = str(FIXTURES / "test.conll")
+    for decoding in ("argmax", "constrained"):
+        assert main(["predict", str(dirs["maxent"]), test, f"--decode={decoding}"]) == 0
+        blocks = capsys.readouterr().out.strip("\n").split("\n\n")
+        tags = [[line.split(" ")[-1] for line in b.split("\n")] for b in blocks]
+        expected = load_model(dirs["maxent"])
+        assert isinstance(expected.head, MaxEntHead)
+        expected.head.decoding = decoding
+        words = [s.tokens for s in read_ner(FIXTURES / "test.conll")]
+        assert tags == predict_tags(expected, words)  # type: ignore[arg-type]
+    assert main(["evaluate", str(dirs["crf"]), test, "--decode=argmax"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --decode applies to MaxEnt taggers (head kind maxent)\n"
+    )
+    export_model(dirs["maxent"], tmp_path / "export")
+    assert main(["evaluate", str(tmp_path / "export"), test, "--decode=argmax"]) == 2
+    assert capsys.readouterr().err.startswith("error: --decode applies to model directories")
