@@ -25,9 +25,14 @@ FIXTURES = ROOT / "tests" / "fixtures" / "pipeline"
 CASES = [
     ("train.batch_size", "0", "train.batch_size: 0 is out of range (allowed: an integer >= 1)"),
     ("train.batch_size", "-1", "train.batch_size: -1 is out of range (allowed: an integer >= 1)"),
-    ("train.lr", ".nan", "train.lr: nan is out of range (allowed: a finite number > 0"),
-    ("train.lr", "-1", "train.lr: -1.0 is out of range (allowed: a finite number > 0"),
-    ("train.lr", ".inf", "train.lr: inf is out of range (allowed: a finite number > 0"),
+    (
+        "train.lr",
+        ".nan",
+        "train.lr: nan is out of range (allowed: a finite number >= 0 and <= 1e+06)",
+    ),
+    ("train.lr", "-1", "train.lr: -1.0 is out of range (allowed: a finite number >= 0 and"),
+    ("train.lr", ".inf", "train.lr: inf is out of range (allowed: a finite number >= 0 and"),
+    ("train.lr", "2e6", "train.lr: 2000000.0 is out of range (allowed: a finite number >= 0 and"),
     ("train.weight_decay", "-1", "train.weight_decay: -1.0 is out of range (allowed: a finite"),
     ("model.encoder.dropout", "1.5", "model.encoder.dropout: 1.5 is out of range (allowed: a "),
     ("model.encoder.word_dim", "-5", "model.encoder.word_dim: -5 is out of range (allowed: an "),

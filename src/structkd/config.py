@@ -268,8 +268,9 @@ class Range:
 
 
 _SIZE, _COUNT, _POSITIVE = Range(0), Range(1), Range(0, low_open=True)
-# Adam moves each weight by about lr per step: far beyond 1e6 its step overflows float32.
-_RATE = Range(0, 1e6, low_open=True)
+# Adam moves each weight by about lr per step: far beyond 1e6 its step overflows float32. A rate
+# of 0 freezes its parameters (lr = 0 with a head_lr trains the head alone).
+_RATE = Range(0, 1e6)
 # Checked after the types, before anything is read or written; a key absent here takes any value
 # of its type. train.seed feeds torch.manual_seed, random.seed and per-epoch shuffling seeds.
 RANGES: dict[str, Range] = {
