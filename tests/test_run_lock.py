@@ -110,7 +110,7 @@ def test_a_second_run_on_the_same_out_exits_2_naming_the_holder(tmp_path: Path) 
     ]
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert f"{100 * metrics['dev']['f1']:.2f}" in stdout  # it printed its own dev F1
+    assert f"F1 {metrics['dev']['f1']:.2f} " in stdout  # it printed its own dev F1 (percent)
     assert log[-1]["dev_f1"] == metrics["dev"]["f1"]
     again = structkd(*train_args(out, seed=2))  # finished, not locked: the old refusal
     assert again.returncode == 2 and "already holds a run" in again.stderr, again.stderr
