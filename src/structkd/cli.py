@@ -107,7 +107,8 @@ def _set_decoding(predictor: Any, decoding: str | None) -> None:
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "config",
-        help="YAML run config (see configs/ner/, configs/dep/)",
+        help="YAML run config: a file, or a config shipped with structkd by name "
+        "(ner/teacher-crf, ner/case2a, dep/case1b, ...; see configs/ner/, configs/dep/)",
     )
     config = "replaces the config's"
     parser.add_argument(
@@ -265,8 +266,6 @@ def _config(args: argparse.Namespace) -> RunConfig:
         "train.progress": False if args.no_progress else None,
         "train.device": args.device,
     }
-    if not os.path.isfile(args.config):
-        raise FileNotFoundError(f"no such config file: {args.config}")
     return load_config(args.config, args.set, values)
 
 

@@ -12,6 +12,7 @@ import math
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar, Union
 
@@ -476,6 +477,39 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{where}: not valid YAML: {problem}") from error
 
 
+def packaged_configs() -> list[str]:
+    """Names of the run configs shipped inside the package, e.g. ``ner/teacher-crf``."""
+    root = files("structkd").joinpath("configs")
+    return sorted(
+        f"{group.name}/{entry.name[: -len('.yaml')]}"
+        for group in root.iterdir()
+        if group.is_dir()
+        for entry in group.iterdir()
+        if entry.name.endswith(".yaml")
+    )
+
+
+def resolve_config(name: str | Path) -> Path:
+    """The YAML file a config argument names: an existing file, else a packaged config.
+
+    A packaged name is ``GROUP/NAME`` with or without ``.yaml`` (``ner/teacher-crf``,
+    ``dep/case1b.yaml``): the configs of ``configs/ner`` and ``configs/dep`` ship inside the
+    package, so ``structkd train ner/teacher-crf`` works from any directory and from a wheel.
+    A file of that name in the current directory wins.
+
+    Raises:
+        FileNotFoundError: for neither (the message lists the packaged names).
+    """
+    if Path(name).is_file():
+        return Path(name)
+    text = str(name).removesuffix(".yaml")
+    if text in packaged_configs():
+        return Path(str(files("structkd") / "configs" / f"{text}.yaml"))
+    raise FileNotFoundError(
+        f"no such config file: {name} (nor a packaged config: {', '.join(packaged_configs())})"
+    )
+
+
 def load_config(
     path: str | Path | None,
     overrides: list[str] | None = None,
@@ -484,7 +518,7 @@ def load_config(
     """Reads a YAML run config and applies ``key=value`` overrides.
 
     Args:
-        path: YAML file (None = all defaults).
+        path: YAML file or packaged config name (:func:`resolve_config`; None = defaults).
         overrides: ``dotted.key=value`` strings, applied in order.
         values: dotted keys to already-typed values (``{"train.seed": 3}``), applied last;
             None values are skipped.
@@ -492,10 +526,11 @@ def load_config(
     Raises:
         ConfigError: on unknown keys, duplicate keys, wrong types, values out of range (see
             ``RANGES``), text that is not UTF-8 or not YAML.
-        FileNotFoundError: if ``path`` does not exist.
+        FileNotFoundError: if ``path`` is neither a file nor a packaged config.
     """
     data: Any = {}
     if path is not None:
+        path = resolve_config(path)
         data = read_yaml(path) or {}
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
