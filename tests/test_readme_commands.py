@@ -110,10 +110,15 @@ def test_command_blocks_run_as_written(doc: Path, tmp_path: Path) -> None:
         assert done.returncode == 0, f"{where} failed:\n{body}\n{done.stderr[-3000:]}"
 
 
-def test_the_marks_are_understood() -> None:
-    doc = "<!-- not-run: placeholders -->\n```bash\nstructkd x\n```\n\n```bash\nstructkd y\n```\n"
-    path = Path(os.devnull)
-    assert FENCE.findall(doc) == [("bash", "structkd x\n"), ("bash", "structkd y\n")]
-    assert MARK.search("<!-- not-run: placeholders -->")[1] == "not-run"  # type: ignore[index]
-    assert MARK.search("<!-- needs: ../shared/data -->")[1] == "needs"  # type: ignore[index]
-    assert path.name == "null"
+def test_the_marks_are_understood(tmp_path: Path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "<!-- not-run: placeholders -->\n```bash\nstructkd x\n```\n\n"
+        "<!-- needs: ../shared/data -->\n```bash\nstructkd y\n```\n\n```sh\nstructkd z\n```\n",
+        encoding="utf-8",
+    )
+    assert [(info, mark, body) for _, info, mark, body in blocks(doc)] == [
+        ("bash", "not-run", "structkd x\n"),
+        ("bash", "needs", "structkd y\n"),
+        ("sh", "", "structkd z\n"),
+    ]
