@@ -8,12 +8,16 @@ prediction (words in, tags out: id lookup, graph, decoder) over the 500 test sen
 length-bucketed batches. Each cell is the fastest of ``--repeats`` passes, all runtimes
 measured in the same run, interleaved per repeat. F1 is span F1 on the test slice.
 
-    python benchmarks/bench_export.py --out runs/bench_export > table.md
+    python benchmarks/bench_export.py --out runs/bench_export --report benchmarks/README.md
+
+``--report FILE`` writes the table as the section "## Exported students" of FILE, replacing that
+section if it is there and keeping every other section; without it the table is printed.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from pathlib import Path
@@ -63,6 +67,26 @@ def f1(gold: list[list[str]], predicted: list[list[str]]) -> float:
     return float(metric.compute()["f1"])
 
 
+SECTION = "## Exported students"
+
+
+def replace_section(text: str, section: str) -> str:
+    """``text`` (a markdown page) with its ``SECTION`` (up to the next ``## `` heading or
+    ``<!--`` marker of another script's section) replaced by ``section``, or ``section``
+    appended when the page has none."""
+    lines = text.splitlines()
+    if SECTION not in lines:
+        return text.rstrip("\n") + "\n\n" + section
+    start = lines.index(SECTION)
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith(("## ", "<!--"))),
+        len(lines),
+    )
+    after = "\n".join(lines[end:])
+    before = "\n".join(lines[:start]).rstrip("\n")
+    return (before + "\n\n" if before else "") + section + ("\n" + after + "\n" if after else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="runs/bench_export", help="students and exports")
@@ -71,13 +95,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--heads", nargs="+", default=["maxent", "crf"])
     parser.add_argument("--limit", type=int, help="only the first N test sentences (a smoke run)")
+    parser.add_argument("--report", help="write the table as a section of this markdown file")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     out = Path(args.out)
     test = read_ner(resolve_path(DATA.test))[: args.limit]  # type: ignore[arg-type]
     words = [s.tokens for s in test]
     gold = [list(s.tags or []) for s in test]
     tokens = sum(map(len, words))
     rows: list[list[str]] = []
+    goals: list[str] = []
     for head in args.heads:
         model_dir = train_student(out, head, args.epochs)
         for _, fmt, quantize in RUNTIMES[1:]:
@@ -107,6 +134,13 @@ def main() -> None:
                         best[key] = min(best.get(key, float("inf")), seconds)
                         outputs[label] = predicted
             eager_1 = tokens / best[("PyTorch eager", 1)]
+            onnx_1 = tokens / best[("ONNX Runtime", 1)]
+            change = f1(gold, outputs["ONNX Runtime int8"]) - f1(gold, outputs["ONNX Runtime"])
+            goals.append(
+                f"{head}, {threads} thread{'s' if threads > 1 else ''}: ONNX Runtime at batch 1 "
+                f"is {onnx_1 / eager_1:.2f}x eager (goal >= 2x); int8 F1 minus float ONNX F1 "
+                f"is {change:+.2f} (goal >= -0.5)"
+            )
             for label in runners:
                 speed_1, speed_32 = (tokens / best[(label, b)] for b in (1, 32))
                 same = sum(
@@ -124,18 +158,37 @@ def main() -> None:
                         f"{100 * same / tokens:.2f}%",
                     ]
                 )
-    print(
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads at the end, "
-        f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}, "
-        f"Python {platform.python_version()}; {len(words)} sentences, {tokens} tokens.\n"
-    )
-    print(
+    load_after = os.getloadavg()
+    lines = [
+        SECTION,
+        "",
+        f"`python benchmarks/bench_export.py --out {args.out} --report FILE` "
+        f"({args.epochs} epochs, fastest of {args.repeats} passes, runtimes interleaved per pass;"
+        " all rows measured in the same run). End-to-end prediction (words in, tags out) over "
+        f"{len(words)} sentences ({tokens} tokens) of the bundled WikiAnn English test slice.",
+        "",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"onnxruntime {onnxruntime.__version__}, Python {platform.python_version()}; load "
+        f"average {load_before[0]:.1f} at the start and {load_after[0]:.1f} at the end.",
+        "",
         "| student | runtime | threads | tokens/s, batch 1 | tokens/s, batch 32 "
-        "| batch 1 vs eager | test F1 | tags equal to eager |"
-    )
-    print("|---|---|---|---:|---:|---:|---:|---:|")
-    for row in rows:
-        print("| " + " | ".join(row) + " |")
+        "| batch 1 vs eager | test F1 | tags equal to eager |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+        "",
+        "Goals, from the rows above:",
+        "",
+        *(f"- {goal}" for goal in goals),
+        "",
+    ]
+    table = "\n".join(lines)
+    if args.report:
+        path = Path(args.report)
+        text = path.read_text(encoding="utf-8") if path.is_file() else "# Benchmarks\n"
+        path.write_text(replace_section(text, table), encoding="utf-8")
+        print(f"wrote {path}")
+    else:
+        print(table)
 
 
 if __name__ == "__main__":
