@@ -19,12 +19,14 @@ from structkd.data.errors import DataError
 from structkd.data.resources import resolve_path
 from structkd.depdata import is_tree, read_dep
 from structkd.export import ExportedModel, export_model
-from structkd.export.decode import viterbi
+from structkd.export.decode import best_spans, eisner_heads, viterbi
 from structkd.export.graph import ExportGraph, reverse_within
 from structkd.models.checkpoint import load_model, save_model
 from structkd.models.parser import build_dep_model
 from structkd.models.tagger import build_tagger
+from structkd.structures.dependency import DependencyCRF
 from structkd.structures.linear_chain import LinearChainCRF
+from structkd.structures.semi_markov import SemiMarkovCRF
 from structkd.tasks import get_task
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -47,20 +49,21 @@ def _fit(model: torch.nn.Module, batch: object, steps: int) -> None:
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Saved tiny models, trained a few steps so that their scores are not flat: the two
-    tagger students on the NER fixture (the CRF with casing features), the two parser students
-    (2-layer BiLSTMs, one with words only) on the EWT slice."""
+    """Saved tiny models, trained a few steps so that their scores are not flat: the CRF (with
+    casing features), MaxEnt and span taggers on the NER fixture, the sequence-labeling,
+    head-selection and projective parsers (2-layer BiLSTMs, the last two with words only) on
+    the EWT slice."""
     root = tmp_path_factory.mktemp("models")
     train = read_ner(FIXTURES / "pipeline" / "train.conll")
     out = {}
-    for kind in ("crf", "maxent"):
+    for kind in ("crf", "maxent", "span"):
         torch.manual_seed(0)
         casing = 3 if kind == "crf" else 0  # the CRF also reads casing features
         encoder = EncoderConfig(
             word_dim=8, casing_dim=casing, char_dim=4, char_filters=6, lstm_hidden=6
         )
         tagger = build_tagger(
-            ModelConfig(encoder, HeadConfig(kind=kind)),  # type: ignore[arg-type]
+            ModelConfig(encoder, HeadConfig(kind=kind, span_dim=6)),  # type: ignore[arg-type]
             [s.tokens for s in train],
             [s.tags for s in train],  # type: ignore[misc]
         )
@@ -68,7 +71,7 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         save_model(tagger.eval(), root / kind)
         out[kind] = root / kind
     words, trees = [s.words for s in EWT], [(s.heads, s.rels) for s in EWT]
-    for kind, chars in (("seqlabel", 6), ("head_selection", 0)):
+    for kind, chars in (("seqlabel", 6), ("head_selection", 0), ("projective", 0)):
         torch.manual_seed(0)
         encoder = EncoderConfig(
             word_dim=8, char_dim=4, char_filters=chars, lstm_hidden=6, lstm_layers=2
@@ -82,11 +85,13 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _inputs(kind: str) -> list[list[str]]:
-    return WIKIANN_TEST if kind in ("crf", "maxent") else [s.words for s in EWT]
+    return WIKIANN_TEST if kind in ("crf", "maxent", "span") else [s.words for s in EWT]
 
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
-@pytest.mark.parametrize("kind", ["crf", "maxent", "seqlabel", "head_selection"])
+@pytest.mark.parametrize(
+    "kind", ["crf", "maxent", "span", "seqlabel", "head_selection", "projective"]
+)
 def test_export_predicts_what_the_model_predicts(
     kind: str, fmt: str, models: dict[str, Path], tmp_path: Path
 ) -> None:
@@ -183,17 +188,32 @@ def test_cli_parses_with_an_export(models: dict[str, Path], tmp_path: Path) -> N
     assert (tmp_path / "e").read_text() == (tmp_path / "m").read_text()
 
 
+def test_numpy_eisner_is_the_projective_argmax() -> None:
+    generator = torch.Generator().manual_seed(5)
+    scores = 3 * torch.randn(6, 9, 9, generator=generator)
+    lengths = torch.tensor([8, 1, 2, 5, 7, 3])
+    expected = DependencyCRF(scores, lengths, projective=True).argmax
+    got = eisner_heads(scores.numpy(), lengths.numpy())
+    assert got == [expected[b, 1 : n + 1].tolist() for b, n in enumerate(lengths.tolist())]
+    assert all(is_tree(heads) and heads.count(0) == 1 for heads in got)
+
+
+def test_numpy_span_decoder_is_the_semi_markov_argmax() -> None:
+    generator = torch.Generator().manual_seed(6)
+    scores = torch.randn(5, 7, 7, 3, generator=generator) - 0.5
+    lengths = torch.tensor([7, 1, 3, 6, 4])
+    expected = SemiMarkovCRF(scores, lengths).argmax
+    assert best_spans(scores.numpy(), lengths.numpy()) == expected
+    assert any(len(spans) > 1 for spans in expected)
+
+
 def test_export_refuses_teacher_kinds(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    train = read_ner(FIXTURES / "pipeline" / "train.conll")
+    words, trees = [s.words for s in EWT], [(s.heads, s.rels) for s in EWT]
     encoder = EncoderConfig(word_dim=8, char_filters=0, lstm_hidden=4)
-    span = build_tagger(
-        ModelConfig(encoder, HeadConfig(kind="span", span_dim=4)),
-        [s.tokens for s in train],
-        [s.tags for s in train],  # type: ignore[misc]
-    )
-    save_model(span, tmp_path / "span")
-    assert main(["export", str(tmp_path / "span"), "--out", str(tmp_path / "out")]) == 2
-    assert "cannot export a ner model of kind 'span'" in capsys.readouterr().err
+    config = ModelConfig(encoder, parser=ParserConfig(kind="sibling", arc_dim=4, rel_dim=4))
+    save_model(build_dep_model(config, words, trees), tmp_path / "sibling")
+    assert main(["export", str(tmp_path / "sibling"), "--out", str(tmp_path / "out")]) == 2
+    assert "cannot export a dep model of kind 'sibling'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 

@@ -79,6 +79,7 @@ def example_inputs(graph: ExportGraph, batch: int = 2, size: int = 3) -> tuple[T
     """Dummy inputs of the graph (tracing records the operations, not these values)."""
     tensors = {
         "words": torch.ones(batch, size, dtype=torch.long),
+        "vectors": torch.ones(batch, size, 1, dtype=torch.long),
         "casing": torch.ones(batch, size, dtype=torch.long),
         "chars": torch.ones(batch, size, 2, dtype=torch.long),
         "lengths": torch.tensor([size] + [size - 1] * (batch - 1), dtype=torch.long),
@@ -88,12 +89,19 @@ def example_inputs(graph: ExportGraph, batch: int = 2, size: int = 3) -> tuple[T
 
 def _dynamic_axes(graph: ExportGraph) -> dict[str, dict[int, str]]:
     words = {0: "batch", 1: "words"}
-    axes = {"words": words, "casing": words, "chars": {0: "batch", 1: "words", 2: "chars"}}
+    axes = {
+        "words": words,
+        "casing": words,
+        "vectors": {0: "batch", 1: "words", 2: "pieces"},
+        "chars": {0: "batch", 1: "words", 2: "chars"},
+    }
     axes["lengths"] = {0: "batch"}
     out = {name: axes[name] for name in graph.inputs}
     nodes = {0: "batch", 1: "nodes", 2: "nodes"}
     for name in graph.outputs:
         out[name] = nodes if name in ("arc_scores", "rels") else {0: "batch", 1: "words"}
+    if "span_scores" in out:
+        out["span_scores"] = {0: "batch", 1: "words", 2: "words"}
     return out
 
 
@@ -148,7 +156,9 @@ def write_torchscript(graph: ExportGraph, path: Path, quantize: str | None) -> N
 def vocab_json(model: Model) -> dict[str, Any]:
     """The vocabularies and output names an export needs."""
     vocab = model.vocab
-    data: dict[str, Any] = {"words": list(vocab.words), "chars": list(vocab.chars)}
+    data: dict[str, Any] = {"chars": list(vocab.chars)}
+    if model.encoder.words is not None:  # a frozen table's words are in vectors.json instead
+        data["words"] = list(vocab.words)
     if isinstance(model, Tagger):
         data.update(
             tags=list(vocab.tags),
@@ -159,6 +169,19 @@ def vocab_json(model: Model) -> dict[str, Any]:
     else:
         data.update(rels=list(vocab.rels), labels=list(vocab.labels))
     return data
+
+
+def vector_words(model: Model) -> list[str | None] | None:
+    """The words of the encoder's frozen word table, row by row (None for rows no word reaches:
+    padding and unknown of a table read from a file), or None without one."""
+    vectors = model.encoder.vectors
+    if vectors is None:
+        return None
+    words = vectors.source.words
+    assert words is not None  # ExportVectors refuses subword tables
+    if vectors.saved:  # a file's table is the model's vocabulary: rows 0 and 1 are no words'
+        return [None, None, *words[2:]]
+    return list(words)
 
 
 def decoder_tensors(model: Model) -> dict[str, Tensor]:
@@ -220,6 +243,9 @@ def export_model(
         if tensors:
             (tmp / "decoder.safetensors").write_bytes(tensors_to_bytes(tensors))
         atomic_write_json(tmp / "vocab.json", vocab_json(model))
+        table_words = vector_words(model)
+        if table_words is not None:
+            atomic_write_json(tmp / "vectors.json", {"words": table_words})
         atomic_write_json(
             tmp / "export.json",
             {

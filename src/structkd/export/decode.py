@@ -97,3 +97,125 @@ def seqlabel_trees(
         decode_scores(log_probs[b, :n], labels) if n else ([], None)
         for b, n in enumerate(lengths.tolist())
     ]
+
+
+def _masked_arcs(arc_scores: np.ndarray, n: int) -> np.ndarray:
+    """One sentence's [n+1, n+1] block as ``DependencyCRF._scores``: row 0 and the diagonal
+    ``NEG`` in the scores' dtype (float32 for an export)."""
+    neg = arc_scores.dtype.type(NEG)
+    sent = arc_scores[: n + 1, : n + 1].copy()
+    sent[0, :] = neg
+    np.fill_diagonal(sent, neg)
+    return np.maximum(sent, neg)
+
+
+def eisner_heads(arc_scores: np.ndarray, lengths: np.ndarray) -> list[list[int]]:
+    """Best single-root projective trees (Eisner, COLING 1996), as
+    ``DependencyCRF(..., projective=True).argmax``: the max pass of ``structures.eisner`` with
+    backpointers, in the scores' dtype, ties to the first split; numpy only.
+
+    Charts ``C[h, e]`` (complete) and ``I[h, e]`` (arc ``h -> e`` and what lies between) for
+    ``0 <= h, e <= n`` (0 = ROOT); for each width ``w`` every span ``(i, i + w)`` at once:
+
+        I[i, j] = I[j, i] - s(j -> i) + s(i -> j) = max_{i <= r < j} C[i, r] + C[j, r + 1] + s
+        C[j, i] = max_{i <= r < j} C[r, i] + I[j, r]
+        C[i, j] = max_{i < r <= j} I[i, r] + C[r, j]
+
+    and ROOT's complete span ``C[0, w]`` only for ``w = n`` (exactly one word under ROOT).
+
+    Args:
+        arc_scores: [B, N+1, N+1] (dep, head) scores.
+        lengths: [B] word counts.
+
+    Returns:
+        Per sentence, n heads (1-based, 0 = ROOT). O(n^3) time, O(n^2) memory, n numpy steps.
+    """
+    out: list[list[int]] = []
+    for b, n in enumerate(lengths.tolist()):
+        if n == 0:
+            out.append([])
+            continue
+        arcs = _masked_arcs(arc_scores[b], n).T  # [n+1, n+1] (head, dep)
+        size = n + 1
+        neg = arcs.dtype.type(NEG)
+        complete = np.full((size, size), neg, dtype=arcs.dtype)
+        incomplete = np.full((size, size), neg, dtype=arcs.dtype)
+        np.fill_diagonal(complete, 0)
+        back_c = np.zeros((size, size), dtype=np.int64)  # the split offset of each cell
+        back_i = np.zeros((size, size), dtype=np.int64)
+        for w in range(1, size):
+            i = np.arange(size - w)[:, None]  # [n_w, 1] span starts
+            k = np.arange(w)[None, :]  # [1, w] split offsets
+            j = i + w
+            split = complete[i, i + k] + complete[j, i + k + 1]  # [n_w, w]
+            best, arg = split.max(1), split.argmax(1)
+            incomplete[j[:, 0], i[:, 0]] = best + arcs[j[:, 0], i[:, 0]]
+            incomplete[i[:, 0], j[:, 0]] = best + arcs[i[:, 0], j[:, 0]]
+            back_i[j[:, 0], i[:, 0]] = back_i[i[:, 0], j[:, 0]] = arg
+            left = complete[i + k, i] + incomplete[j, i + k]  # [n_w, w]
+            complete[j[:, 0], i[:, 0]] = left.max(1)
+            back_c[j[:, 0], i[:, 0]] = left.argmax(1)
+            right = incomplete[i, i + 1 + k] + complete[i + 1 + k, j]  # [n_w, w]
+            best = right.max(1)
+            if w != n:
+                best[0] = neg
+            complete[i[:, 0], j[:, 0]] = best
+            back_c[i[:, 0], j[:, 0]] = right.argmax(1)
+        heads = [0] * size
+        stack = [(0, n, True)]  # (head, end, complete)
+        while stack:
+            head, end, is_complete = stack.pop()
+            lo, hi = min(head, end), max(head, end)
+            if is_complete:
+                if head == end:
+                    continue
+                if head < end:  # I[h, r] + C[r, e]
+                    r = head + 1 + int(back_c[head, end])
+                else:  # C[r, e] + I[h, r]
+                    r = end + int(back_c[head, end])
+                stack += [(head, r, False), (r, end, True)]
+            else:
+                heads[end] = head
+                r = lo + int(back_i[head, end])
+                stack += [(lo, r, True), (hi, r + 1, True)]
+        out.append(heads[1:])
+    return out
+
+
+def best_spans(span_scores: np.ndarray, lengths: np.ndarray) -> list[list[tuple[int, int, int]]]:
+    """Best sets of non-overlapping labeled spans (semi-Markov Viterbi, Sarawagi & Cohen,
+    NeurIPS 2004), as ``SemiMarkovCRF.argmax``: in the scores' dtype, the unit "token j is O"
+    before the spans ending at j, then spans by start and type; numpy only.
+
+    ``delta[j + 1] = max(delta[j], max_{i <= j, r} delta[i] + s[i, j, r])``, batched.
+
+    Args:
+        span_scores: [B, N, N, R]; ``[b, i, j, r]`` scores tokens i..j (inclusive) as type r.
+        lengths: [B] word counts.
+
+    Returns:
+        Per sentence, its spans ``(start, last, type)`` (last inclusive) sorted by start.
+        O(B N^2 R).
+    """
+    batch, size, _, n_types = span_scores.shape
+    delta = np.zeros((batch, size + 1), dtype=span_scores.dtype)
+    pointers = np.zeros((batch, size), dtype=np.int64)  # 0: O, else 1 + start * R + type
+    for j in range(size):
+        spans = delta[:, : j + 1, None] + span_scores[:, : j + 1, j, :]  # [B, j+1, R]
+        candidates = np.concatenate([delta[:, j, None], spans.reshape(batch, -1)], 1)
+        pointers[:, j] = candidates.argmax(1)
+        delta[:, j + 1] = candidates.max(1)
+    out = []
+    for b, n in enumerate(lengths.tolist()):
+        found: list[tuple[int, int, int]] = []
+        j = n
+        while j > 0:
+            option = int(pointers[b, j - 1])
+            if option == 0:
+                j -= 1
+                continue
+            start, label = divmod(option - 1, n_types)
+            found.append((start, j - 1, label))
+            j = start
+        out.append(found[::-1])
+    return out

@@ -15,8 +15,15 @@ What the graph returns, by decoder (``decoder`` attribute):
   (a MaxEnt tagger's logits) [B, N, L]; Viterbi runs in numpy (``export.decode``) on the
   transitions written beside the graph (a MaxEnt tagger's: 0 / -inf, its tag scheme's rules);
 * ``seqlabel`` (sequence-labeling parser): label log-probabilities [B, N, K];
+* ``spans`` (span tagger, Yu et al., ACL 2020): span scores [B, N, N, R]; the semi-Markov
+  Viterbi runs in numpy;
 * ``mst`` (head-selection or non-projective parser): arc scores [B, N+1, N+1] and, when it has
-  relations, each arc's best relation id [B, N+1, N+1] (argmax over relations in the graph).
+  relations, each arc's best relation id [B, N+1, N+1] (argmax over relations in the graph);
+* ``eisner`` (projective parser): the same outputs, decoded by Eisner's algorithm in numpy.
+
+Frozen pretrained word-vector tables (GloVe, word-vector files) are part of the graph
+(``ExportVectors``): the table is a constant of the graph, looked up by the row ids the runtime
+computes from the word list written beside it.
 """
 
 from __future__ import annotations
@@ -27,10 +34,11 @@ from torch import Tensor, nn
 from structkd.config import ConfigError
 from structkd.models.base import Model
 from structkd.models.encoder import Encoder
-from structkd.models.heads import CRFHead, MaxEntHead
+from structkd.models.heads import CRFHead, MaxEntHead, SpanHead
 from structkd.models.parser import BiaffineParser
 from structkd.models.seqlabel import SeqLabelParser
 from structkd.models.tagger import Tagger
+from structkd.nn.vectors import PretrainedVectors, lookup
 
 
 class ExportError(ConfigError):
@@ -84,21 +92,61 @@ class ReversibleBiLSTM(nn.Module):
         return hidden * inside[:, :, None].to(hidden.dtype)
 
 
+class ExportVectors(nn.Module):
+    """``PretrainedVectors.forward`` with its frozen table as a buffer, so that the table is
+    written into the graph (an ONNX initializer, a TorchScript constant) and the export needs
+    nothing of the package or file it came from.
+
+    Args:
+        vectors: the encoder's frozen vectors, of a word table (one row per word).
+
+    Raises:
+        ExportError: for subword tables (their segmenter is not part of an export).
+    """
+
+    def __init__(self, vectors: PretrainedVectors) -> None:
+        super().__init__()
+        source = vectors.source
+        if source.subword or source.words is None:
+            raise ExportError(
+                f"cannot export frozen subword vectors ({source.name!r}): their segmenter "
+                "(WordPiece or SentencePiece) is not part of an export; word tables (GloVe, "
+                "word-vector files) can be exported"
+            )
+        for key, tensor in vectors.frozen_tensors().items():
+            self.register_buffer(key, tensor.detach())
+        self.table_keys = list(source.tensors())
+        self.unknown = vectors.unknown
+        self.projection = vectors.projection
+
+    def forward(self, rows: Tensor) -> Tensor:
+        """Row ids [B, N, P] (as ``PretrainedVectors.rows``) -> word vectors [B, N, dim]."""
+        tensors = {key: self.get_buffer(key) for key in self.table_keys}
+        size = tensors["table"].shape[0]
+        vectors = lookup(tensors, rows.clamp(0, size - 1))  # [B, N, P, D]
+        vectors = torch.where((rows == size)[..., None], self.unknown, vectors)
+        used = (rows >= 0)[..., None]  # [B, N, P, 1]
+        pooled = (vectors * used).sum(-2) / used.sum(-2).clamp(min=1)  # [B, N, D]
+        return pooled if self.projection is None else self.projection(pooled)
+
+
 class ExportEncoder(nn.Module):
     """``Encoder.forward`` in eval mode over explicit id tensors instead of a ``Batch``.
 
     Raises:
-        ExportError: for transformer encoders (their subword tokenizer is not part of a graph).
+        ExportError: for transformer encoders (their subword tokenizer is not part of a graph)
+            and frozen subword vector tables.
     """
 
     def __init__(self, encoder: Encoder) -> None:
         super().__init__()
-        if encoder.transformer is not None or encoder.vectors is not None:
+        if encoder.transformer is not None:
             raise ExportError(
-                "export supports word, casing, char CNN and BiLSTM encoders, not transformer "
-                "encoders or frozen pretrained vector tables (encoder.freeze_vectors)"
+                "export supports word embeddings, frozen word-vector tables, casing, char CNN "
+                "and BiLSTM encoders, not transformer encoders"
             )
         self.words = encoder.words
+        self.vectors = ExportVectors(encoder.vectors) if encoder.vectors is not None else None
         self.casing = encoder.casing
         self.chars = encoder.chars
         self.lstm = ReversibleBiLSTM(encoder.lstm.lstm) if encoder.lstm is not None else None
@@ -106,18 +154,31 @@ class ExportEncoder(nn.Module):
     @property
     def inputs(self) -> list[str]:
         """The graph's input names, in call order."""
-        parts = {"words": self.words, "casing": self.casing, "chars": self.chars}
+        parts = {
+            "words": self.words,
+            "vectors": self.vectors,
+            "casing": self.casing,
+            "chars": self.chars,
+        }
         return [*(name for name, part in parts.items() if part is not None), "lengths"]
 
     def forward(
-        self, words: Tensor | None, casing: Tensor | None, chars: Tensor | None, lengths: Tensor
+        self,
+        words: Tensor | None,
+        vectors: Tensor | None,
+        casing: Tensor | None,
+        chars: Tensor | None,
+        lengths: Tensor,
     ) -> Tensor:
-        """Word ids [B, N], casing classes [B, N], char ids [B, N, C], lengths [B] -> features
-        [B, N, H] (inputs the encoder does not read are None)."""
+        """Word ids [B, N], vector rows [B, N, P], casing classes [B, N], char ids [B, N, C],
+        lengths [B] -> features [B, N, H] (inputs the encoder does not read are None)."""
         parts = []
         if self.words is not None:
             assert words is not None
             parts.append(self.words.table(words))  # [B, N, Dw]
+        if self.vectors is not None:
+            assert vectors is not None
+            parts.append(self.vectors(vectors))  # [B, N, Dw]
         if self.casing is not None:
             assert casing is not None
             parts.append(self.casing(casing))  # [B, N, Dc]
@@ -144,15 +205,19 @@ def decoder_of(model: Model) -> str:
                 if constrained and model.vocab.tag_scheme in ("BIOES", "BIO")
                 else "argmax"
             )
+        if isinstance(model.head, SpanHead):
+            return "spans"
     elif isinstance(model, SeqLabelParser):
         return "seqlabel"
     elif isinstance(model, BiaffineParser):
         if model.config.parser.kind in ("head_selection", "nonprojective"):
             return "mst"
+        if model.config.parser.kind == "projective":
+            return "eisner"
     kind = model.config.parser.kind if model.task == "dep" else model.config.head.kind
     raise ExportError(
-        f"cannot export a {model.task} model of kind {kind!r}: export supports the students "
-        "(crf and maxent taggers; seqlabel, head_selection and nonprojective parsers)"
+        f"cannot export a {model.task} model of kind {kind!r}: export supports crf, maxent "
+        "and span taggers, and seqlabel, head_selection, projective and nonprojective parsers"
     )
 
 
@@ -179,7 +244,11 @@ class ExportGraph(nn.Module):
         self.rel_mlp: nn.ModuleList | None = None
         self.arc: nn.Module | None = None
         self.rel: nn.Module | None = None
-        if isinstance(model, Tagger):
+        self.span_mlps: nn.ModuleList | None = None
+        if isinstance(model, Tagger) and isinstance(model.head, SpanHead):
+            self.span_mlps = nn.ModuleList([model.head.start_mlp, model.head.end_mlp])
+            self.scorer = model.head.biaffine
+        elif isinstance(model, Tagger):
             assert isinstance(model.head, MaxEntHead)
             self.scorer = model.head.emissions
         elif isinstance(model, SeqLabelParser):
@@ -202,15 +271,22 @@ class ExportGraph(nn.Module):
             "argmax": ["tags"],
             "viterbi": ["emissions"],
             "seqlabel": ["label_log_probs"],
+            "spans": ["span_scores"],
             "mst": ["arc_scores", "rels"] if self.rel is not None else ["arc_scores"],
+            "eisner": ["arc_scores", "rels"] if self.rel is not None else ["arc_scores"],
         }[self.decoder]
 
     def forward(self, *inputs: Tensor) -> tuple[Tensor, ...]:
         """The inputs named by ``inputs`` -> the outputs named by ``outputs``."""
         named = dict(zip(self.inputs, inputs))
         lengths = named["lengths"]
-        words, casing, chars = (named.get(name) for name in ("words", "casing", "chars"))
-        hidden = self.encoder(words, casing, chars, lengths)  # [B, N, H]
+        words, vectors, casing, chars = (
+            named.get(name) for name in ("words", "vectors", "casing", "chars")
+        )
+        hidden = self.encoder(words, vectors, casing, chars, lengths)  # [B, N, H]
+        if self.span_mlps is not None and self.scorer is not None:
+            start, end = (mlp(hidden) for mlp in self.span_mlps)
+            return (self.scorer(start, end),)  # [B, N, N, R]
         if self.scorer is not None:
             scores = self.scorer(hidden)  # [B, N, L] tags or [B, N, K] labels
             if self.decoder == "argmax":

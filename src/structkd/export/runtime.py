@@ -22,7 +22,7 @@ from safetensors.numpy import load_file
 from structkd.data.errors import DataError
 from structkd.data.tags import from_spans, to_spans
 from structkd.export.bundle import read_export_meta
-from structkd.export.decode import mst_heads, seqlabel_trees, viterbi
+from structkd.export.decode import best_spans, eisner_heads, mst_heads, seqlabel_trees, viterbi
 from structkd.nn.embeddings import MAX_WORD_CHARS, casing_class
 from structkd.train.batching import bucket_batches
 
@@ -78,10 +78,20 @@ class ExportedModel:
             graph = self.directory / meta["graph"]
             vocab = json.loads((self.directory / "vocab.json").read_text(encoding="utf-8"))
             self.vocab: dict[str, Any] = vocab
-            self.word_index = {w: i for i, w in enumerate(vocab["words"])}
+            self.word_index = {w: i for i, w in enumerate(vocab.get("words", []))}
             self.char_index = {c: i for i, c in enumerate(vocab["chars"])}
         except (KeyError, TypeError, OSError, ValueError) as error:
             raise DataError(self.directory, f"incomplete export ({error})") from error
+        self.vector_index: dict[str, int] = {}
+        self.vector_rows = 0
+        if "vectors" in self.inputs:
+            try:
+                table = json.loads((self.directory / "vectors.json").read_text(encoding="utf-8"))
+                words = table["words"]
+            except (KeyError, TypeError, OSError, ValueError) as error:
+                raise DataError(self.directory, f"incomplete export ({error})") from error
+            self.vector_index = {w: i for i, w in enumerate(words) if w is not None}
+            self.vector_rows = len(words)
         self.decoder_tensors: dict[str, np.ndarray] = {}
         if (self.directory / "decoder.safetensors").is_file():
             self.decoder_tensors = load_file(str(self.directory / "decoder.safetensors"))
@@ -102,9 +112,18 @@ class ExportedModel:
         index = self.word_index.get(word)
         return index if index is not None else self.word_index.get(word.lower(), 1)
 
+    def vector_row(self, word: str) -> int:
+        """Row of ``word`` in the frozen word table, else of its lowercase form, else the
+        table's size (the learned unknown vector), as ``nn.vector_sources.word_table``."""
+        row = self.vector_index.get(word)
+        if row is None:
+            row = self.vector_index.get(word.lower(), self.vector_rows)
+        return row
+
     def collate(self, tokens: Sequence[Sequence[str]]) -> dict[str, np.ndarray]:
         """The graph's int64 inputs for B non-empty sentences, padded as ``Encoder.collate``:
-        words [B, N], casing [B, N], chars [B, N, C], lengths [B] (those the graph reads)."""
+        words [B, N], vector rows [B, N, 1], casing [B, N], chars [B, N, C], lengths [B] (those
+        the graph reads)."""
         lengths = np.array([len(s) for s in tokens], dtype=np.int64)
         width = int(lengths.max(initial=0)) or 1
         arrays = {"lengths": lengths}
@@ -113,6 +132,11 @@ class ExportedModel:
             for b, sentence in enumerate(tokens):
                 words[b, : len(sentence)] = [self.word_id(w) for w in sentence]
             arrays["words"] = words
+        if "vectors" in self.inputs:
+            rows = np.full((len(tokens), width, 1), -1, dtype=np.int64)
+            for b, sentence in enumerate(tokens):
+                rows[b, : len(sentence), 0] = [self.vector_row(w) for w in sentence]
+            arrays["vectors"] = rows
         if "casing" in self.inputs:
             casing = np.zeros((len(tokens), width), dtype=np.int64)
             for b, sentence in enumerate(tokens):
@@ -144,6 +168,18 @@ class ExportedModel:
     def _tags(self, ids: np.ndarray, lengths: np.ndarray) -> list[list[str]]:
         names = self.vocab["tags"]
         tags = [[names[t] for t in row[:n]] for row, n in zip(ids.tolist(), lengths.tolist())]
+        return self._in_output_scheme(tags)
+
+    def _span_tags(self, span_scores: np.ndarray, lengths: np.ndarray) -> list[list[str]]:
+        types = self.vocab["entity_types"]
+        tags = [
+            from_spans([(i, j + 1, types[r]) for i, j, r in spans], n, self.vocab["tag_scheme"])
+            for spans, n in zip(best_spans(span_scores, lengths), lengths.tolist())
+        ]
+        return self._in_output_scheme(tags)
+
+    def _in_output_scheme(self, tags: list[list[str]]) -> list[list[str]]:
+        """Tags in the model's tag scheme -> in the training data's (as ``Tagger.predict``)."""
         scheme = self.vocab["output_scheme"]
         if scheme == self.vocab["tag_scheme"]:
             return tags
@@ -152,7 +188,8 @@ class ExportedModel:
     def _trees(self, outputs: dict[str, np.ndarray], lengths: np.ndarray) -> list[Tree]:
         if self.decoder == "seqlabel":
             return seqlabel_trees(outputs["label_log_probs"], lengths, self.vocab["labels"])
-        heads = mst_heads(outputs["arc_scores"], lengths)
+        decode = eisner_heads if self.decoder == "eisner" else mst_heads
+        heads = decode(outputs["arc_scores"], lengths)
         if "rels" not in outputs:
             return [(h, None) for h in heads]
         names = self.vocab["rels"]
@@ -172,6 +209,8 @@ class ExportedModel:
             t = self.decoder_tensors
             ids = viterbi(outputs["emissions"], lengths, t["transitions"], t["start"], t["end"])
             return self._tags(ids, lengths)
+        if self.decoder == "spans":
+            return self._span_tags(outputs["span_scores"], lengths)
         return self._trees(outputs, lengths)
 
     def _empty(self) -> Any:

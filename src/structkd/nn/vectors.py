@@ -152,7 +152,8 @@ class PretrainedVectors(nn.Module):
         self.projection = nn.Linear(source.dim, dim) if project or dim != source.dim else None
         self.dim = dim
 
-    def _frozen_tensors(self) -> dict[str, Tensor]:
+    def frozen_tensors(self) -> dict[str, Tensor]:
+        """The frozen table tensors (``VectorTable.tensors``), wherever they are held."""
         if self.saved:
             return {key: getattr(self, key) for key in self.source.tensors()}
         return self._frozen
@@ -199,7 +200,7 @@ class PretrainedVectors(nn.Module):
     def forward(self, rows: Tensor) -> Tensor:
         """Word vectors [B, N, dim] from ``rows(...)`` [B, N, P]; zeros at padding."""
         size = self.source.num_rows
-        tensors = self._frozen_tensors()
+        tensors = self.frozen_tensors()
         vectors = lookup(tensors, rows.clamp(0, size - 1))  # [B, N, P, D]
         vectors = torch.where((rows == size)[..., None], self.unknown, vectors)
         used = (rows >= 0)[..., None]  # [B, N, P, 1]
