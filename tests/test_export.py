@@ -177,6 +177,28 @@ def test_cli_export_then_predict_equals_model_predict(
     assert main(["export", str(models["crf"]), "--out", str(models["maxent"])]) == 2
 
 
+def test_cli_predicts_raw_text_with_the_tokenizer(
+    models: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--format raw`` tokenizes each line by the rules of ``sk.tokenize`` (``text`` splits on
+    whitespace only), for a model and its export alike."""
+    text = tmp_path / "in.txt"
+    text.write_text("EU rejects German call to boycott British lamb.\n\nSee you (Monday).\n")
+    export_model(models["crf"], tmp_path / "e", "onnx")
+    outputs = []
+    for path in (models["crf"], tmp_path / "e"):
+        assert main(["predict", str(path), str(text), "--format", "raw"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    sentences = [[line.split()[0] for line in b.splitlines()] for b in outputs[0].split("\n\n")]
+    assert [s for s in sentences if s] == [
+        ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."],
+        ["See", "you", "(", "Monday", ")", "."],
+    ]
+    assert main(["predict", str(models["seqlabel"]), str(text), "--format", "raw"]) == 0
+    assert "\t(\t" in capsys.readouterr().out  # the parser reads the same tokens
+
+
 def test_cli_parses_with_an_export(models: dict[str, Path], tmp_path: Path) -> None:
     data = str(FIXTURES / "dep" / "en_ewt-dev-slice.conllu")
     out = tmp_path / "ts"

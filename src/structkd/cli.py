@@ -24,7 +24,7 @@ from structkd.devices import check_device
 from structkd.models.checkpoint import CheckpointError
 from structkd.models.heads import DECODINGS, CRFHead, MaxEntHead
 
-FORMATS = ("auto", "conll", "wikiann", "text", "conllu", "conllx", "malttab")
+FORMATS = ("auto", "conll", "wikiann", "text", "raw", "conllu", "conllx", "malttab")
 USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError, OSError)
 
 
@@ -184,7 +184,13 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="model directory or export directory (structkd export)")
     predict.add_argument("input", help="text, CoNLL, CoNLL-U, CoNLL-X or MaltTab file")
     predict.add_argument("--output", help="output file (default or '-': stdout)")
-    predict.add_argument("--format", default="auto", choices=FORMATS, help="input format")
+    predict.add_argument(
+        "--format",
+        default="auto",
+        choices=FORMATS,
+        help="input format (text: one sentence a line, words separated by spaces; raw: one "
+        "sentence a line, tokenized by the rule-based tokenizer, 'Monday.' -> 'Monday' '.')",
+    )
     _add_device(predict, "cpu")
     _add_decode(predict)
     export = commands.add_parser(

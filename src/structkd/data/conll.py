@@ -23,8 +23,9 @@ from typing import TextIO
 from structkd.data.errors import DataError
 from structkd.data.tags import parse_tag
 from structkd.data.textio import PathLike, atomic_text_output, iter_lines, resolve_encoding
+from structkd.data.tokenize import tokenize
 
-FORMATS: tuple[str, ...] = ("auto", "conll", "wikiann", "text", "conllu")
+FORMATS: tuple[str, ...] = ("auto", "conll", "wikiann", "text", "raw", "conllu")
 """Values of the ``fmt`` argument of :func:`iter_sentences` / :func:`read_ner`."""
 
 DOCSTART = "-DOCSTART-"
@@ -220,8 +221,12 @@ def iter_wikiann(path: PathLike, encoding: str | None = None) -> Iterator[Senten
         raise _no_sentences(path, saw_lines)
 
 
-def iter_text(path: PathLike, encoding: str | None = None) -> Iterator[Sentence]:
-    """Streams unlabeled sentences from plain text: one per line, tokens split on whitespace.
+def iter_text(
+    path: PathLike, encoding: str | None = None, raw: bool = False
+) -> Iterator[Sentence]:
+    """Streams unlabeled sentences from plain text: one per line, tokens split on whitespace
+    (``raw``: by the rule-based tokenizer, ``structkd.data.tokenize``, which also splits off
+    punctuation: ``"Monday."`` -> ``Monday``, ``.``).
 
     Any Unicode whitespace separates tokens; blank lines are skipped; ``tags`` is None.
 
@@ -231,7 +236,7 @@ def iter_text(path: PathLike, encoding: str | None = None) -> Iterator[Sentence]
     saw_lines = found = False
     for number, text in iter_lines(path, encoding):
         saw_lines = True
-        tokens = text.split()
+        tokens = [t.text for t in tokenize(text)] if raw else text.split()
         if tokens:
             found = True
             yield Sentence(tokens, line=number)
@@ -368,7 +373,8 @@ def iter_sentences(
 
     Args:
         path: the file.
-        fmt: ``"auto"`` (see :func:`detect_format`), ``"conll"``, ``"wikiann"``, ``"text"`` or
+        fmt: ``"auto"`` (see :func:`detect_format`), ``"conll"``, ``"wikiann"``, ``"text"``
+            (whitespace-separated words), ``"raw"`` (text for the rule-based tokenizer) or
             ``"conllu"`` (words only).
         tag_column: for CoNLL files, see :func:`iter_conll`.
         encoding: None = UTF-8 with Latin-1 fallback.
@@ -384,8 +390,8 @@ def iter_sentences(
         fmt = detect_format(path, encoding)
     if fmt == "wikiann":
         return iter_wikiann(path, encoding)
-    if fmt == "text":
-        return iter_text(path, encoding)
+    if fmt in ("text", "raw"):
+        return iter_text(path, encoding, raw=fmt == "raw")
     if fmt == "conllu":
         return iter_conllu_words(path, encoding)
     return iter_conll(path, tag_column, encoding)

@@ -114,18 +114,18 @@ def _input_format(path: Path, fmt: str) -> str:
 def iter_parse_input(path: str, fmt: str) -> Iterator[DepSentence]:
     """Streams the sentences of a file to parse: a treebank (its trees are replaced by the
     parser's) or plain text (one sentence per line, whitespace-separated words; ``auto``
-    detects it as a file without tabs).
+    detects it as a file without tabs; ``raw``: words by the rule-based tokenizer).
 
     Raises:
         ConfigError: for a format the task does not read.
     """
-    _check_format(fmt, ("text",))
+    _check_format(fmt, ("text", "raw"))
     resolved = resolve_path(path)
     fmt = _input_format(resolved, fmt)
-    if fmt == "text":
+    if fmt in ("text", "raw"):
         return (
             DepSentence(s.tokens, ["_"] * len(s), [0] * len(s), line=s.line or 0)
-            for s in iter_text(resolved)
+            for s in iter_text(resolved, raw=fmt == "raw")
         )
     return iter_dep(resolved, fmt)
 
