@@ -80,10 +80,11 @@ def _trained(vectors: str, word_dim: int, head: str = "crf") -> Tagger:
     return model.eval()
 
 
-def _forget_glove(monkeypatch: pytest.MonkeyPatch, package: Path) -> None:
-    """As in a process without the package: not importable, no table loaded."""
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != str(package.parent)])
-    monkeypatch.setitem(sys.modules, GLOVE, None)  # importing it now fails
+def _forget_glove(package: Path) -> None:
+    """As in a process without the package: not importable, no table loaded. The fixture's
+    teardown undoes it (``sys.path`` restored, the module entry popped)."""
+    sys.path.remove(str(package.parent))
+    sys.modules[GLOVE] = None  # type: ignore[assignment]  # importing it now fails
     open_vectors.cache_clear()
 
 
@@ -97,7 +98,7 @@ def test_inputs_reach_every_kind_of_row() -> None:
 
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 def test_named_table_export_predicts_what_the_model_predicts(
-    fmt: str, fake_glove: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fmt: str, fake_glove: Path, tmp_path: Path
 ) -> None:
     write_glove(fake_glove, TABLE_WORDS, seed=0)  # 6-d vectors
     model = _trained("glove-6b-50d", word_dim=8)  # 6 -> 8: the projection is in the graph
@@ -105,7 +106,7 @@ def test_named_table_export_predicts_what_the_model_predicts(
     save_model(model, tmp_path / "model")
     expected = get_task("ner").predict(model, INPUTS, batch_size=4)
     export_model(tmp_path / "model", tmp_path / "export", fmt)
-    _forget_glove(monkeypatch, fake_glove)
+    _forget_glove(fake_glove)
     exported = ExportedModel(tmp_path / "export")
     assert exported.inputs == ["vectors", "casing", "chars", "lengths"]
     assert exported.predict(INPUTS, batch_size=4) == expected
@@ -115,15 +116,13 @@ def test_named_table_export_predicts_what_the_model_predicts(
         load_model(tmp_path / "model")
 
 
-def test_named_table_int8_export_reloads(
-    fake_glove: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_named_table_int8_export_reloads(fake_glove: Path, tmp_path: Path) -> None:
     write_glove(fake_glove, TABLE_WORDS, seed=0)
     model = _trained("glove-6b-50d", word_dim=6, head="maxent")
     save_model(model, tmp_path / "model")
     expected = get_task("ner").predict(model, INPUTS)
     export_model(tmp_path / "model", tmp_path / "int8", "onnx", quantize="int8")
-    _forget_glove(monkeypatch, fake_glove)
+    _forget_glove(fake_glove)
     graph = onnx.load(str(tmp_path / "int8" / "model.onnx")).graph
     (table,) = [t for t in graph.initializer if list(t.dims) == [len(TABLE_WORDS), 6]]
     assert table.data_type == onnx.TensorProto.UINT8  # the table is stored in 8 bits
