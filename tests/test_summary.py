@@ -130,6 +130,20 @@ def _experiment(root: Path) -> Path:
     return exp
 
 
+def test_gap_closed_is_null_when_the_teacher_is_no_better_than_the_student(tmp_path: Path) -> None:
+    from structkd.report import write_report
+
+    exp = _experiment(tmp_path / "results")
+    metrics = {"dev": {"f1": 46.0}, "test": {"f1": 45.0, "tokens_per_second": 1.0}}
+    (exp / "teacher-crf" / "metrics.json").write_text(json.dumps(metrics))
+    write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
+    by = {(r["group"], r["method"]): r for r in json.loads((exp / "summary.json").read_text())}
+    # case2a: the teacher (45) is below the student w/o KD (52.5): no gap to close
+    assert all(by[("case2a", m)]["gap_closed"] is None for m in METHODS)
+    # plain: the teacher (45) is above the student w/o KD (40): (50 - 40) / (45 - 40)
+    assert by[("plain", "structural")]["gap_closed"] == pytest.approx(2.0)
+
+
 def test_summary_rows_and_significance_table(tmp_path: Path) -> None:
     from structkd.report import write_report
 

@@ -145,8 +145,10 @@ def summary_rows(
     method ``teacher``. Scores are in percent (the task's main test metric: F1 or LAS);
     ``tokens_per_s`` comes from ``speed.json`` (the case's measured student stands for all of its
     methods: same layers); ``gap_closed`` is ``(KD - none) / (teacher - none)`` on mean scores
-    (= the mean over seeds of each seed's gap closed against the mean without KD). None where
-    not measured or not applicable."""
+    (= the mean over seeds of each seed's gap closed against the mean without KD), None when
+    the teacher does not score above the student without KD (there is no gap to close, and
+    the ratio of two negative differences would read as a gain). None where not measured or
+    not applicable."""
     keys = _task_keys(runs)
     main, dev_key = f"test_{keys[-1]}", f"dev_{keys[-1]}"
     tests = case_tests(meta, runs) if tests is None else tests
@@ -184,7 +186,7 @@ def summary_rows(
         gap = None
         if row["method"] != "none" and None not in (teacher_test, base) and test:
             assert teacher_test is not None and base is not None
-            if teacher_test != base:
+            if teacher_test > base:  # else no gap to close
                 gap = (statistics.mean(test) - base) / (teacher_test - base)
         t = tests.get((row["group"], row["method"]), {})
         entry.update(
