@@ -57,42 +57,24 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from math import prod
 from pathlib import Path
 from typing import Any
 
-from structkd.config import ConfigError, load_config, read_yaml
+from structkd.config import ConfigError, read_yaml
+from structkd.grid_runs import (
+    Run,
+    also_evaluate,
+    count_test_sentences,
+    env_for,
+    main_score,
+    test_file,
+)
 from structkd.models.checkpoint import atomic_write, atomic_write_json
 
 __all__ = ["Run", "load_experiment", "parameter_count", "plan_runs", "portable", "run_experiment"]
 
 _SPLITS = ("train", "unlabeled", "dev", "test")
-
-
-@dataclass
-class Run:
-    """One training run of the grid.
-
-    Attributes:
-        run_id: directory name under ``results/NAME/`` and ``work_dir/NAME/``.
-        role: ``teacher`` or ``student``.
-        group: the teacher's or the student case's name in the experiment file.
-        method: the method label (``teacher`` for teachers).
-        seed: ``train.seed``.
-        args: ``structkd`` arguments after ``python -m structkd`` (without ``--out``).
-        teacher: the run id of the teacher (students that distil), else None.
-        data: the data files the run reads, as given to the command.
-    """
-
-    run_id: str
-    role: str
-    group: str
-    method: str
-    seed: int
-    args: list[str]
-    teacher: str | None = None
-    data: list[str] = field(default_factory=list)
 
 
 def portable(token: str, roots: Sequence[tuple[Path, str]]) -> str:
@@ -127,13 +109,22 @@ def load_experiment(path: str | Path) -> dict[str, Any]:
     spec.setdefault("teachers", {})
     spec.setdefault("students", {})
     for name, student in spec["students"].items():
-        teacher = student.get("teacher")
-        if teacher is not None and teacher not in spec["teachers"]:
-            raise ConfigError(f"{path}: student {name}: unknown teacher {teacher!r}")
         for label, method in student.get("methods", {"none": "none"}).items():
             if not isinstance(method, (str, dict)):
                 raise ConfigError(f"{path}: student {name}: method {label}: expected str or map")
+            given = method.get("teacher") if isinstance(method, dict) else None
+            for teacher in _names(given or student.get("teacher")):
+                if teacher not in spec["teachers"]:
+                    raise ConfigError(f"{path}: student {name}: unknown teacher {teacher!r}")
+    extra = spec.get("also_evaluate", {})
+    if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
+        raise ConfigError(f"{path}: also_evaluate: expected a map of label -> data path")
     return spec
+
+
+def _names(teacher: Any) -> list[str]:
+    """A student's ``teacher`` entry (a name, a list of names, or None) as a list."""
+    return [] if teacher is None else [teacher] if isinstance(teacher, str) else list(teacher)
 
 
 def _slice(source: Path, skip: int, first: int | None, target: Path) -> None:
@@ -200,25 +191,29 @@ def plan_runs(
             Run(f"teacher-{name}", "teacher", name, "teacher", seed, args, None, data[1::2])
         )
     for name, s in spec["students"].items():
-        grid: list[tuple[str, list[str], str | None]] = []
+        grid: list[tuple[str, list[str], list[str]]] = []
         for label, method in s.get("methods", {"none": "none"}).items():
             kind = method if isinstance(method, str) else method.get("method", "structural")
             extra = [] if isinstance(method, str) else list(method.get("set", []))
-            teacher = s.get("teacher") if kind != "none" else None
-            keep = _SPLITS if teacher else ("train", "dev", "test")
+            given = method.get("teacher") if isinstance(method, dict) else None
+            teachers = _names(given or s.get("teacher")) if kind != "none" else []
+            keep = _SPLITS if teachers else ("train", "dev", "test")
             data = _data_args(s.get("data", {}), root, slices, keep)
             sets = [a for x in [*s.get("set", []), *extra] for a in ("--set", x)]
-            if teacher is None:
+            if not teachers:
                 args = ["train", s["config"], *data, "--set", "data.unlabeled=[]", *sets]
             else:
-                given = spec["teachers"][teacher].get("model")
-                model = str(runs_dir / given if given else work / f"teacher-{teacher}" / "model")
-                args = ["distill", s["config"], *data, "--teacher", model, "--method", kind, *sets]
-            grid.append((label, args, teacher))
+                args = ["distill", s["config"], *data]
+                for teacher in teachers:
+                    model = spec["teachers"][teacher].get("model")
+                    where = runs_dir / model if model else work / f"teacher-{teacher}" / "model"
+                    args += ["--teacher", str(where)]
+                args += ["--method", kind, *sets]
+            grid.append((label, args, teachers))
         for seed in s.get("seeds", [1]):  # seed-major: a cut-short grid has every method once
-            for label, args, teacher in grid:
+            for label, args, teachers in grid:
                 run_id = f"{name}-{label}-s{seed}"
-                tid = f"teacher-{teacher}" if teacher else None
+                tids = [f"teacher-{t}" for t in teachers]
                 data = [a for flag, a in zip(args, args[1:]) if flag in {f"--{x}" for x in _SPLITS}]
                 runs.append(
                     Run(
@@ -228,8 +223,9 @@ def plan_runs(
                         label,
                         int(seed),
                         [*args, "--seed", str(seed)],
-                        tid,
+                        tids[0] if tids else None,
                         data,
+                        tids,
                     )
                 )
     return runs
@@ -267,63 +263,6 @@ def machine() -> str:
     return f"{platform.system()} {cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
 
-def _env(threads: int) -> dict[str, str]:
-    # torch sizes its intra-op thread pool from OMP_NUM_THREADS when it starts
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    # the runs import the same structkd as this process, whatever is installed in the venv
-    src = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
-    return env
-
-
-def _test_file(run: Run) -> str | None:
-    return next((b for a, b in zip(run.args, run.args[1:]) if a == "--test"), None)
-
-
-def _count(
-    run: Run,
-    model: Path,
-    target: Path,
-    score: float | None,
-    threads: int,
-    log: Callable[[str], None],
-) -> bool:
-    """Writes ``target`` (``test_counts.json``): the per-sentence test counts of ``model``, in a
-    subprocess with ``threads`` threads; they must sum to the run's test ``score`` (from its
-    ``metrics.json``). Returns whether they were written; a failure is logged, not raised."""
-    test = _test_file(run)
-    if test is None:
-        return False
-    sets = [b for a, b in zip(run.args, run.args[1:]) if a == "--set"]
-    try:
-        data = load_config(run.args[1], sets).data
-        fmt, punct = data.format, data.include_punct
-    except (ConfigError, OSError):  # the run itself read it: keep the defaults if it moved
-        fmt, punct = "auto", False
-    tmp = target.with_name(target.name + ".tmp")
-    command = [sys.executable, "-m", "structkd.significance", str(model), test, str(tmp)]
-    command += ["--format", fmt, *(["--include-punct"] if punct else [])]
-    done = subprocess.run(command, env=_env(threads), capture_output=True, text=True)
-    if done.returncode != 0:
-        log(f"no test counts for {run.run_id}: {done.stderr.strip().splitlines()[-1:]}")
-        return False
-    counted = json.loads(tmp.read_text(encoding="utf-8"))["score"]
-    if score is not None and abs(counted - score) > 1e-6:
-        tmp.unlink()
-        log(f"no test counts for {run.run_id}: they give {counted:.4f}, metrics.json {score:.4f}")
-        return False
-    os.replace(tmp, target)
-    return True
-
-
-def _main_score(metrics: dict[str, Any]) -> float | None:
-    test = metrics.get("test", {})
-    for key in ("f1", "las", "uas"):
-        if test.get(key) is not None:
-            return float(test[key])
-    return None
-
-
 def _execute(
     run: Run,
     work: Path,
@@ -331,15 +270,17 @@ def _execute(
     threads: int,
     log: Callable[[str], None],
     roots: Sequence[tuple[Path, str]] = (),
+    extra: dict[str, tuple[str, str]] | None = None,
 ) -> None:
-    """Runs ``run`` and records it in ``results/RUN_ID`` (paths named through ``roots``)."""
+    """Runs ``run`` and records it in ``results/RUN_ID`` (paths named through ``roots``; a
+    student's scores on the ``extra`` corpora too, see ``_also_evaluate``)."""
     out = work / run.run_id
     command = [sys.executable, "-m", "structkd", *run.args, "--out", str(out), "--no-progress"]
     if (out / "checkpoints").exists() and not (out / "metrics.json").exists():
         command.append("--resume")
     elif out.exists():  # a finished run whose results were removed, or a teacher to redo
         shutil.rmtree(out)
-    env = _env(threads)
+    env = env_for(threads)
     log(f"start {run.run_id}: {shlex.join(command)}")
     commit = _git_commit()  # the code the run starts with
     start = time.perf_counter()
@@ -364,6 +305,7 @@ def _execute(
         "method": run.method,
         "seed": run.seed,
         "teacher": run.teacher,
+        "teachers": run.teachers,
         "command": shlex.join(["structkd", *(portable(a, roots) for a in command[3:])]),
         "commit": commit,
         "machine": machine(),
@@ -379,7 +321,11 @@ def _execute(
     target = results / run.run_id
     target.mkdir(parents=True, exist_ok=True)
     atomic_write_json(target / "run.json", record)
-    _count(run, out / "model", target / "test_counts.json", _main_score(metrics), threads, log)
+    count_test_sentences(
+        run, out / "model", target / "test_counts.json", main_score(metrics), threads, log
+    )
+    if extra and run.role == "student":
+        also_evaluate(run, out / "model", target / "also_evaluated.json", extra, threads, log)
     atomic_write_json(target / "metrics.json", metrics)  # last: its presence marks the run done
     log(f"done {run.run_id} in {seconds:.0f} s")
 
@@ -500,11 +446,11 @@ def run_experiment(
         runs = [
             r
             for r in runs
-            if r.run_id in only or any(r.run_id == s.teacher for s in runs if s.run_id in only)
+            if r.run_id in only or any(r.run_id in s.teachers for s in runs if s.run_id in only)
         ]
     done = {r.run_id for r in runs if (results / r.run_id / "metrics.json").exists()}
     students = [r for r in runs if r.role == "student" and r.run_id not in done]
-    needed = {r.teacher for r in students if r.teacher}
+    needed = {t for r in students for t in r.teachers}
     teachers = [
         r
         for r in runs
@@ -520,7 +466,20 @@ def run_experiment(
         if r.run_id in done
         and not (results / r.run_id / "test_counts.json").exists()
         and (work / r.run_id / "model" / "model.safetensors").exists()
-        and _test_file(r) is not None
+        and test_file(r) is not None
+    ]
+    extra = {
+        label: (given, _data_path(given, root, work / "data"))
+        for label, given in spec.get("also_evaluate", {}).items()
+    }
+    unevaluated = [
+        r
+        for r in runs
+        if extra
+        and r.role == "student"
+        and r.run_id in done
+        and not (results / r.run_id / "also_evaluated.json").exists()
+        and (work / r.run_id / "model" / "model.safetensors").exists()
     ]
     waiting = {f"teacher-{t}" for t, (_, ready) in external.items() if not ready}
     # committed files name the data as the experiment file does, whatever --data-root was
@@ -538,7 +497,7 @@ def run_experiment(
         log(f"{t}: {model} is missing or still training; its students wait")
     if dry_run:
         for r in [*teachers, *students]:
-            note = " (waits for its teacher)" if r.teacher in waiting else ""
+            note = " (waits for its teacher)" if waiting & set(r.teachers) else ""
             log(f"would run {r.run_id}{note}: structkd {shlex.join(r.args)}")
         for r in uncounted:
             log(f"would count {r.run_id}'s test sentences")
@@ -560,13 +519,20 @@ def run_experiment(
             given = spec["teachers"][t]["model"]
             if ready and _import_teacher(t, model, given, results / f"teacher-{t}", log):
                 log(f"teacher-{t}: metrics copied from {model.parent}")
-        ready_students = [r for r in students if r.teacher not in waiting]
+        ready_students = [r for r in students if not waiting & set(r.teachers)]
 
         def count(r: Run) -> None:
             metrics = json.loads((results / r.run_id / "metrics.json").read_text(encoding="utf-8"))
             target = results / r.run_id / "test_counts.json"
-            if _count(r, work / r.run_id / "model", target, _main_score(metrics), threads, log):
+            if count_test_sentences(
+                r, work / r.run_id / "model", target, main_score(metrics), threads, log
+            ):
                 log(f"counted {r.run_id}'s test sentences")
+
+        def evaluate(r: Run) -> None:
+            target = results / r.run_id / "also_evaluated.json"
+            if also_evaluate(r, work / r.run_id / "model", target, extra, threads, log):
+                log(f"scored {r.run_id} on {', '.join(extra)}")
 
         # students that need no teacher train alongside the teachers
         stages = (
@@ -575,6 +541,11 @@ def run_experiment(
         )
         with ThreadPoolExecutor(max_workers=jobs or int(spec.get("jobs", 1))) as pool:
             list(pool.map(count, uncounted))
+            list(pool.map(evaluate, unevaluated))
             for stage in stages:
-                list(pool.map(lambda r: _execute(r, work, results, threads, log, roots), stage))
+                list(
+                    pool.map(
+                        lambda r: _execute(r, work, results, threads, log, roots, extra), stage
+                    )
+                )
         return [*teachers, *ready_students]

@@ -227,15 +227,16 @@ def _case_teachers(meta: dict[str, Any], rows: list[dict[str, Any]], case: str) 
     """Run ids of the teacher(s) student case ``case`` distils from: those its finished runs
     name, and the one its experiment file names (known before any of its KD runs finished)."""
     ids = {
-        x["run"]["teacher"]
+        teacher
         for r in rows
         if r["role"] == "student" and r["group"] == case
         for x in r["runs"]
-        if x["run"].get("teacher")
+        for teacher in x["run"].get("teachers") or [x["run"].get("teacher")]
+        if teacher
     }
     planned = meta.get("spec", {}).get("students", {}).get(case, {}).get("teacher")
-    if planned:
-        ids.add(f"teacher-{planned}")
+    for name in [planned] if isinstance(planned, str) else planned or []:
+        ids.add(f"teacher-{name}")
     return ids
 
 

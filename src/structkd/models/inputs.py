@@ -106,6 +106,7 @@ class Vocabularies:
         output_scheme: str,
         min_word_count: int = 1,
         extra_words: Iterable[str] = (),
+        entity_types: Iterable[str] | None = None,
     ) -> Vocabularies:
         """Vocabularies of a training corpus.
 
@@ -116,6 +117,7 @@ class Vocabularies:
             output_scheme: the scheme predictions are written in.
             min_word_count: rarer training words are not kept.
             extra_words: words always kept (e.g. those with pretrained vectors).
+            entity_types: the entity types; None: those of ``tags``.
         """
         counts: Counter[str] = Counter()
         chars: Counter[str] = Counter()
@@ -123,7 +125,11 @@ class Vocabularies:
             counts.update(sentence)
             for word in sentence:
                 chars.update(word)
-        types = sorted({t for sentence in tags for _, _, t in to_spans(sentence)})
+        types = sorted(
+            {t for sentence in tags for _, _, t in to_spans(sentence)}
+            if entity_types is None
+            else set(entity_types)
+        )
         kept = [w for w, c in sorted(counts.items()) if c >= min_word_count]
         seen = set(kept)
         for word in extra_words:

@@ -107,6 +107,8 @@ def build_tagger(
     config: ModelConfig,
     tokens: Sequence[Sequence[str]],
     tags: Sequence[Sequence[str]],
+    entity_types: Sequence[str] | None = None,
+    output_scheme: str | None = None,
 ) -> Tagger:
     """A freshly initialised tagger with vocabularies built from a training corpus.
 
@@ -114,6 +116,9 @@ def build_tagger(
         config: model config (pretrained word vectors, if named, are read here).
         tokens: training sentences' words.
         tags: their gold tags (any scheme; it becomes the prediction scheme).
+        entity_types: the entity types, when they do not come from ``tags`` (a student
+            trained on unlabeled text takes its teacher's).
+        output_scheme: the scheme predictions are written in; None: that of ``tags``.
 
     Raises:
         FileNotFoundError: if the pretrained vectors or the transformer are missing.
@@ -125,9 +130,10 @@ def build_tagger(
         tokens,
         tags,
         tag_scheme=config.head.tag_scheme,
-        output_scheme=detect_scheme(tags),
+        output_scheme=output_scheme or detect_scheme(tags),
         min_word_count=pretrained.min_word_count,
         extra_words=pretrained.extra_words,
+        entity_types=entity_types,
     )
     transformer_dir = None
     if enc.transformer is not None:

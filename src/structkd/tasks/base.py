@@ -104,9 +104,21 @@ class Task(ABC):
 
     # ---- models -------------------------------------------------------------------------------
     @abstractmethod
-    def build_model(self, config: ModelConfig, sentences: Sequence[Any]) -> Model:
+    def build_model(
+        self, config: ModelConfig, sentences: Sequence[Any], teachers: Sequence[Model] = ()
+    ) -> Model:
         """A freshly initialised model with vocabularies from the training sentences (labeled
-        and unlabeled)."""
+        and unlabeled).
+
+        Args:
+            config: the model's config.
+            sentences: the training sentences.
+            teachers: the run's teachers; a task that can take its label set from them does so
+                when no training sentence is labeled (distillation on unlabeled text alone).
+
+        Raises:
+            ConfigError: no sentence is labeled and the label set cannot come from ``teachers``.
+        """
 
     @abstractmethod
     def load_model(

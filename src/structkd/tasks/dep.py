@@ -200,8 +200,14 @@ class DepTask(Task):
     def is_labeled(self, sentence: Any) -> bool:
         return isinstance(sentence, DepSentence)
 
-    def build_model(self, config: ModelConfig, sentences: Sequence[Any]) -> DepModel:
+    def build_model(
+        self, config: ModelConfig, sentences: Sequence[Any], teachers: Sequence[Model] = ()
+    ) -> DepModel:
         trees = [t for t in map(_tree, sentences) if t is not None]
+        if not trees:
+            raise ConfigError(
+                "no labeled training sentences: a parser's relation labels come from data.train"
+            )
         parser = config.parser
         if parser.kind == "projective" or (parser.kind, parser.inference) == ("sibling", "exact"):
             skipped = sum(not is_projective(list(heads)) for heads, _ in trees)

@@ -56,9 +56,25 @@ class NERTask(Task):
     def is_labeled(self, sentence: Sentence) -> bool:
         return sentence.tags is not None
 
-    def build_model(self, config: ModelConfig, sentences: Sequence[Sentence]) -> Tagger:
+    def build_model(
+        self, config: ModelConfig, sentences: Sequence[Sentence], teachers: Sequence[Model] = ()
+    ) -> Tagger:
+        """A tagger whose entity types are those of the labeled sentences, or, when none is
+        labeled (a student distilled on unlabeled text alone, e.g. zero-shot cross-lingual),
+        those of the first teacher (``check_teachers`` then holds every teacher to them)."""
         tags = [s.tags for s in sentences if s.tags is not None]
-        return build_tagger(config, [s.tokens for s in sentences], tags)
+        tokens = [s.tokens for s in sentences]
+        if tags:
+            return build_tagger(config, tokens, tags)
+        if not teachers:
+            raise ConfigError(
+                "no labeled training sentences: the entity types come from data.train, or from "
+                "a teacher when distilling"
+            )
+        vocab = teachers[0].vocab
+        return build_tagger(
+            config, tokens, [], entity_types=vocab.entity_types, output_scheme=vocab.output_scheme
+        )
 
     def load_model(
         self, config: ModelConfig, vocab: dict[str, Any], transformer_dir: str | None

@@ -27,7 +27,7 @@ from structkd.train import ddp
 from structkd.train.distill import Distiller, check_teachers
 from structkd.train.fingerprint import run_fingerprint
 from structkd.train.lock import RunLock, RunLockedError
-from structkd.train.loop import train
+from structkd.train.loop import say, train
 from structkd.train.state import last_checkpoint
 
 __all__ = ["resolve_path", "run", "seed_everything"]
@@ -170,12 +170,17 @@ def _run(
     dev = task.read_labeled(config.data.dev, config.data.format) if config.data.dev else []
     test = task.read_labeled(config.data.test, config.data.format) if config.data.test else []
     if not any(task.is_labeled(s) for s in sentences):
-        raise ConfigError("no labeled training sentences: the label set comes from data.train")
+        if not teachers:
+            raise ConfigError("no labeled training sentences: the label set comes from data.train")
+        say(
+            f"no labeled training sentences: learning from {len(teachers)} teacher(s) alone on "
+            f"{len(sentences):,} unlabeled sentences, with the first teacher's label set"
+        )
     fingerprint = run_fingerprint(config, teacher_ids)
     model: Model | None = None
     if not resume:
         seed_everything(config.train.seed)
-        model = task.build_model(config.model, sentences)
+        model = task.build_model(config.model, sentences, teachers)
         if teachers:
             check_teachers(teachers, model)
 
