@@ -39,6 +39,14 @@ sentences ``skip .. skip+first`` of a corpus)::
         methods:                  # label -> KD method, or {method: M, set: [KEY=VALUE, ...]}
           none: none              # a plain ``train`` run: no teacher, no unlabeled data
           structural-local: {method: structural, set: [distill.temperature_mode=local]}
+          averaged: {method: structural, teacher: [crf, old],   # several teachers
+                     set: [distill.teacher_binding=average]}
+    also_evaluate: {src-dev: ner/other/dev.txt}   # every student also scored on these corpora
+
+A student's ``teacher`` (of its case or of one method) may be a list of teacher names; the run
+gets one ``--teacher`` per name. ``also_evaluate`` writes
+``results/NAME/RUN_ID/also_evaluated.json`` (``{LABEL: {"data", "score"}}``) for each finished
+student.
 """
 
 from __future__ import annotations
