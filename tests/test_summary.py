@@ -23,6 +23,7 @@ KEYS = {
     "teacher_tokens_per_s",
     "p_vs_best_other",
     "p_vs_none",
+    "p_vs_teacher",
     "gap_closed",
 }
 SENTENCES = 200
@@ -271,3 +272,41 @@ def test_pareto_points_and_plot(tmp_path: Path) -> None:
     _experiment(tmp_path / "results")
     write_report(tmp_path / "results", tmp_path / "docs/results.md")
     assert not (tmp_path / "docs/results/exp-pareto.png").exists()
+
+
+def test_a_case_without_a_student_wo_kd_is_tested_against_its_teacher(tmp_path: Path) -> None:
+    """Zero-shot: no labels, so no student w/o KD; the teacher applied directly is the baseline
+    (each student seed paired with the teacher's one run)."""
+    import numpy as np
+
+    from structkd.report import write_report
+
+    exp = tmp_path / "results" / "zs"
+    exp.mkdir(parents=True)
+    methods = {"token": "token", "structural": "structural"}
+    spec = {
+        "teachers": {"crf": {"config": "t.yaml"}},
+        "students": {"zs": {"teacher": "crf", "seeds": [1, 2], "methods": methods}},
+    }
+    planned = ["teacher-crf", *(f"zs-{m}-s{s}" for s in (1, 2) for m in methods)]
+    meta = {"file": "e.yaml", "data_root": "d", "machine": "m", "runs": planned, "spec": spec}
+    (exp / "experiment.json").write_text(json.dumps(meta))
+    _run(exp, "teacher-crf", "teacher", "crf", "teacher", 1, (60.0, 50.0), _counts(100))
+    right = {"token": (104, 96), "structural": (130, 126)}
+    for method, rights in right.items():
+        for seed, r in zip((1, 2), rights):
+            score = _counts(r)["score"]
+            run_id = f"zs-{method}-s{seed}"
+            _run(exp, run_id, "student", "zs", method, seed, (score, score), _counts(r))
+    text = write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
+    by = {(r["group"], r["method"]): r for r in json.loads((exp / "summary.json").read_text())}
+    teacher = [np.asarray(_counts(100)["counts"]).reshape(-1, 3)] * 2
+    structural = [np.asarray(_counts(r)["counts"]).reshape(-1, 3) for r in right["structural"]]
+    expected = paired_randomization(structural, teacher, "f1", 10_000, 0)
+    assert by[("zs", "structural")]["p_vs_teacher"] == expected < 0.001
+    assert by[("zs", "structural")]["p_vs_none"] is None
+    assert by[("zs", "token")]["p_vs_teacher"] > 0.05  # +0.0 on average: no difference
+    assert by[("crf", "teacher")]["p_vs_teacher"] is None
+    table = text[text.index("| method | Δ vs teacher (crf)") :].split("\n\n")[0].splitlines()
+    assert table[2].startswith("| token | +0.00 | ")
+    assert table[3].startswith(f"| structural | +14.00 | {expected:.4f} | 2 | token | +14.00 |")

@@ -6,6 +6,9 @@ compared over its test sentences with :func:`structkd.significance.paired_random
 against the student without KD (``p_vs_none``), and each Structural KD row (any temperature)
 against the best other method of its case, by mean test score, the student without KD included
 (``p_vs_best_other``). A comparison with no matched seed, or sentences that differ, gets None.
+Each student row is also compared with its case's best teacher (``p_vs_teacher``; every student
+seed paired with the teacher's one run): where a case has no student without KD, as in
+zero-shot distillation, the teacher applied directly is the baseline to beat.
 """
 
 from __future__ import annotations
@@ -51,6 +54,24 @@ def _test(
     return diff, p, len(seeds)
 
 
+def _test_teacher(
+    row: dict[str, Any], teacher: dict[str, Any], samples: int
+) -> tuple[float | None, float | None, int]:
+    """(mean score difference row - teacher over row's seeds, p-value, seeds): each seed of
+    ``row`` paired with the teacher's (first) run on the same test sentences."""
+    left, right = _by_seed(row), list(_by_seed(teacher).values())
+    if not right:
+        return None, None, 0
+    record, counts = right[0]
+    seeds = [s for s in sorted(left) if left[s][0]["words_sha256"] == record["words_sha256"]]
+    if not seeds:
+        return None, None, 0
+    xs, ys = [left[s][1] for s in seeds], [counts] * len(seeds)
+    p = paired_randomization(xs, ys, record["metric"], samples=samples, seed=0)
+    diff = statistics.mean(left[s][0]["score"] - record["score"] for s in seeds)
+    return diff, p, len(seeds)
+
+
 def _mean_main(row: dict[str, Any], key: str) -> float | None:
     values = [_scores(("f1", "uas", "las"), x["metrics"]).get(key) for x in row["runs"]]
     clean = [v for v in values if v is not None]
@@ -61,16 +82,24 @@ def case_tests(
     meta: dict[str, Any], runs: dict[str, dict[str, Any]], samples: int = SAMPLES
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Paired tests of each student case: (group, method) -> ``{"vs_none": (diff, p, seeds),
-    "best_other": method or None, "vs_best_other": (diff, p, seeds)}``, for rows with counts.
+    "best_other": method or None, "vs_best_other": (diff, p, seeds), "teacher": group or
+    None, "vs_teacher": (diff, p, seeds)}``, for rows with counts (the teacher: the case's best
+    by mean test score among those with counts).
 
     ``runs`` values carry ``"counts"`` (record, ``[sentences, 3]`` array) as
     :func:`structkd.report.load_results` reads them.
     """
     key = f"test_{_task_keys(runs)[-1]}"
-    rows = [r for r in _rows(meta, runs) if r["role"] == "student" and r["runs"]]
+    every = _rows(meta, runs)
+    teachers = {r["group"]: r for r in every if r["role"] == "teacher" and _by_seed(r)}
+    rows = [r for r in every if r["role"] == "student" and r["runs"]]
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for group in dict.fromkeys(r["group"] for r in rows):
         members = [r for r in rows if r["group"] == group and _by_seed(r)]
+        mine = [
+            teachers[t[8:]] for t in sorted(_case_teachers(meta, every, group)) if t[8:] in teachers
+        ]
+        teacher = max(mine, key=lambda r: _mean_main(r, key) or -1.0, default=None)
         none = next((r for r in members if r["method"] == "none"), None)
         others = [r for r in members if _kind(meta, group, r["method"]) != "structural"]
         best = max(others, key=lambda r: _mean_main(r, key) or -1.0, default=None)
@@ -81,6 +110,8 @@ def case_tests(
                 "vs_none": _test(row, none, samples) if none else (None, None, 0),
                 "best_other": None,
                 "vs_best_other": (None, None, 0),
+                "teacher": teacher["group"] if teacher else None,
+                "vs_teacher": _test_teacher(row, teacher, samples) if teacher else (None, None, 0),
             }
             if _kind(meta, group, row["method"]) == "structural" and best is not None:
                 result["best_other"] = best["method"]
@@ -96,16 +127,21 @@ def significance_table(
     rows = [(m, t) for (g, m), t in tests.items() if g == group]
     if not rows:
         return []
+    # no student without KD (zero-shot: no labels to train one): the teacher is the baseline
+    base, name = "vs_none", "w/o KD"
+    if not any(t["vs_none"][2] for _, t in rows) and any(t["vs_teacher"][2] for _, t in rows):
+        base, name = "vs_teacher", f"teacher ({rows[0][1]['teacher']})"
     lines = [
         f"Paired approximate randomization over the test sentences ({SAMPLES:,} samples; seeds "
         f"matched, n = seeds both rows recorded per-sentence counts for): Δ is the mean test "
-        f"{metric} difference over those seeds.",
+        f"{metric} difference over those seeds."
+        + (" The teacher's one run is paired with each student seed." if base != "vs_none" else ""),
         "",
-        "| method | Δ vs w/o KD | p vs w/o KD | n | best other method | Δ | p | n |",
+        f"| method | Δ vs {name} | p vs {name} | n | best other method | Δ | p | n |",
         "|---|---:|---:|---:|---|---:|---:|---:|",
     ]
     for method, t in rows:
-        diff, p, n = t["vs_none"]
+        diff, p, n = t[base]
         cells = [_LABELS.get(method, method), _num(diff, "+.2f"), _num(p, ".4f"), str(n)]
         if t["best_other"] is None:
             cells += ["", "", "", ""]
@@ -173,7 +209,7 @@ def summary_rows(
             entry.update(
                 teacher_test=entry["test_mean"], tokens_per_s=t_speed, teacher_tokens_per_s=t_speed
             )
-            entry.update(p_vs_best_other=None, p_vs_none=None, gap_closed=None)
+            entry.update(p_vs_best_other=None, p_vs_none=None, p_vs_teacher=None, gap_closed=None)
             out.append(entry)
             continue
         ids = sorted(_case_teachers(meta, rows, row["group"]))
@@ -195,6 +231,7 @@ def summary_rows(
             teacher_tokens_per_s=_speed_of(speed, ids[0]) if ids else None,
             p_vs_best_other=t.get("vs_best_other", (None, None, 0))[1],
             p_vs_none=t.get("vs_none", (None, None, 0))[1],
+            p_vs_teacher=t.get("vs_teacher", (None, None, 0))[1],
             gap_closed=gap,
         )
         out.append(entry)
