@@ -298,8 +298,15 @@ def test_a_case_without_a_student_wo_kd_is_tested_against_its_teacher(tmp_path: 
             score = _counts(r)["score"]
             run_id = f"zs-{method}-s{seed}"
             _run(exp, run_id, "student", "zs", method, seed, (score, score), _counts(r))
+    extra = {"src-dev": {"data": "d/dev.txt", "score": 41.5}}
+    (exp / "zs-token-s1" / "also_evaluated.json").write_text(json.dumps(extra))
     text = write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
     by = {(r["group"], r["method"]): r for r in json.loads((exp / "summary.json").read_text())}
+    main = text[text.index("| model |") :].split("\n\n")[0].splitlines()
+    assert main[0].startswith("| model | dev F1 | test F1 | src-dev F1 | n |")
+    assert main[3].startswith("| token | 50.00 ± 2.83 | 50.00 ± 2.83 | 41.50 | 2 |")
+    assert main[4].startswith("| structural | 64.00 ± 1.41 | 64.00 ± 1.41 | – | 2 |")
+    assert "Also scored on (students only; `also_evaluate`): src-dev: `?`." in text
     teacher = [np.asarray(_counts(100)["counts"]).reshape(-1, 3)] * 2
     structural = [np.asarray(_counts(r)["counts"]).reshape(-1, 3) for r in right["structural"]]
     expected = paired_randomization(structural, teacher, "f1", 10_000, 0)

@@ -29,7 +29,8 @@ _LABELS = {"none": "student w/o KD"}
 
 def load_results(directory: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """An experiment's ``experiment.json`` ({} if absent) and run id -> {"run", "metrics"}, plus
-    ``"counts"`` (record, ``[sentences, 3]`` array) where ``test_counts.json`` was recorded."""
+    ``"counts"`` (record, ``[sentences, 3]`` array) where ``test_counts.json`` was recorded and
+    ``"also"`` (label -> {"data", "score"}) where ``also_evaluated.json`` was."""
     directory = Path(directory)
     meta_file = directory / "experiment.json"
     meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
@@ -43,6 +44,9 @@ def load_results(directory: str | Path) -> tuple[dict[str, Any], dict[str, dict[
             from structkd.significance import read_counts
 
             runs[run_dir.name]["counts"] = read_counts(run_dir / "test_counts.json")
+        if (run_dir / "also_evaluated.json").exists():  # scores on the also_evaluate corpora
+            also = (run_dir / "also_evaluated.json").read_text(encoding="utf-8")
+            runs[run_dir.name]["also"] = json.loads(also)
     return meta, runs
 
 
@@ -143,9 +147,13 @@ def render_experiment(
     cols = [
         f"{split} {k.upper() if k != 'f1' else 'F1'}" for split in ("dev", "test") for k in keys
     ]
+    # scores on the experiment's also_evaluate corpora (e.g. a source language's dev set)
+    extra = sorted({label for r in runs.values() for label in r.get("also", {})})
+    metric_name = cols[-1].split()[-1]
     head = [
         "model",
         *cols,
+        *(f"{label} {metric_name}" for label in extra),
         "n",
         "tokens/s",
         "speed ×T",
@@ -190,6 +198,10 @@ def render_experiment(
             speed = _mean([x["run"]["tokens_per_second"] for x in row["runs"]])
             score = _mean([s.get(main_key, 0.0) for s in scores])
             cells = [_mean_std([s[c] for s in scores if c in s]) for c in _col_keys(keys)]
+            cells += [
+                _mean_std([x["also"][a]["score"] for x in row["runs"] if a in x.get("also", {})])
+                for a in extra
+            ]
             lines.append(
                 "| "
                 + " | ".join(
@@ -217,6 +229,10 @@ def render_experiment(
         "speed ×T and the score ratio are relative to the teacher."
     )
     lines.append("")
+    if extra:
+        given = meta.get("spec", {}).get("also_evaluate", {})
+        named = ", ".join(f"{a}: `{given.get(a, '?')}`" for a in extra)
+        lines += [f"Also scored on (students only; `also_evaluate`): {named}.", ""]
     if measured:
         lines += _speed_table(meta, runs, measured)
     lines += _cost_table(rows)
