@@ -23,7 +23,8 @@ class DependencyCRF(Structure):
       steps. argmax by Eisner in the max semiring, exact k-best Eisner, exact sampling top-down
       through the chart.
     * ``projective=False``: matrix-tree theorem (Koo et al., EMNLP 2007; Smith and Smith,
-      EMNLP 2007) in float64 with closed-form marginals (see ``matrix_tree``), O(B N^3).
+      EMNLP 2007) with closed-form marginals, in float32 for well-conditioned float32
+      sentences and in float64 otherwise (see ``matrix_tree``), O(B N^3).
       argmax by Chu-Liu/Edmonds, exact sampling by the chain rule over words. No k-best.
 
     ``multiroot=False`` (the default) allows exactly one word to attach to ROOT, as in most
@@ -48,14 +49,15 @@ class DependencyCRF(Structure):
         multiroot: bool = False,
     ) -> None:
         self.lengths, self.arc_mask = check_arc_scores(arc_scores, lengths)
-        self.arc_scores = arc_scores.masked_fill(~self.arc_mask, 0.0)  # [B, L, L]
+        # where() rather than masked_fill: the same values, in about half the time on the CPU
+        self.arc_scores = torch.where(self.arc_mask, arc_scores, 0.0)  # [B, L, L]
         self.projective = projective
         self.multiroot = multiroot
 
     @cached_property
     def _scores(self) -> Tensor:
         """[B, L, L] scores for inference: ``NEG`` on invalid and forbidden (-inf) arcs."""
-        return self.arc_scores.masked_fill(~self.arc_mask, NEG).clamp_min(NEG)
+        return torch.where(self.arc_mask, self.arc_scores, NEG).clamp_min(NEG)
 
     @cached_property
     def _chart(self) -> EisnerChart:
@@ -78,7 +80,7 @@ class DependencyCRF(Structure):
             marginals = eisner.ArcMarginals.apply(self._scores, self._chart)
         else:
             marginals = self._matrix_tree[1]
-        return marginals.masked_fill(~self.arc_mask, 0.0)
+        return torch.where(self.arc_mask, marginals, 0.0)
 
     def expected_score(self, part_marginals: Tensor) -> Tensor:
         """``sum_{d,h} mu[b,d,h] * arc_scores[b,d,h]`` over valid arcs [B]; mu [B, L, L]."""

@@ -33,7 +33,9 @@ def check_arc_scores(arc_scores: Tensor, lengths: Tensor | None) -> tuple[Tensor
         raise ValueError(f"arc_scores must be [B, N+1, N+1], got {list(arc_scores.shape)}")
     batch, size, _ = arc_scores.shape
     lengths = lengths_or_full(lengths, batch, size - 1, arc_scores.device)
-    if bool(torch.isnan(arc_scores.detach()).any()):  # the mask only when it matters
+    # the sum is NaN whenever an element is (and sometimes from inf - inf): a cheap first test,
+    # the masked check only when it fires
+    if bool(torch.isnan(arc_scores.detach().sum())):
         check_finite("arc_scores", arc_scores, block_mask(lengths, size))
     return lengths, arc_mask(lengths, size)
 
