@@ -13,9 +13,9 @@ from typing import Any, ClassVar, TextIO
 
 from torch import Tensor
 
-from structkd import kd
 from structkd.config import ConfigError, DistillConfig, ModelConfig
 from structkd.data.errors import DataError
+from structkd.kd.stored import tempered_projection
 from structkd.models.base import Model
 from structkd.structures.base import Structure
 
@@ -28,11 +28,9 @@ def projected_marginals(
 ) -> Any:
     """Teacher marginals on the student's parts, tempered as ``kd.structural_kd_loss`` does:
     ``global`` tempers the teacher's potentials, ``local`` each slot of its marginals."""
-    temperature = config.temperature
-    if config.temperature_mode == "global" and temperature != 1.0:
-        return kd.project(teacher.tempered(temperature), student, tag_scheme)
-    marginals = kd.project(teacher, student, tag_scheme)
-    return kd.local_temper(marginals, temperature) if temperature != 1.0 else marginals
+    return tempered_projection(
+        teacher, student, config.temperature, config.temperature_mode, tag_scheme
+    )
 
 
 class Task(ABC):
@@ -177,6 +175,15 @@ class Task(ABC):
         """The teacher's marginals on the student's parts, tempered by ``config`` as
         ``projected_marginals`` does, batched over ``words`` and detached: what the cache holds
         and ``structural_loss`` reads."""
+
+    def stored_structures(
+        self, teacher: Model, student: Model, words: list[list[str]]
+    ) -> tuple[Structure, Structure, str] | None:
+        """The teacher's and the student's structures on ``words`` and the student's tag scheme,
+        when ``project`` is ``projected_marginals`` of exactly these (so that a stored form,
+        ``structkd.kd.stored``, may stand in for the projected marginals); None otherwise (the
+        cache then holds the projected marginals)."""
+        return None
 
     @abstractmethod
     def structural_loss(

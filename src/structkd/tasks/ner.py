@@ -15,6 +15,7 @@ from structkd.data.resources import resolve_path
 from structkd.models.base import Model
 from structkd.models.inputs import Vocabularies
 from structkd.models.tagger import Tagger, build_tagger
+from structkd.structures.base import Structure
 from structkd.tasks.base import Stats, Task, projected_marginals
 from structkd.train.cache import as_list, evaluating
 from structkd.train.evaluate import evaluate, predict_stream, predict_tags
@@ -140,13 +141,18 @@ class NERTask(Task):
         tagger = _tagger(student)
         return as_list(tagger.structure(tagger.collate(words)).part_marginals)
 
-    def project(
-        self, teacher: Model, student: Model, words: list[list[str]], config: DistillConfig
-    ) -> list[Tensor]:
+    def stored_structures(
+        self, teacher: Model, student: Model, words: list[list[str]]
+    ) -> tuple[Structure, Structure, str]:
         tagger = _tagger(student)
         target = tagger.structure(tagger.collate(words))
         teacher_structure = teacher(teacher.collate(words))  # a tagger's forward: its structure
-        scheme = tagger.vocab.tag_scheme
+        return teacher_structure, target, tagger.vocab.tag_scheme
+
+    def project(
+        self, teacher: Model, student: Model, words: list[list[str]], config: DistillConfig
+    ) -> list[Tensor]:
+        teacher_structure, target, scheme = self.stored_structures(teacher, student, words)
         return as_list(projected_marginals(teacher_structure, target, config, scheme))
 
     def structural_loss(

@@ -25,10 +25,14 @@ import torch
 from torch import Tensor
 
 from structkd.config import ConfigError, DistillConfig
+from structkd.kd.stored import StoredForm, stored_form
 from structkd.models.base import Model
+from structkd.structures.base import Structure
 from structkd.tasks import get_task
 from structkd.train.batching import bucket_batches
 from structkd.train.cache import (
+    CachedRows,
+    Compute,
     Marginals,
     as_list,
     cached_marginals,
@@ -147,28 +151,35 @@ class Distiller:
         self.corpus = corpus
         self.student = student
         self.stats: dict[str, float] = {}
-        self.marginals: list[Marginals] | None = None
-        self.targets: list[Marginals] | None = None  # per sentence: the task's kd_targets rows
+        # Structural KD: per sentence, the projected marginals (``marginals``, rebuilt from the
+        # cache's ``stored`` rows when the pair has a stored form).
+        self.marginals: Sequence[Marginals] | None = None
+        self.stored: CachedRows | None = None
+        self.form: StoredForm | None = None
+        self.constants: list[dict[str, Tensor]] = []  # per teacher: what its form shares
+        self.scheme = "BIOES"
+        self.targets: Sequence[Marginals] | None = None  # per sentence: kd_targets rows
         self.layout = self.task.target_layout(student, config)
-        self.features: list[list[Marginals]] | None = None  # per teacher, per sentence: [[n, H]]
+        self.features: list[Sequence[Marginals]] | None = None  # per teacher, sentence: [[n, H]]
         self.feature_rows: list[int] = []  # sentence -> its row in its teacher's features
         with evaluating(student):  # probes draw nothing from the RNG (resumed runs match)
             self.offsets = position_offsets(lambda w: self.task.student_parts(student, w))
         if config.method == "structural":
+            self._choose_form()
             slot = {"data": data_hash(tokens, corpus), "student": self.task.cache_slot(student)}
             key = {
                 "teachers": list(teacher_ids),
                 "binding": config.teacher_binding,
                 "temperature": config.temperature,
                 "temperature_mode": config.temperature_mode,
+                "stored": self.form.name if self.form is not None else "marginals",
             }
-            self.marginals = cached_marginals(
-                cache_dir,
-                slot,
-                key,
-                lambda shard, shards: self._compute_marginals(batch_size, shard, shards),
-                len(tokens),
+            self.stored = cached_marginals(
+                cache_dir, slot, key, self._compute_marginals(), self._batches(batch_size)
             )
+            self.marginals = self.stored
+            if self.form is not None:
+                self.marginals = _Projected(self)
         elif config.cache_teacher and self.layout is not None:
             slot = {
                 "data": data_hash(tokens, corpus),
@@ -181,12 +192,7 @@ class Distiller:
                 "temperature": config.temperature,
             }
             self.targets = cached_marginals(
-                cache_dir,
-                slot,
-                key,
-                lambda shard, shards: self._compute_targets(batch_size, shard, shards),
-                len(tokens),
-                "targets",
+                cache_dir, slot, key, self._compute_targets(), self._batches(batch_size), "targets"
             )
         elif config.cache_teacher:
             self.features = self._cached_features(cache_dir, teacher_ids, batch_size)
@@ -204,36 +210,62 @@ class Distiller:
         words = stats.pop("kd_words", 0.0)
         return {k: v / words for k, v in stats.items()} if words else stats
 
-    @torch.no_grad()
+    def _choose_form(self) -> None:
+        """Picks the stored form of the (teacher, student) pair (``structkd.kd.stored``), probing
+        each teacher on two words: one form for every teacher, each batch decoded with its own
+        teacher's constants, so not with several teachers averaged (their marginals then)."""
+        if self.config.teacher_binding == "average" and len(self.teachers) > 1:
+            return
+        forms: list[StoredForm] = []
+        constants = []
+        with torch.no_grad(), evaluating(self.student):
+            for teacher in self.teachers:
+                probe = getattr(teacher, "probe_words", [["a", "b"]])  # a file knows its words
+                pair = self.task.stored_structures(teacher, self.student, probe)
+                form = stored_form(pair[0], pair[1]) if pair is not None else None
+                if pair is None or form is None:
+                    return
+                forms.append(form)
+                constants.append(form.constants(pair[0]))
+                self.scheme = pair[2]
+        if len({f.name for f in forms}) == 1:
+            self.form, self.constants = forms[0], constants
+
+    def _batches(self, batch_size: int) -> list[list[int]]:
+        """The batches the teachers run in: length-bucketed, each of one corpus when teachers are
+        bound to corpora."""
+        groups = self.corpus if self.config.teacher_binding == "corpus" else None
+        return bucket_batches([len(t) for t in self.tokens], batch_size, groups=groups)
+
     def _per_sentence(
         self,
-        batch_size: int,
-        shard: int,
-        shards: int,
         offsets: list[list[int | None]],
         compute: Callable[[list[Model], list[list[str]]], list[Tensor]],
         check: Callable[[Marginals], str | None],
-    ) -> dict[int, Marginals]:
-        """``compute(teachers, words)`` (batch-first tensors in the ``offsets`` layout) over the
-        batches ``shard::shards``, cut into one row per sentence. A batch holds one corpus and
-        goes to the teacher bound to it, or to every teacher with ``average`` binding; the
-        student is in eval mode throughout. Each row is checked (``Distiller``'s Raises) before
-        anything is cached."""
-        rows: dict[int, Marginals] = {}
+    ) -> Compute:
+        """The cache's compute: ``compute(teachers, words)`` (batch-first tensors in the
+        ``offsets`` layout) over some batches, cut into one row per sentence. A batch holds one
+        corpus and goes to the teacher bound to it, or to every teacher with ``average``
+        binding; the student is in eval mode throughout. Each row is checked (``Distiller``'s
+        Raises) before anything is cached."""
         by_corpus = self.config.teacher_binding == "corpus"
-        groups = self.corpus if by_corpus else None
-        batches = bucket_batches([len(t) for t in self.tokens], batch_size, groups=groups)
-        for ids in batches[shard::shards]:
-            words = [list(self.tokens[i]) for i in ids]
-            chosen = [self.teachers[self.corpus[ids[0]]]] if by_corpus else list(self.teachers)
-            with evaluating(self.student):
-                tensors = compute(chosen, words)
-            for b, i in enumerate(ids):
-                rows[i] = crop(tensors, b, len(words[b]), offsets)
-                problem = check(rows[i])
-                if problem is not None:
-                    self._broken_teacher(i, problem)
-        return rows
+
+        @torch.no_grad()
+        def rows_of(batches: list[list[int]]) -> dict[int, Marginals]:
+            rows: dict[int, Marginals] = {}
+            for ids in batches:
+                words = [list(self.tokens[i]) for i in ids]
+                chosen = [self.teachers[self.corpus[ids[0]]]] if by_corpus else self.teachers
+                with evaluating(self.student):
+                    tensors = compute(list(chosen), words)
+                for b, i in enumerate(ids):
+                    rows[i] = crop(tensors, b, len(words[b]), offsets)
+                    problem = check(rows[i])
+                    if problem is not None:
+                        self._broken_teacher(i, problem)
+            return rows
+
+        return rows_of
 
     def _broken_teacher(self, sentence: int, problem: str) -> None:
         by_corpus = self.config.teacher_binding == "corpus"
@@ -246,26 +278,38 @@ class Distiller:
             "train_log.jsonl): retrain it, e.g. with a lower train.lr"
         )
 
-    def _compute_marginals(
-        self, batch_size: int, shard: int = 0, shards: int = 1
-    ) -> dict[int, Marginals]:
-        """Projected teacher marginals (averaged over the chosen teachers) of the sentences in
-        batches ``shard::shards``."""
+    def _compute_marginals(self) -> Compute:
+        """Projected teacher marginals (averaged over the chosen teachers), or the pair's stored
+        form, of the sentences of some batches."""
+        form, config = self.form, self.config
+        if form is not None:
+
+            def encoded(teachers: list[Model], words: list[list[str]]) -> list[Tensor]:
+                (teacher,) = teachers
+                pair = self.task.stored_structures(teacher, self.student, words)
+                assert pair is not None
+                temperature, mode = config.temperature, config.temperature_mode
+                return form.encode(pair[0], pair[1], temperature, mode, pair[2])
+
+            # Potentials are no probabilities; finite ones give valid marginals when decoded.
+            def finite(row: Marginals) -> str | None:
+                bad = any(not bool(torch.isfinite(t).all()) for t in row)
+                return "NaN or infinite values" if bad else None
+
+            return self._per_sentence(form.offsets, encoded, finite)
 
         def mean(teachers: list[Model], words: list[list[str]]) -> list[Tensor]:
-            parts = [self.task.project(t, self.student, words, self.config) for t in teachers]
+            parts = [self.task.project(t, self.student, words, config) for t in teachers]
             return [torch.stack(group).mean(0) for group in zip(*parts)]
 
         def check(row: Marginals) -> str | None:
             return _not_probabilities(row, distributions=False)
 
-        return self._per_sentence(batch_size, shard, shards, self.offsets, mean, check)
+        return self._per_sentence(self.offsets, mean, check)
 
-    def _compute_targets(
-        self, batch_size: int, shard: int = 0, shards: int = 1
-    ) -> dict[int, Marginals]:
-        """The task's targets of the sentences in batches ``shard::shards``, each from the
-        teacher bound to its corpus (the whole teacher runs once per sentence)."""
+    def _compute_targets(self) -> Compute:
+        """The task's targets of the sentences of some batches, each from the teacher bound to
+        its corpus (the whole teacher runs once per sentence)."""
         assert self.layout is not None
 
         def targets(teachers: list[Model], words: list[list[str]]) -> list[Tensor]:
@@ -280,42 +324,38 @@ class Distiller:
         def check(row: Marginals) -> str | None:
             return _not_probabilities(row[-1:] if kbest else row, distributions=True)
 
-        return self._per_sentence(batch_size, shard, shards, self.layout, targets, check)
+        return self._per_sentence(self.layout, targets, check)
 
     def _cached_features(
         self, cache_dir: Path, teacher_ids: Sequence[str], batch_size: int
-    ) -> list[list[Marginals]]:
+    ) -> list[Sequence[Marginals]]:
         """Each teacher's encoder features of the sentences bound to it (its corpus), one cache
-        file per teacher (sharded across ranks under ``torchrun`` as the marginals are)."""
+        per teacher (sharded across ranks under ``torchrun`` as the marginals are)."""
         members: list[list[int]] = [[] for _ in self.teachers]
         for i, c in enumerate(self.corpus):
             self.feature_rows.append(len(members[c]))
             members[c].append(i)
-        features: list[list[Marginals]] = []
+        features: list[Sequence[Marginals]] = []
         for t, ids in enumerate(members):
             words = [list(self.tokens[i]) for i in ids]
             if not words:
                 features.append([])
                 continue
             slot = {"data": data_hash(words, [t] * len(words)), "features": "encoder"}
-            compute = self._feature_computer(self.teachers[t], words, batch_size)
-            features.append(
-                cached_marginals(
-                    cache_dir, slot, {"teacher": teacher_ids[t]}, compute, len(words), "features"
-                )
-            )
+            compute = self._feature_computer(self.teachers[t], words)
+            batches = bucket_batches([len(w) for w in words], batch_size)
+            key = {"teacher": teacher_ids[t]}
+            features.append(cached_marginals(cache_dir, slot, key, compute, batches, "features"))
         return features
 
     @staticmethod
-    def _feature_computer(
-        teacher: Model, words: list[list[str]], batch_size: int
-    ) -> Callable[[int, int], dict[int, Marginals]]:
-        """``(shard, shards) -> {i: [features [n_i, H]]}`` over the batches ``shard::shards``."""
+    def _feature_computer(teacher: Model, words: list[list[str]]) -> Compute:
+        """``batches -> {i: [features [n_i, H]]}``."""
 
         @torch.no_grad()
-        def compute(shard: int, shards: int) -> dict[int, Marginals]:
+        def compute(batches: list[list[int]]) -> dict[int, Marginals]:
             rows: dict[int, Marginals] = {}
-            for ids in bucket_batches([len(w) for w in words], batch_size)[shard::shards]:
+            for ids in batches:
                 batch = teacher.collate([words[i] for i in ids]).to(teacher.device)
                 hidden = teacher.features(batch)  # [B, N, H]
                 for b, i in enumerate(ids):
@@ -346,12 +386,10 @@ class Distiller:
         Batches must not mix corpora when teachers are bound to corpora (``bucket_batches``
         with ``groups``).
         """
-        if self.marginals is not None:
-            like = torch.zeros((), device=self.student.device)
-            rows = [self.marginals[i] for i in indices]
-            marginals = pad_batch(rows, int(batch.lengths.max()), self.offsets, like)
+        if self.stored is not None:
             return self.task.structural_loss(
-                self.student, output, marginals, self.config.temperature, self.stats
+                self.student, output, self._batch_marginals(output, batch, indices),
+                self.config.temperature, self.stats,
             )
         teacher = self.teachers[self.corpus[indices[0]]]
         if self.targets is not None:
@@ -364,3 +402,45 @@ class Distiller:
             )
         source = self.teacher_output(batch, indices)
         return self.task.kd_loss(teacher, self.student, source, output, self.config, self.stats)
+
+    def _batch_marginals(self, output: Any, batch: Any, indices: Sequence[int]) -> Any:
+        """The projected marginals of a batch, read from the cache (and decoded from the pair's
+        stored form, with the constants of the batch's teacher)."""
+        assert self.stored is not None
+        like = torch.zeros((), device=self.student.device)
+        rows = self.stored.rows(indices)
+        width = int(batch.lengths.max())
+        if self.form is None:
+            return pad_batch(rows, width, self.offsets, like)
+        padded = as_list(pad_batch(rows, width, self.form.offsets, like))
+        structure = output if isinstance(output, Structure) else output.structure
+        constants = {k: v.to(like.device) for k, v in self._constants_of(indices[0]).items()}
+        config = self.config
+        return self.form.decode(
+            padded, constants, structure, config.temperature, config.temperature_mode, self.scheme
+        )
+
+    def _constants_of(self, sentence: int) -> dict[str, Tensor]:
+        """The stored form's constants of the teacher that taught ``sentence``."""
+        by_corpus = self.config.teacher_binding == "corpus"
+        return self.constants[self.corpus[sentence] if by_corpus else 0]
+
+
+class _Projected(Sequence[Marginals]):
+    """Each sentence's projected marginals (as ``Distiller.marginals`` holds them without a
+    stored form), rebuilt from the stored form on access."""
+
+    def __init__(self, distiller: Distiller) -> None:
+        assert distiller.stored is not None and distiller.form is not None
+        self.distiller = distiller
+
+    def __len__(self) -> int:
+        return len(self.distiller.stored or [])
+
+    def __getitem__(self, i: int) -> Marginals:  # type: ignore[override]
+        d = self.distiller
+        assert d.stored is not None and d.form is not None
+        config = d.config
+        return d.form.expand(
+            d.stored[i], d._constants_of(i), config.temperature, config.temperature_mode, d.scheme
+        )

@@ -1,0 +1,203 @@
+"""Stored forms: the smallest exact record of what Structural KD needs from a teacher, per pair.
+
+Structural KD reads the teacher's marginals on the *student's* parts (``project``). For a
+linear-chain student those are ``L + L^2`` numbers a token (306 floats, 1.2 KB, with 17 BIOES
+tags), while a linear-chain teacher is fully described by ``L`` emission scores a token plus one
+transition matrix, and an independent-token teacher's tag-pair marginals are products of its
+``L`` unary marginals. A stored form keeps only those per-token tensors (``encode``) and rebuilds
+the projected marginals of a batch from them (``decode``), so a cache of unlabeled text costs
+``4 L`` bytes a token instead of ``4 (L + L^2)``.
+
+=========================================== =============================== ====================
+pair (teacher -> student)                   stored per token                decode per batch
+=========================================== =============================== ====================
+LinearChainCRF -> LinearChainCRF            teacher emissions [n, L]        forward-backward on
+                                            (transitions, start, end: from  the rebuilt teacher
+                                            the teacher, once)              CRF, O(B N L^2)
+TokenSoftmax -> LinearChainCRF              projected unary [n, L]          pair = outer product
+=========================================== =============================== ====================
+
+Every other pair stores the projected marginals themselves (``forms`` returns None): where the
+student's parts are per token (a MaxEnt student, arc or label marginals of a parser) they are
+already as small as the teacher's potentials, and need no work per batch.
+
+Temperature is applied exactly as ``tempered_projection`` applies it without a stored form: the
+``global`` mode tempers the rebuilt teacher's potentials (or, for token teachers, the stored unary
+is the tempered teacher's), the ``local`` mode re-normalizes each slot of the decoded marginals.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+from torch import Tensor
+
+from structkd.kd.projections import local_temper, project
+from structkd.structures.base import Structure
+from structkd.structures.linear_chain import LinearChainCRF
+from structkd.structures.token_softmax import TokenSoftmax
+
+
+def tempered_projection(
+    teacher: Structure,
+    student: Structure,
+    temperature: float = 1.0,
+    mode: str = "global",
+    tag_scheme: str = "BIOES",
+) -> Any:
+    """Teacher marginals on the student's parts, tempered as ``structural_kd_loss`` does:
+    ``global`` tempers the teacher's potentials, ``local`` each slot of its marginals."""
+    if mode == "global" and temperature != 1.0:
+        return project(teacher.tempered(temperature), student, tag_scheme)
+    marginals = project(teacher, student, tag_scheme)
+    return local_temper(marginals, temperature) if temperature != 1.0 else marginals
+
+
+class StoredForm(ABC):
+    """How one (teacher, student) pair is stored in a teacher cache and read back.
+
+    Attributes:
+        name: recorded in the cache's key (a cache of another form is stale).
+        offsets: layout of the per-sentence tensors for ``train.cache.crop``/``pad_batch``
+            (per tensor and non-batch dimension: ``size - N`` if it grows with N, else None).
+    """
+
+    name: str
+    offsets: list[list[int | None]]
+
+    @abstractmethod
+    def constants(self, teacher: Structure) -> dict[str, Tensor]:
+        """What the teacher shares across sentences (e.g. its transitions), read once."""
+
+    @abstractmethod
+    def encode(
+        self, teacher: Structure, student: Structure, temperature: float, mode: str, scheme: str
+    ) -> list[Tensor]:
+        """Batch-first tensors in the ``offsets`` layout, detached."""
+
+    @abstractmethod
+    def decode(
+        self,
+        rows: list[Tensor],
+        constants: dict[str, Tensor],
+        student: Structure,
+        temperature: float,
+        mode: str,
+        scheme: str,
+    ) -> Any:
+        """The projected, tempered marginals (``tempered_projection``'s output) of a batch.
+
+        Args:
+            rows: padded batch of ``encode``'s tensors (padding ignored).
+            constants: ``constants(teacher)`` of the teacher of this batch.
+            student: the student's structure on the batch (sizes and lengths are read).
+        """
+
+    def expand(
+        self,
+        row: list[Tensor],
+        constants: dict[str, Tensor],
+        temperature: float,
+        mode: str,
+        scheme: str,
+    ) -> list[Tensor]:
+        """One sentence's projected marginals from its stored row (for inspection; training
+        decodes whole batches). Every stored form's student is a linear chain of the row's
+        ``L`` tags."""
+        length, n_tags = row[0].shape
+        zeros = row[0].new_zeros
+        student = LinearChainCRF(zeros(1, length, n_tags), zeros(n_tags, n_tags))
+        batch = [t[None] for t in row]
+        out = self.decode(batch, constants, student, temperature, mode, scheme)
+        return [t[0] for t in (out if isinstance(out, tuple) else (out,))]
+
+
+class ChainPotentials(StoredForm):
+    """A linear-chain teacher stored as its emissions; its marginals recomputed per batch."""
+
+    name = "chain-potentials"
+    offsets = [[0, None]]  # emissions [n, L]
+
+    def constants(self, teacher: Structure) -> dict[str, Tensor]:
+        assert isinstance(teacher, LinearChainCRF)
+        return {
+            "transitions": teacher.transitions.detach(),
+            "start": teacher.start.detach(),
+            "end": teacher.end.detach(),
+        }
+
+    def encode(
+        self, teacher: Structure, student: Structure, temperature: float, mode: str, scheme: str
+    ) -> list[Tensor]:
+        assert isinstance(teacher, LinearChainCRF)
+        return [teacher.emissions.detach()]
+
+    def decode(
+        self,
+        rows: list[Tensor],
+        constants: dict[str, Tensor],
+        student: Structure,
+        temperature: float,
+        mode: str,
+        scheme: str,
+    ) -> Any:
+        (emissions,) = rows
+        like = emissions
+        teacher = LinearChainCRF(
+            emissions,
+            constants["transitions"].to(like),
+            student.lengths,
+            constants["start"].to(like),
+            constants["end"].to(like),
+        )
+        return tempered_projection(teacher, student, temperature, mode, scheme)
+
+
+class IndependentUnary(StoredForm):
+    """An independent-token teacher stored as its unary marginals; tag pairs are products."""
+
+    name = "independent-unary"
+    offsets = [[0, None]]  # projected unary [n, L], before any local temperature
+
+    def constants(self, teacher: Structure) -> dict[str, Tensor]:
+        return {}
+
+    def encode(
+        self, teacher: Structure, student: Structure, temperature: float, mode: str, scheme: str
+    ) -> list[Tensor]:
+        source = teacher.tempered(temperature) if mode == "global" else teacher
+        unary, _ = project(source, student, scheme)
+        return [unary]
+
+    def decode(
+        self,
+        rows: list[Tensor],
+        constants: dict[str, Tensor],
+        student: Structure,
+        temperature: float,
+        mode: str,
+        scheme: str,
+    ) -> Any:
+        (unary,) = rows  # zero past each sentence (padding), as projected
+        # The same product as the TokenSoftmax -> LinearChainCRF projection.
+        pair = unary[:, :-1, :, None] * unary[:, 1:, None, :]  # [B, N-1, L, L]
+        marginals = (unary, pair)
+        if mode == "local" and temperature != 1.0:
+            return local_temper(marginals, temperature)
+        return marginals
+
+
+def stored_form(teacher: Structure, student: Structure) -> StoredForm | None:
+    """The stored form of a (teacher, student) pair, or None to store projected marginals.
+
+    A linear-chain teacher qualifies only with one transition matrix for all sentences (per
+    sentence ones would cost ``L^2`` a sentence, and no teacher of this library has them).
+    """
+    if not isinstance(student, LinearChainCRF):
+        return None
+    if type(teacher) is LinearChainCRF and teacher.transitions.dim() == 2:
+        return ChainPotentials()
+    if type(teacher) is TokenSoftmax:
+        return IndependentUnary()
+    return None
