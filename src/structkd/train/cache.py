@@ -258,7 +258,7 @@ def cached_marginals(
     compute: Compute,
     batches: list[list[int]],
     name: str = "marginals",
-    part_sentences: int = PART_SENTENCES,
+    part_sentences: int | None = None,
 ) -> CachedRows:
     """Reads the rows for ``key`` from the cache, or computes and stores them.
 
@@ -276,7 +276,7 @@ def cached_marginals(
         batches: every sentence's index, in the batches the teacher runs in.
         name: what the file holds (its name's prefix), e.g. ``features`` for a teacher's
             encoder features (``Distiller``).
-        part_sentences: sentences per part file.
+        part_sentences: sentences per part file (None: ``PART_SENTENCES``).
     """
     count = sum(len(b) for b in batches)
     slot_id = hashlib.sha256(json.dumps(slot, sort_keys=True).encode()).hexdigest()[:20]
@@ -288,7 +288,7 @@ def cached_marginals(
     ddp.barrier()  # every rank has looked before anyone rewrites the file
     if rows is not None:
         return rows
-    plan = _plan(batches, part_sentences)
+    plan = _plan(batches, part_sentences or PART_SENTENCES)
     if len(plan) == 1:
         _fill_single(path, key_id, compute, batches, count, name)
     else:
