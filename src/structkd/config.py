@@ -132,7 +132,11 @@ class DataConfig:
         train: labeled training corpora (one per teacher when distilling with several).
         dev: development corpus (model selection, early stopping).
         test: test corpus, evaluated with the best model at the end.
-        unlabeled: raw-text corpora used for distillation only.
+        unlabeled: raw-text corpora used for distillation only; each a path or a glob (its
+            files, sorted, are one corpus), read streaming.
+        unlabeled_dedup: drop unlabeled sentences whose words repeat an earlier unlabeled one's.
+        unlabeled_min_words: drop unlabeled sentences of fewer words (0: keep all).
+        unlabeled_max_words: drop unlabeled sentences of more words (0: keep all).
         format: reader format (``auto`` detects it).
         include_punct: count punctuation in attachment scores (task dep; excluded by default).
     """
@@ -141,6 +145,9 @@ class DataConfig:
     dev: str | None = None
     test: str | None = None
     unlabeled: list[str] = field(default_factory=list)
+    unlabeled_dedup: bool = False
+    unlabeled_min_words: int = 0
+    unlabeled_max_words: int = 0
     format: str = "auto"
     include_punct: bool = False
 
@@ -298,6 +305,8 @@ RANGES: dict[str, Range] = {
     "train.patience": _SIZE,
     "distill.lam": Range(0, 1),
     "distill.temperature": _POSITIVE,
+    "data.unlabeled_min_words": _SIZE,
+    "data.unlabeled_max_words": _SIZE,
     "distill.k": _COUNT,
 }
 

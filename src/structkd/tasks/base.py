@@ -92,6 +92,11 @@ class Task(ABC):
     def read_unlabeled(self, path: str) -> list[Any]:
         """Sentences without gold outputs (used for distillation only)."""
 
+    def iter_unlabeled(self, path: str) -> Iterator[Any]:
+        """``read_unlabeled``'s sentences one by one (a task whose reader streams yields them as
+        the file is read, so that a multi-GB corpus is never held as text)."""
+        return iter(self.read_unlabeled(path))
+
     @abstractmethod
     def words(self, sentence: Any) -> list[str]:
         """The sentence's words."""

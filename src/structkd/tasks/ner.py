@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 from torch import Tensor
@@ -49,7 +50,12 @@ class NERTask(Task):
         return sentences
 
     def read_unlabeled(self, path: str) -> list[Sentence]:
-        return [Sentence(s.tokens) for s in read_ner(resolve_path(path), "auto")]
+        return list(self.iter_unlabeled(path))
+
+    def iter_unlabeled(self, path: str) -> Iterator[Sentence]:
+        # Interned words: a corpus of millions of sentences repeats few distinct strings.
+        for s in iter_sentences(resolve_path(path), "auto"):
+            yield Sentence([sys.intern(t) for t in s.tokens])
 
     def words(self, sentence: Sentence) -> list[str]:
         return sentence.tokens

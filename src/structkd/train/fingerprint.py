@@ -16,10 +16,18 @@ from typing import Any
 
 from structkd.config import ConfigError, RunConfig, to_dict
 from structkd.data.resources import resolve_path
+from structkd.data.unlabeled import corpus_files
 from structkd.models.manifest import file_sha256
 
 # Keys that may change between an interrupted run and its resumption.
 FREE_KEYS = ("out", "train.max_epochs", "train.progress", "train.device", "distill.cache_dir")
+# Keys left out of the fingerprint at their default (added after runs were fingerprinted: an
+# older checkpoint, which lacks them, still resumes).
+LATER_KEYS = {
+    "data.unlabeled_dedup": False,
+    "data.unlabeled_min_words": 0,
+    "data.unlabeled_max_words": 0,
+}
 # Keys fingerprinted by content instead of by value.
 CONTENT_KEYS = ("data.train", "data.dev", "data.test", "data.unlabeled", "distill.teachers")
 
@@ -52,11 +60,13 @@ def run_fingerprint(config: RunConfig, teacher_ids: list[str]) -> dict[str, Any]
     data = config.data
     return {
         "config": {
-            k: v for k, v in sorted(flat.items()) if k not in FREE_KEYS and k not in CONTENT_KEYS
+            k: v
+            for k, v in sorted(flat.items())
+            if k not in FREE_KEYS and k not in CONTENT_KEYS and LATER_KEYS.get(k, ()) != v
         },
         "data": {
             "data.train": [_digest(p) for p in data.train],
-            "data.unlabeled": [_digest(p) for p in data.unlabeled],
+            "data.unlabeled": [_digest(f) for p in data.unlabeled for f in corpus_files(p)],
             "data.dev": _digest(data.dev) if data.dev else None,
             "data.test": _digest(data.test) if data.test else None,
         },

@@ -7,6 +7,7 @@ user error never leaves a half-made output directory.
 from __future__ import annotations
 
 import random
+import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ import torch
 from structkd.config import ConfigError, RunConfig, check_ranges
 from structkd.data.files import clean_stale_temporaries
 from structkd.data.resources import resolve_path
+from structkd.data.unlabeled import corpus_files, filter_sentences
 from structkd.devices import check_device
 from structkd.models.base import Model
 from structkd.models.hf_teacher import load_teacher
@@ -56,10 +58,29 @@ def _corpora(config: RunConfig, task: Task, n_teachers: int) -> tuple[list[Any],
         part = task.read_labeled(path, data.format)
         sentences += part
         corpus += [i if bound else 0] * len(part)
+    seen: set[bytes] = set()
+    dropped: dict[str, int] = {}
     for i, path in enumerate(data.unlabeled):
-        part = task.read_unlabeled(path)
-        sentences += part
-        corpus += [i if bound else 0] * len(part)
+        before = len(sentences)
+        for file in corpus_files(path):
+            sentences.extend(
+                filter_sentences(
+                    task.iter_unlabeled(file),
+                    task.words,
+                    data.unlabeled_dedup,
+                    data.unlabeled_min_words,
+                    data.unlabeled_max_words,
+                    seen,
+                    dropped,
+                )
+            )
+        corpus += [i if bound else 0] * (len(sentences) - before)
+    if dropped and ddp.rank() == 0:
+        print(
+            f"data.unlabeled: dropped {dropped.get('duplicate', 0):,} duplicate and "
+            f"{dropped.get('length', 0):,} too short or too long sentences",
+            file=sys.stderr,
+        )
     return sentences, corpus
 
 
