@@ -87,36 +87,44 @@ def test_pairs_without_a_smaller_form_store_their_marginals() -> None:
     assert stored_form(per_sentence, chain) is None  # L^2 a sentence: not smaller
 
 
-PAIRS = [
-    ("crf", "crf"),
-    ("crf", "maxent"),
-    ("maxent", "crf"),
-    ("maxent", "maxent"),
-    ("span", "crf"),
-    ("span", "maxent"),
+CASES = [  # teacher, student, distill.stored (only CRF -> CRF stores otherwise when compact)
+    ("crf", "crf", "exact"),
+    ("crf", "crf", "compact"),
+    ("crf", "maxent", "compact"),
+    ("maxent", "crf", "exact"),
+    ("maxent", "maxent", "compact"),
+    ("span", "crf", "compact"),
+    ("span", "maxent", "compact"),
 ]
 
 
 @pytest.mark.parametrize(("temperature", "mode"), TEMPERATURES)
-@pytest.mark.parametrize(("teacher_kind", "student_kind"), PAIRS)
+@pytest.mark.parametrize(("teacher_kind", "student_kind", "stored"), CASES)
 def test_kd_loss_from_the_cache_equals_the_loss_from_the_teacher(
     teacher_kind: str,
     student_kind: str,
+    stored: str,
     temperature: float,
     mode: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Every NER pair: the per-sentence loss from the cache (split into parts of 16 sentences,
-    read per batch) equals the loss from the teacher run on the training batch. The teacher ran
-    on other batches when the cache was filled, so its scores differ by float32 rounding."""
+    """Every NER pair, both settings of ``distill.stored`` where they differ: the per-sentence
+    loss from the cache (split into parts of 16 sentences, read per batch) equals the loss from
+    the teacher run on the training batch. The teacher ran on other batches when the cache was
+    filled, so its scores differ by float32 rounding."""
     monkeypatch.setattr(cache, "PART_SENTENCES", 16)
     teacher = tagger(teacher_kind, seed=1).eval()
     student = tagger(student_kind, seed=2, char_filters=0).eval()
-    config = DistillConfig(temperature=temperature, temperature_mode=mode)  # type: ignore[arg-type]
+    config = DistillConfig(
+        temperature=temperature,
+        temperature_mode=mode,  # type: ignore[arg-type]
+        stored=stored,  # type: ignore[arg-type]
+    )
     corpus = [0] * len(TOKENS)
     distiller = Distiller([teacher], config, TOKENS, corpus, student, tmp_path, ["t"], 5)
-    compact = student_kind == "crf" and teacher_kind in ("crf", "maxent")
+    compact = student_kind == "crf" and teacher_kind == "maxent"
+    compact |= stored == "compact" and (teacher_kind, student_kind) == ("crf", "crf")
     assert (distiller.form is not None) == compact
     assert len(list(tmp_path.glob("marginals-*.parts/*.safetensors"))) == 4  # of 4 batches
     scheme = student.vocab.tag_scheme
@@ -139,7 +147,8 @@ def test_two_teachers_bound_to_corpora_decode_with_their_own_transitions(
     teachers = [tagger("crf", seed=1).eval(), tagger("crf", seed=3, lstm_hidden=4).eval()]
     student = tagger("crf", seed=2, char_filters=0).eval()
     corpus = [i % 2 for i in range(len(TOKENS))]
-    distiller = Distiller(teachers, DistillConfig(), TOKENS, corpus, student, tmp_path, ["a", "b"])
+    config = DistillConfig(stored="compact")
+    distiller = Distiller(teachers, config, TOKENS, corpus, student, tmp_path, ["a", "b"])
     assert distiller.form is not None
     for ids in bucket_batches([len(t) for t in TOKENS], 6, seed=1, groups=corpus):
         words = [TOKENS[i] for i in ids]
@@ -157,7 +166,8 @@ def test_distiller_marginals_are_the_projected_marginals(tmp_path: Path) -> None
     teacher = tagger("crf", seed=1).eval()
     student = tagger("crf", seed=2, char_filters=0).eval()
     corpus = [0] * len(TOKENS)
-    distiller = Distiller([teacher], DistillConfig(), TOKENS, corpus, student, tmp_path, ["t"])
+    config = DistillConfig(stored="compact")
+    distiller = Distiller([teacher], config, TOKENS, corpus, student, tmp_path, ["t"])
     assert distiller.marginals is not None and len(distiller.marginals) == len(TOKENS)
     tags = len(student.vocab.tags)
     for i in (0, 7, len(TOKENS) - 1):

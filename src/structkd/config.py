@@ -206,7 +206,13 @@ class DistillConfig:
             N x H per sentence: about 140 MB for 6,000 sentences of 15 words with H = 384) and
             run only the teacher's head on each batch; the teacher's output is the same as
             running it whole (it is in eval mode). False runs the whole teacher on every batch.
-            Structural KD always caches (the projected marginals).
+            Structural KD always caches (the projected marginals, or a smaller form).
+        stored: what structural KD's cache keeps (docs/cache.md). ``exact``: the projected
+            marginals, or a smaller form that rebuilds them bit for bit (a MaxEnt teacher's
+            unary marginals for a CRF student). ``compact``: also forms that rebuild them up to
+            float32 rounding: a CRF teacher's emissions for a CRF student (4 L bytes a token
+            instead of 4 (L + L^2): 68 instead of 1,224 with 17 tags), its marginals recomputed
+            per batch by forward-backward. For corpora of millions of sentences.
         teachers: teacher model directories (``--teacher`` on the command line replaces them):
             structkd models, or Hugging Face token classifiers (``save_pretrained``
             directories with their tokenizer; see docs/teachers.md).
@@ -225,6 +231,7 @@ class DistillConfig:
     teacher_binding: Literal["corpus", "average"] = "corpus"
     cache_dir: str | None = None
     cache_teacher: bool = True
+    stored: Literal["exact", "compact"] = "exact"
     teachers: list[str] = field(default_factory=list)
     subword_pooling: Literal["first", "mean"] = "first"
     teacher_marginals: str | None = None

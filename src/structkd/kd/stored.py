@@ -17,7 +17,10 @@ LinearChainCRF -> LinearChainCRF            teacher emissions [n, L]        forw
 TokenSoftmax -> LinearChainCRF              projected unary [n, L]          pair = outer product
 =========================================== =============================== ====================
 
-Every other pair stores the projected marginals themselves (``forms`` returns None): where the
+The second is ``bitwise``: its decoded marginals are the projected ones bit for bit. The first is
+exact up to float32 rounding (forward-backward on other batch-mates than the teacher's pass), so
+it is used only when asked for (``distill.stored: compact``), keeping earlier runs reproducible.
+Every other pair stores the projected marginals themselves (``stored_form`` returns None): where the
 student's parts are per token (a MaxEnt student, arc or label marginals of a parser) they are
 already as small as the teacher's potentials, and need no work per batch.
 
@@ -61,10 +64,15 @@ class StoredForm(ABC):
         name: recorded in the cache's key (a cache of another form is stale).
         offsets: layout of the per-sentence tensors for ``train.cache.crop``/``pad_batch``
             (per tensor and non-batch dimension: ``size - N`` if it grows with N, else None).
+        needs_student: ``encode`` reads the student's structure (else it may be None).
+        bitwise: ``decode`` gives the projected marginals bit for bit whatever the batch; else
+            up to float32 rounding (a dynamic program run on other batch-mates).
     """
 
     name: str
     offsets: list[list[int | None]]
+    needs_student: bool = False
+    bitwise: bool = False
 
     @abstractmethod
     def constants(self, teacher: Structure) -> dict[str, Tensor]:
@@ -72,9 +80,15 @@ class StoredForm(ABC):
 
     @abstractmethod
     def encode(
-        self, teacher: Structure, student: Structure, temperature: float, mode: str, scheme: str
+        self,
+        teacher: Structure,
+        student: Structure | None,
+        temperature: float,
+        mode: str,
+        scheme: str,
     ) -> list[Tensor]:
-        """Batch-first tensors in the ``offsets`` layout, detached."""
+        """Batch-first tensors in the ``offsets`` layout, detached. ``student`` (the student's
+        structure on the batch) is read only by forms whose ``needs_student`` is true."""
 
     @abstractmethod
     def decode(
@@ -128,7 +142,12 @@ class ChainPotentials(StoredForm):
         }
 
     def encode(
-        self, teacher: Structure, student: Structure, temperature: float, mode: str, scheme: str
+        self,
+        teacher: Structure,
+        student: Structure | None,
+        temperature: float,
+        mode: str,
+        scheme: str,
     ) -> list[Tensor]:
         assert isinstance(teacher, LinearChainCRF)
         return [teacher.emissions.detach()]
@@ -159,13 +178,21 @@ class IndependentUnary(StoredForm):
 
     name = "independent-unary"
     offsets = [[0, None]]  # projected unary [n, L], before any local temperature
+    needs_student = True
+    bitwise = True  # elementwise products and per-slot softmaxes only
 
     def constants(self, teacher: Structure) -> dict[str, Tensor]:
         return {}
 
     def encode(
-        self, teacher: Structure, student: Structure, temperature: float, mode: str, scheme: str
+        self,
+        teacher: Structure,
+        student: Structure | None,
+        temperature: float,
+        mode: str,
+        scheme: str,
     ) -> list[Tensor]:
+        assert student is not None
         source = teacher.tempered(temperature) if mode == "global" else teacher
         unary, _ = project(source, student, scheme)
         return [unary]

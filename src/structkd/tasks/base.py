@@ -181,6 +181,10 @@ class Task(ABC):
         ``projected_marginals`` does, batched over ``words`` and detached: what the cache holds
         and ``structural_loss`` reads."""
 
+    def teacher_structure(self, teacher: Model, words: list[list[str]]) -> Structure:
+        """The teacher's structure on ``words`` (what ``stored_structures`` returns first)."""
+        raise ConfigError(f"task {self.name} stores projected marginals only")
+
     def stored_structures(
         self, teacher: Model, student: Model, words: list[list[str]]
     ) -> tuple[Structure, Structure, str] | None:

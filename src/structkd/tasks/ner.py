@@ -6,6 +6,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
+import torch
 from torch import Tensor
 
 from structkd import kd
@@ -151,9 +152,17 @@ class NERTask(Task):
         self, teacher: Model, student: Model, words: list[list[str]]
     ) -> tuple[Structure, Structure, str]:
         tagger = _tagger(student)
-        target = tagger.structure(tagger.collate(words))
-        teacher_structure = teacher(teacher.collate(words))  # a tagger's forward: its structure
-        return teacher_structure, target, tagger.vocab.tag_scheme
+        # A projection reads the student's structure type, sizes and lengths, never its scores:
+        # its head on zero features gives them without running its encoder.
+        lengths = torch.tensor([len(w) for w in words], device=tagger.device)
+        width = max(int(lengths.max()), 1) if len(words) else 1  # as collate pads
+        hidden = torch.zeros(len(words), width, tagger.encoder.dim, device=tagger.device)
+        target = tagger.from_features(hidden, lengths)
+        return self.teacher_structure(teacher, words), target, tagger.vocab.tag_scheme
+
+    def teacher_structure(self, teacher: Model, words: list[list[str]]) -> Structure:
+        structure: Structure = teacher(teacher.collate(words))  # a tagger's forward: its structure
+        return structure
 
     def project(
         self, teacher: Model, student: Model, words: list[list[str]], config: DistillConfig

@@ -225,6 +225,8 @@ class Distiller:
                 form = stored_form(pair[0], pair[1]) if pair is not None else None
                 if pair is None or form is None:
                     return
+                if self.config.stored == "exact" and not form.bitwise:
+                    return
                 forms.append(form)
                 constants.append(form.constants(pair[0]))
                 self.scheme = pair[2]
@@ -258,9 +260,12 @@ class Distiller:
                 chosen = [self.teachers[self.corpus[ids[0]]]] if by_corpus else self.teachers
                 with evaluating(self.student):
                     tensors = compute(list(chosen), words)
+                # The whole batch first (padding holds zeros): rows are checked one by one, to
+                # name the sentence, only when something is wrong.
+                suspect = check([t.detach() for t in tensors]) is not None
                 for b, i in enumerate(ids):
                     rows[i] = crop(tensors, b, len(words[b]), offsets)
-                    problem = check(rows[i])
+                    problem = check(rows[i]) if suspect else None
                     if problem is not None:
                         self._broken_teacher(i, problem)
             return rows
@@ -286,9 +291,12 @@ class Distiller:
 
             def encoded(teachers: list[Model], words: list[list[str]]) -> list[Tensor]:
                 (teacher,) = teachers
+                temperature, mode = config.temperature, config.temperature_mode
+                if not form.needs_student:  # the student's network need not run
+                    source = self.task.teacher_structure(teacher, words)
+                    return form.encode(source, None, temperature, mode, self.scheme)
                 pair = self.task.stored_structures(teacher, self.student, words)
                 assert pair is not None
-                temperature, mode = config.temperature, config.temperature_mode
                 return form.encode(pair[0], pair[1], temperature, mode, pair[2])
 
             # Potentials are no probabilities; finite ones give valid marginals when decoded.

@@ -27,6 +27,7 @@ LATER_KEYS = {
     "data.unlabeled_dedup": False,
     "data.unlabeled_min_words": 0,
     "data.unlabeled_max_words": 0,
+    "distill.stored": "exact",
 }
 # Keys fingerprinted by content instead of by value.
 CONTENT_KEYS = ("data.train", "data.dev", "data.test", "data.unlabeled", "distill.teachers")
