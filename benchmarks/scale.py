@@ -319,7 +319,7 @@ def main() -> None:
         "--multi-max",
         type=int,
         default=100_000,
-        help="largest corpus annotated with every --procs, and CRF -> CRF with distill.stored=exact",
+        help="largest corpus annotated with every --procs and CRF -> CRF with stored=exact",
     )
     parser.add_argument("--report", help="write the table as a section of this markdown file")
     parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
