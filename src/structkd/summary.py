@@ -96,9 +96,8 @@ def case_tests(
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for group in dict.fromkeys(r["group"] for r in rows):
         members = [r for r in rows if r["group"] == group and _by_seed(r)]
-        mine = [
-            teachers[t[8:]] for t in sorted(_case_teachers(meta, every, group)) if t[8:] in teachers
-        ]
+        names = [t.removeprefix("teacher-") for t in sorted(_case_teachers(meta, every, group))]
+        mine = [teachers[name] for name in names if name in teachers]
         teacher = max(mine, key=lambda r: _mean_main(r, key) or -1.0, default=None)
         none = next((r for r in members if r["method"] == "none"), None)
         others = [r for r in members if _kind(meta, group, r["method"]) != "structural"]

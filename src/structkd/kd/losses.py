@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from structkd.kd.projections import local_temper, project
+from structkd.kd.projections import project, tempered_projection
 from structkd.kd.span_projection import spans_to_tags
 from structkd.structures.base import Structure, sequence_mask
 from structkd.structures.dependency import DependencyCRF
@@ -76,12 +76,7 @@ def structural_kd_loss(
         TypeError: for an unsupported (teacher, student) pair, naming the supported ones.
     """
     _check_temperature(temperature, temperature_mode)
-    if temperature_mode == "global" and temperature != 1.0:
-        marginals = project(teacher.tempered(temperature), student, tag_scheme)
-    else:
-        marginals = project(teacher, student, tag_scheme)
-        if temperature != 1.0:
-            marginals = local_temper(marginals, temperature)
+    marginals = tempered_projection(teacher, student, temperature, temperature_mode, tag_scheme)
     return structural_kd_loss_from_marginals(marginals, student, temperature, reduction)
 
 

@@ -198,3 +198,19 @@ def _temper_last(q: Tensor, temperature: float) -> Tensor:
     )
     tempered = torch.softmax(logits, dim=-1)
     return torch.where(alive.any(-1, keepdim=True), tempered, torch.zeros_like(q))
+
+
+def tempered_projection(
+    teacher: Structure,
+    student: Structure,
+    temperature: float = 1.0,
+    mode: str = "global",
+    tag_scheme: str = "BIOES",
+) -> Any:
+    """Teacher marginals on the student's parts at temperature ``temperature`` (what Structural
+    KD and the teacher cache use): ``global`` tempers the teacher's potentials, ``local`` each
+    slot of its marginals."""
+    if mode == "global" and temperature != 1.0:
+        return project(teacher.tempered(temperature), student, tag_scheme)
+    marginals = project(teacher, student, tag_scheme)
+    return local_temper(marginals, temperature) if temperature != 1.0 else marginals

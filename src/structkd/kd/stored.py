@@ -36,25 +36,10 @@ from typing import Any
 
 from torch import Tensor
 
-from structkd.kd.projections import local_temper, project
+from structkd.kd.projections import local_temper, project, tempered_projection
 from structkd.structures.base import Structure
 from structkd.structures.linear_chain import LinearChainCRF
 from structkd.structures.token_softmax import TokenSoftmax
-
-
-def tempered_projection(
-    teacher: Structure,
-    student: Structure,
-    temperature: float = 1.0,
-    mode: str = "global",
-    tag_scheme: str = "BIOES",
-) -> Any:
-    """Teacher marginals on the student's parts, tempered as ``structural_kd_loss`` does:
-    ``global`` tempers the teacher's potentials, ``local`` each slot of its marginals."""
-    if mode == "global" and temperature != 1.0:
-        return project(teacher.tempered(temperature), student, tag_scheme)
-    marginals = project(teacher, student, tag_scheme)
-    return local_temper(marginals, temperature) if temperature != 1.0 else marginals
 
 
 class StoredForm(ABC):

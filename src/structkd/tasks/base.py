@@ -15,7 +15,7 @@ from torch import Tensor
 
 from structkd.config import ConfigError, DistillConfig, ModelConfig
 from structkd.data.errors import DataError
-from structkd.kd.stored import tempered_projection
+from structkd.kd.projections import tempered_projection
 from structkd.models.base import Model
 from structkd.structures.base import Structure
 
