@@ -46,12 +46,18 @@ def test_every_run_has_a_valid_run_config_and_relative_paths(name: str) -> None:
 def test_full_grids_cover_cases_and_methods(name: str) -> None:
     spec, runs = _plan(name)
     methods = {g: {r.method for r in runs if r.group == g} for g in spec["students"]}
-    assert methods == {
+    expected = {
         "case1a": {"none", *KD},
         "case2a": {"none", *KD},
         "case3": {"none", *KD},
         "case4": {"none", "topk", "topwk", "structural", "structural-T2"},
     }
+    if name == "conll03-full":  # case 1a also distils from the fine-tuned MiniLM teacher
+        expected["case1a"].add("structural-ft")
+        ft = [r for r in runs if r.method == "structural-ft"]
+        assert {r.group for r in ft} == {"case1a"} and len(ft) == 3
+        assert all(r.teachers == ["teacher-ft-minilm-crf"] for r in ft)
+    assert methods == expected
     heads = {"case1a": "crf", "case2a": "maxent", "case3": "crf", "case4": "maxent"}
     vectors = "glove-6b-50d" if name == "conll03-full" else "use-multilingual"
     family = "glove" if name == "conll03-full" else "use"

@@ -317,3 +317,39 @@ def test_a_case_without_a_student_wo_kd_is_tested_against_its_teacher(tmp_path: 
     table = text[text.index("| method | Δ vs teacher (crf)") :].split("\n\n")[0].splitlines()
     assert table[2].startswith("| token | +0.00 | ")
     assert table[3].startswith(f"| structural | +14.00 | {expected:.4f} | 2 | token | +14.00 |")
+
+
+def test_a_method_with_its_own_teacher_is_measured_against_that_teacher(tmp_path: Path) -> None:
+    """A case whose rows distil from different teachers (a method naming its own, as in
+    conll03-full's ``structural-ft``): each row's teacher_test, gap_closed and p_vs_teacher come
+    from the teacher its runs name, not from a mean over the case's teachers."""
+    from structkd.report import write_report
+
+    exp = _experiment(tmp_path / "results")
+    meta = json.loads((exp / "experiment.json").read_text())
+    meta["spec"]["teachers"]["strong"] = {"model": "y/model"}
+    meta["spec"]["students"]["case2a"]["methods"]["structural-strong"] = {
+        "method": "structural",
+        "teacher": "strong",
+    }
+    meta["runs"] += ["teacher-strong", "case2a-structural-strong-s1", "case2a-structural-strong-s2"]
+    (exp / "experiment.json").write_text(json.dumps(meta))
+    _run(exp, "teacher-strong", "teacher", "strong", "teacher", 1, (99.5, 99.0), _counts(198))
+    for seed, right in zip((1, 2), (190, 196)):
+        counts = _counts(right)
+        run_id = f"case2a-structural-strong-s{seed}"
+        _run(exp, run_id, "student", "case2a", "structural-strong", seed, (99.0, 0.0), counts)
+        record = json.loads((exp / run_id / "run.json").read_text())
+        record["teacher"] = "teacher-strong"
+        (exp / run_id / "run.json").write_text(json.dumps(record))
+        metrics = {"dev": {"f1": 99.0}, "test": {"f1": counts["score"], "tokens_per_second": 1.0}}
+        (exp / run_id / "metrics.json").write_text(json.dumps(metrics))
+    write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
+    by = {(r["group"], r["method"]): r for r in json.loads((exp / "summary.json").read_text())}
+    strong, structural = by[("case2a", "structural-strong")], by[("case2a", "structural")]
+    assert strong["teacher_test"] == 99.0 and structural["teacher_test"] == 95.0
+    # (96.5 - 52.5) / (99 - 52.5) against its own teacher
+    assert strong["gap_closed"] == pytest.approx(44.0 / 46.5)
+    assert structural["gap_closed"] == pytest.approx(35.0 / 42.5)
+    # the strong teacher has counts (198 of 200 right): the row is paired with it
+    assert strong["p_vs_teacher"] is not None and structural["p_vs_teacher"] is None

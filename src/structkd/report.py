@@ -256,6 +256,24 @@ def _case_teachers(meta: dict[str, Any], rows: list[dict[str, Any]], case: str) 
     return ids
 
 
+def _row_teachers(
+    meta: dict[str, Any], rows: list[dict[str, Any]], row: dict[str, Any]
+) -> set[str]:
+    """Run ids of the teacher(s) one student row distils from: those its finished runs name (a
+    method may name its own teacher), else the case's planned teacher, else all of the case's."""
+    ids = {
+        teacher
+        for x in row["runs"]
+        for teacher in x["run"].get("teachers") or [x["run"].get("teacher")]
+        if teacher
+    }
+    if ids:
+        return ids
+    planned = meta.get("spec", {}).get("students", {}).get(row["group"], {}).get("teacher")
+    names = [planned] if isinstance(planned, str) else planned or []
+    return {f"teacher-{name}" for name in names} or _case_teachers(meta, rows, row["group"])
+
+
 def _speed_table(
     meta: dict[str, Any], runs: dict[str, dict[str, Any]], speed: dict[str, Any]
 ) -> list[str]:

@@ -6,7 +6,8 @@ compared over its test sentences with :func:`structkd.significance.paired_random
 against the student without KD (``p_vs_none``), and each Structural KD row (any temperature)
 against the best other method of its case, by mean test score, the student without KD included
 (``p_vs_best_other``). A comparison with no matched seed, or sentences that differ, gets None.
-Each student row is also compared with its case's best teacher (``p_vs_teacher``; every student
+Each student row is also compared with its own teacher (``p_vs_teacher``; the best of them by mean
+test score when it names several; a method may name another teacher than its case; every student
 seed paired with the teacher's one run): where a case has no student without KD, as in
 zero-shot distillation, the teacher applied directly is the baseline to beat.
 """
@@ -19,7 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from structkd.report import _LABELS, _case_teachers, _parse_run_id, _rows, _scores, _task_keys
+from structkd.report import (
+    _LABELS,
+    _parse_run_id,
+    _row_teachers,
+    _rows,
+    _scores,
+    _task_keys,
+)
 from structkd.significance import paired_randomization
 
 __all__ = ["SAMPLES", "case_tests", "pareto_plot", "pareto_points", "summary_rows"]
@@ -83,7 +91,7 @@ def case_tests(
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Paired tests of each student case: (group, method) -> ``{"vs_none": (diff, p, seeds),
     "best_other": method or None, "vs_best_other": (diff, p, seeds), "teacher": group or
-    None, "vs_teacher": (diff, p, seeds)}``, for rows with counts (the teacher: the case's best
+    None, "vs_teacher": (diff, p, seeds)}``, for rows with counts (the teacher: the row's own best
     by mean test score among those with counts).
 
     ``runs`` values carry ``"counts"`` (record, ``[sentences, 3]`` array) as
@@ -96,15 +104,16 @@ def case_tests(
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for group in dict.fromkeys(r["group"] for r in rows):
         members = [r for r in rows if r["group"] == group and _by_seed(r)]
-        names = [t.removeprefix("teacher-") for t in sorted(_case_teachers(meta, every, group))]
-        mine = [teachers[name] for name in names if name in teachers]
-        teacher = max(mine, key=lambda r: _mean_main(r, key) or -1.0, default=None)
         none = next((r for r in members if r["method"] == "none"), None)
         others = [r for r in members if _kind(meta, group, r["method"]) != "structural"]
         best = max(others, key=lambda r: _mean_main(r, key) or -1.0, default=None)
         for row in members:
             if row["method"] == "none":
                 continue
+            # a row's own teacher(s): a method may name another teacher than its case's
+            names = [t.removeprefix("teacher-") for t in sorted(_row_teachers(meta, every, row))]
+            mine = [teachers[name] for name in names if name in teachers]
+            teacher = max(mine, key=lambda r: _mean_main(r, key) or -1.0, default=None)
             result: dict[str, Any] = {
                 "vs_none": _test(row, none, samples) if none else (None, None, 0),
                 "best_other": None,
@@ -211,7 +220,7 @@ def summary_rows(
             entry.update(p_vs_best_other=None, p_vs_none=None, p_vs_teacher=None, gap_closed=None)
             out.append(entry)
             continue
-        ids = sorted(_case_teachers(meta, rows, row["group"]))
+        ids = sorted(_row_teachers(meta, rows, row))
         t_rows = [teachers[t[len("teacher-") :]] for t in ids if t[len("teacher-") :] in teachers]
         t_scores = [_mean_main(t, main) for t in t_rows]
         t_clean = [v for v in t_scores if v is not None]
