@@ -22,7 +22,7 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from structkd.cli import main
-from structkd.models.checkpoint import sha256
+from structkd.io import sha256
 from structkd.models.manifest import MANIFEST, ManifestWarning, manifest_bytes
 from structkd.train.fingerprint import FingerprintWarning
 

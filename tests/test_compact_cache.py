@@ -18,8 +18,9 @@ import torch
 
 from structkd import kd
 from structkd.config import DistillConfig
+from structkd.io import atomic_write_bytes, atomic_write_json, sha256
 from structkd.kd.stored import ChainPotentials, IndependentUnary, stored_form, tempered_projection
-from structkd.models.checkpoint import atomic_write, atomic_write_json, sha256, tensors_to_bytes
+from structkd.models.checkpoint import tensors_to_bytes
 from structkd.structures.linear_chain import LinearChainCRF
 from structkd.structures.semi_markov import SemiMarkovCRF
 from structkd.structures.token_softmax import TokenSoftmax
@@ -205,7 +206,7 @@ def test_a_format_1_cache_is_stale_and_rebuilt(tmp_path: Path) -> None:
         tensors[f"c{c}.shapes"] = torch.tensor([list(r[c].shape) for r in rows])
     data = tensors_to_bytes(tensors, {"key": old_key, "sentences": str(len(rows))})
     path = tmp_path / f"marginals-{slot_id}.safetensors"
-    atomic_write(path, data)
+    atomic_write_bytes(path, data)
     meta = {"key": old_key, "sha256": sha256(data), "sentences": len(rows)}
     atomic_write_json(path.with_suffix(".json"), meta)
     with pytest.warns(CacheWarning, match="stale .* format 1, this version reads 2"):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from structkd.data.files import host_name
+from structkd.io.files import host_name
 from structkd.train.lock import LOCK_NAME, RunLock, RunLockedError
 
 ROOT = Path(__file__).parent.parent

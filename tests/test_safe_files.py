@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from structkd.cli import main
-from structkd.data import files
-from structkd.data.files import (
+from structkd.io import files
+from structkd.io.files import (
     atomic_write_bytes,
     clean_stale_temporaries,
     host_name,

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from structkd.config import ConfigError, KDMethod, RunConfig, load_config
 from structkd.data.errors import DataError
 from structkd.devices import check_device
+from structkd.io import text_output
 from structkd.models.checkpoint import CheckpointError
 from structkd.models.heads import DECODINGS, CRFHead, MaxEntHead
 
@@ -311,7 +312,6 @@ def _run(args: argparse.Namespace) -> int:
         _set_decoding(predictor, args.decode)
         print(json.dumps(predictor.evaluate(args.data, args.format, args.include_punct), indent=1))
     elif args.command == "predict":
-        from structkd.data.textio import atomic_text_output
         from structkd.predictor import load
 
         # a model directory or an export directory
@@ -320,7 +320,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.output in (None, "-"):
             predictor.predict_file(args.input, args.format, sys.stdout)
         else:  # atomic for a regular file; devices, pipes and /dev/stdout are streamed to
-            with atomic_text_output(args.output) as handle:
+            with text_output(args.output) as handle:
                 predictor.predict_file(args.input, args.format, handle)
     elif args.command == "export":
         from structkd.export import export_model

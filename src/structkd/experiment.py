@@ -78,7 +78,7 @@ from structkd.grid_runs import (
     main_score,
     test_file,
 )
-from structkd.models.checkpoint import atomic_write, atomic_write_json
+from structkd.io import atomic_write_bytes, atomic_write_json
 
 __all__ = ["Run", "load_experiment", "parameter_count", "plan_runs", "portable", "run_experiment"]
 
@@ -149,7 +149,7 @@ def _slice(source: Path, skip: int, first: int | None, target: Path) -> None:
     else:
         lines = [line for line in text.splitlines() if line.strip()]
         body = "\n".join(lines[skip : None if first is None else skip + first]) + "\n"
-    atomic_write(target, body.encode("utf-8"))  # concurrent experiments may slice it too
+    atomic_write_bytes(target, body.encode("utf-8"))  # concurrent experiments may slice it too
 
 
 def _data_path(item: Any, root: Path, slices: Path) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from structkd.config import ConfigError, load_config
-from structkd.models.checkpoint import atomic_write_json
+from structkd.io import atomic_write_json
 
 __all__ = [
     "Run",

@@ -20,7 +20,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from structkd.models.checkpoint import atomic_write_json
+from structkd.io import atomic_write_json
 
 __all__ = ["load_results", "render_experiment", "write_report"]
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from structkd.io import atomic_write_bytes
 from structkd.metrics.attachment import AttachmentScore
 from structkd.metrics.span_f1 import SpanF1
 
@@ -218,10 +219,8 @@ def sentence_counts(
 
 def write_counts(record: dict[str, Any], path: str | Path) -> None:
     """Writes a :func:`sentence_counts` record compactly (one line), atomically."""
-    from structkd.models.checkpoint import atomic_write
-
     text = json.dumps(record, separators=(",", ":")) + "\n"
-    atomic_write(Path(path), text.encode("utf-8"))
+    atomic_write_bytes(Path(path), text.encode("utf-8"))
 
 
 def read_counts(path: str | Path) -> tuple[dict[str, Any], np.ndarray]:

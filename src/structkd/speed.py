@@ -21,7 +21,8 @@ import torch
 
 from structkd.config import ConfigError
 from structkd.experiment import load_experiment, machine, parameter_count
-from structkd.models.checkpoint import atomic_write_json, load_model
+from structkd.io import atomic_write_json
+from structkd.models.checkpoint import load_model
 from structkd.tasks import get_task
 
 __all__ = ["measure_speed", "run_speed"]

@@ -22,8 +22,9 @@ from typing import TextIO
 
 from structkd.data.errors import DataError
 from structkd.data.tags import parse_tag
-from structkd.data.textio import PathLike, atomic_text_output, iter_lines, resolve_encoding
+from structkd.data.textio import PathLike, iter_lines, resolve_encoding
 from structkd.data.tokenize import tokenize
+from structkd.io import text_output
 
 FORMATS: tuple[str, ...] = ("auto", "conll", "wikiann", "text", "raw", "conllu")
 """Values of the ``fmt`` argument of :func:`iter_sentences` / :func:`read_ner`."""
@@ -498,6 +499,6 @@ def write_conll(
             is malformed.
     """
     if isinstance(path_or_file, (str, os.PathLike)):
-        with atomic_text_output(path_or_file) as out:
+        with text_output(path_or_file) as out:
             return _write_rows(out, sentences, predictions)
     return _write_rows(path_or_file, sentences, predictions)

@@ -1,15 +1,16 @@
-"""Line-level file I/O shared by the readers and writers: encodings, line numbers, atomic writes."""
+"""Line-level reading shared by the readers: encodings, byte-order marks, line numbers.
+
+Writing goes through :func:`structkd.io.text_output` (atomic for regular files).
+"""
 
 from __future__ import annotations
 
 import codecs
 import os
-from collections.abc import Generator, Iterator
-from contextlib import contextmanager
-from typing import BinaryIO, TextIO
+from collections.abc import Generator
+from typing import BinaryIO
 
 from structkd.data.errors import DataError
-from structkd.data.files import text_output
 
 PathLike = str | os.PathLike[str]
 
@@ -98,16 +99,3 @@ def iter_lines(
                 raise DataError(path, f"not valid {encoding}: {e.reason}", number) from e
             yield number, text.rstrip("\r\n")
 
-
-@contextmanager
-def atomic_text_output(path: PathLike) -> Iterator[TextIO]:
-    """A UTF-8 text file that appears at ``path`` only if the ``with`` block succeeds.
-
-    Writes to a temporary file in the same directory and renames it over ``path`` with
-    ``os.replace`` (atomic on POSIX), so a reader never sees a half-written file and a failure
-    leaves any previous file untouched. Symbolic links are written through; devices, pipes and
-    ``/dev/stdout`` are written directly, and ``-`` is standard output
-    (:func:`structkd.data.files.text_output`).
-    """
-    with text_output(path) as handle:
-        yield handle

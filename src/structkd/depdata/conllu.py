@@ -23,13 +23,13 @@ from __future__ import annotations
 import codecs
 import os
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from structkd.data.errors import DataError
-from structkd.data.files import text_output
 from structkd.depdata.trees import find_cycles
+from structkd.io import text_output
 
 
 def _error(path: str | os.PathLike[str], line: int | None, message: str) -> DataError:
@@ -409,10 +409,5 @@ def write_conllu(
             chunks.append(format_conllu(sentence, pred_heads[k], rels))
         except ValueError as error:
             raise ValueError(f"sentence {k}: {error}") from None
-    _atomic_write(str(path), chunks)
-
-
-def _atomic_write(path: str, chunks: Iterable[str]) -> None:
-    """Readers never see a half-written file: write beside it, then rename over it."""
-    with text_output(path) as handle:
+    with text_output(path) as handle:  # readers never see a half-written file
         handle.writelines(chunks)

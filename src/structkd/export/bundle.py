@@ -31,11 +31,10 @@ import torch
 from torch import Tensor, nn
 
 from structkd.data.errors import DataError
-from structkd.data.files import temporary_directory
 from structkd.export.graph import ExportError, ExportGraph, decoder_of
+from structkd.io import atomic_write_json, temporary_directory
 from structkd.models.base import Model
 from structkd.models.checkpoint import (
-    atomic_write_json,
     load_model,
     read_model_config,
     tensors_to_bytes,

@@ -11,7 +11,6 @@ catch a half-replaced set. Weights holding NaN or infinite values are refused to
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
 from structkd.config import ConfigError, ModelConfig, from_dict, to_dict
-from structkd.data.files import atomic_write_bytes, temporary_directory
+from structkd.io import atomic_write_bytes, atomic_write_json, sha256, temporary_directory
 from structkd.models.base import Model
 from structkd.models.manifest import MANIFEST, ManifestError, manifest_bytes, verify_manifest
 
@@ -37,25 +36,11 @@ class CheckpointError(ValueError):
     """A model directory that is missing, incomplete or inconsistent."""
 
 
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` via a temporary file in the same directory and ``os.replace``
-    (:func:`structkd.data.files.atomic_write_bytes`; OSErrors name ``path``)."""
-    atomic_write_bytes(path, data)
-
-
-def atomic_write_json(path: str | Path, data: Any) -> None:
-    atomic_write(path, (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
 def tensors_to_bytes(tensors: dict[str, Tensor], metadata: dict[str, str] | None = None) -> bytes:
     """Safetensors bytes of CPU, contiguous copies (safetensors refuses shared storage)."""
     return save_safetensors(
         {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, metadata
     )
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def save_model(model: Model, directory: str | Path, manifest: bool = True) -> str:
@@ -80,7 +65,7 @@ def save_model(model: Model, directory: str | Path, manifest: bool = True) -> st
         os.replace(tmp, directory / "transformer")
     weights = tensors_to_bytes(model.state_dict())
     digest = sha256(weights)
-    atomic_write(directory / "model.safetensors", weights)
+    atomic_write_bytes(directory / "model.safetensors", weights)
     atomic_write_json(
         directory / "config.json",
         {
@@ -93,7 +78,7 @@ def save_model(model: Model, directory: str | Path, manifest: bool = True) -> st
         },
     )
     if manifest:
-        atomic_write(directory / MANIFEST, manifest_bytes(directory))
+        atomic_write_bytes(directory / MANIFEST, manifest_bytes(directory))
     return digest
 
 

@@ -13,10 +13,11 @@ SHA-256 in ``config.json`` is checked there), so existing models keep working.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
+
+from structkd.io import file_sha256
 
 MANIFEST = "manifest.json"
 FORMAT = "structkd-manifest"
@@ -28,15 +29,6 @@ class ManifestError(ValueError):
 
 class ManifestWarning(UserWarning):
     """A model directory or checkpoint has no manifest (saved by an older structkd)."""
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks (memory O(1) in the file size)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def listed_files(directory: Path) -> list[str]:

@@ -34,7 +34,8 @@ from safetensors.torch import load as load_safetensors
 from torch import Tensor
 
 from structkd.data.errors import DataError
-from structkd.models.checkpoint import atomic_write, atomic_write_json, sha256, tensors_to_bytes
+from structkd.io import atomic_write_bytes, atomic_write_json, sha256
+from structkd.models.checkpoint import tensors_to_bytes
 
 FORMAT = "structkd-marginals"
 VERSION = 1
@@ -100,7 +101,7 @@ def write_marginals(
     check_marginals(marginals)
     tensors = {f"{i}.{part}": t.float() for i, row in enumerate(rows) for part, t in row.items()}
     data = tensors_to_bytes(tensors)
-    atomic_write(data_path, data)
+    atomic_write_bytes(data_path, data)
     atomic_write_json(
         index,
         {

@@ -35,9 +35,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from structkd.models.checkpoint import atomic_write, atomic_write_json, sha256
+from structkd.io import atomic_write_bytes, atomic_write_json, file_sha256, sha256
 from structkd.train import ddp
-from structkd.train.cache_files import CachedRows, Marginals, Part, file_sha256, serialize
+from structkd.train.cache_files import CachedRows, Marginals, Part, serialize
 
 FORMAT = 2
 """The cache layout's version; a cache of another (format 1: one file read whole, no
@@ -301,7 +301,7 @@ def cached_marginals(
 
 
 def _write(path: Path, data: bytes, key: str, sentences: int, **extra: Any) -> None:
-    atomic_write(path, data)
+    atomic_write_bytes(path, data)
     meta = {"format": FORMAT, "key": key, "sha256": sha256(data), "sentences": sentences}
     atomic_write_json(path.with_suffix(".json"), {**meta, **extra})
 
@@ -318,7 +318,7 @@ def _fill_single(
         _write(path, serialize([part[i] for i in range(count)], key, range(count)), key, count)
         return
     rank_file = path.with_name(f"{path.stem}.rank{rank}.safetensors")
-    atomic_write(rank_file, serialize(list(part.values()), key, list(part)))
+    atomic_write_bytes(rank_file, serialize(list(part.values()), key, list(part)))
     ddp.barrier()
     if rank == 0:
         merged: dict[int, Marginals] = {}

@@ -14,7 +14,6 @@ every page a training epoch touches in the process's resident set.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import struct
 from collections import OrderedDict
@@ -48,15 +47,6 @@ def serialize(rows: Sequence[Marginals], key: str, index: Sequence[int]) -> byte
         tensors[f"c{c}.data"] = torch.cat([r[c].flatten() for r in rows])
         tensors[f"c{c}.shapes"] = torch.tensor([list(r[c].shape) for r in rows], dtype=torch.long)
     return tensors_to_bytes(tensors, {"key": key, "sentences": str(len(rows))})
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file, read in 1 MiB chunks (never whole)."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_exact(handle: BinaryIO, offset: int, size: int) -> bytearray:

@@ -17,7 +17,7 @@ from typing import Any
 from structkd.config import ConfigError, RunConfig, to_dict
 from structkd.data.resources import resolve_path
 from structkd.data.unlabeled import corpus_files
-from structkd.models.manifest import file_sha256
+from structkd.io import file_sha256
 
 # Keys that may change between an interrupted run and its resumption.
 FREE_KEYS = ("out", "train.max_epochs", "train.progress", "train.device", "distill.cache_dir")

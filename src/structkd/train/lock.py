@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from types import TracebackType
 
-from structkd.data.files import host_name, named_error, process_alive
+from structkd.io.files import host_name, named_error, process_alive
 
 LOCK_NAME = ".structkd.lock"
 

@@ -16,8 +16,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from structkd.config import RunConfig, TrainConfig
+from structkd.io import atomic_write_bytes, atomic_write_json
 from structkd.models.base import Model
-from structkd.models.checkpoint import atomic_write, atomic_write_json, load_model, save_model
+from structkd.models.checkpoint import load_model, save_model
 from structkd.tasks import Task, get_task
 from structkd.train import ddp
 from structkd.train.batching import bucket_batches
@@ -157,7 +158,7 @@ def epoch_line(record: dict[str, Any], max_epochs: int, task: Task) -> str:
 
 def _write_log(out: Path, history: list[dict[str, Any]]) -> None:
     lines = "".join(json.dumps(record) + "\n" for record in history)
-    atomic_write(out / "train_log.jsonl", lines.encode("utf-8"))
+    atomic_write_bytes(out / "train_log.jsonl", lines.encode("utf-8"))
 
 
 def _final_metrics(

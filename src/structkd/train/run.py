@@ -16,10 +16,10 @@ from typing import Any
 import torch
 
 from structkd.config import ConfigError, RunConfig, check_ranges
-from structkd.data.files import clean_stale_temporaries
 from structkd.data.resources import resolve_path
 from structkd.data.unlabeled import corpus_files, filter_sentences
 from structkd.devices import check_device
+from structkd.io import clean_stale_temporaries
 from structkd.models.base import Model
 from structkd.models.hf_teacher import load_teacher
 from structkd.models.marginal_file import MarginalFile, check_corpus, read_marginals

@@ -26,12 +26,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load as load_safetensors
 from torch import Tensor
 
-from structkd.data.files import temporary_directory
+from structkd.io import atomic_write_bytes, atomic_write_json, temporary_directory
 from structkd.models.base import Model
 from structkd.models.checkpoint import (
     CheckpointError,
-    atomic_write,
-    atomic_write_json,
     load_model,
     save_model,
     tensors_to_bytes,
@@ -136,7 +134,8 @@ def save_checkpoint(
     tmp = temporary_directory(directory / name)
     save_model(model, tmp, manifest=False)
     tensors, meta = _optimizer_parts(optimizer)
-    atomic_write(tmp / "optimizer.safetensors", tensors_to_bytes({**tensors, **_rng_tensors()}))
+    optimizer_bytes = tensors_to_bytes({**tensors, **_rng_tensors()})
+    atomic_write_bytes(tmp / "optimizer.safetensors", optimizer_bytes)
     python_rng = random.getstate()
     atomic_write_json(
         tmp / "state.json",
@@ -146,11 +145,11 @@ def save_checkpoint(
             "python_rng": [python_rng[0], list(python_rng[1]), python_rng[2]],
         },
     )
-    atomic_write(tmp / MANIFEST, manifest_bytes(tmp))  # last: it covers every file above
+    atomic_write_bytes(tmp / MANIFEST, manifest_bytes(tmp))  # last: it covers every file above
     final = directory / name
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
-    atomic_write(directory / "LAST", name.encode())
+    atomic_write_bytes(directory / "LAST", name.encode())
     # older checkpoints, and half-written ones (".epoch-*") left by a process killed mid-write
     for old in [*directory.glob("epoch-*"), *directory.glob(".epoch-*")]:
         if old.name != name:

@@ -14,6 +14,7 @@ the target path (a failed ``write`` on a descriptor names none).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -23,7 +24,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 PathLike = str | os.PathLike[str]
 
@@ -122,6 +123,16 @@ def atomic_write_bytes(path: PathLike, data: bytes) -> None:
         if isinstance(error, OSError):
             raise named_error(error, path) from error
         raise
+
+
+def atomic_write_json(path: PathLike, data: Any) -> None:
+    """Writes ``data`` as indented UTF-8 JSON, one trailing newline, via :func:`atomic_write_bytes`.
+
+    Raises:
+        OSError: naming ``path``.
+    """
+    text = json.dumps(data, indent=1, ensure_ascii=False) + "\n"
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def output_target(path: PathLike) -> tuple[Path, bool]:
