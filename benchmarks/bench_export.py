@@ -29,8 +29,8 @@ import torch
 from structkd.config import DataConfig, HeadConfig, ModelConfig, RunConfig, TrainConfig
 from structkd.data.conll import read_ner
 from structkd.data.resources import resolve_path
-from structkd.demo import DATA, STUDENT
 from structkd.export import ExportedModel, export_model
+from structkd.lab.demo import DATA, STUDENT
 from structkd.metrics.span_f1 import SpanF1
 from structkd.models.checkpoint import load_model
 from structkd.tasks import get_task

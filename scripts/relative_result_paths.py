@@ -16,7 +16,7 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from structkd.experiment import portable
+from structkd.lab.experiment import portable
 
 
 def _rename(value: Any, roots: list[tuple[Path, str]], key: str = "") -> Any:

@@ -15,7 +15,7 @@ import torch
 
 from structkd.cli import main
 from structkd.config import RANGES, ConfigError, RunConfig, load_config
-from structkd.experiment import load_experiment
+from structkd.lab.experiment import load_experiment
 from structkd.train.run import run
 
 ROOT = Path(__file__).parent.parent

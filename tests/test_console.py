@@ -14,8 +14,8 @@ import pytest
 
 from structkd.config import DataConfig
 from structkd.data.conll import read_conll
-from structkd.demo import run_demo
-from structkd.experiment import parameter_count
+from structkd.lab.demo import run_demo
+from structkd.lab.experiment import parameter_count
 
 ROOT = Path(__file__).parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "pipeline"

@@ -11,9 +11,9 @@ import torch
 import yaml
 
 from structkd.config import ConfigError
-from structkd.experiment import load_experiment, parameter_count, portable, run_experiment
-from structkd.report import load_results, render_experiment, write_report
-from structkd.speed import run_speed
+from structkd.lab.experiment import load_experiment, parameter_count, portable, run_experiment
+from structkd.lab.report import load_results, render_experiment, write_report
+from structkd.lab.speed import run_speed
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pipeline"
 ROOT = Path(__file__).parents[1]
@@ -308,7 +308,10 @@ def test_report_renders_the_expected_table(tmp_path: Path) -> None:
         "spec": {
             "teachers": {"crf": {}},
             "students": {
-                "case2a": {"seeds": [1, 2], "methods": {"none": 0, "token": 0, "structural": 0}}
+                "case2a": {
+                    "seeds": [1, 2],
+                    "methods": {"none": "none", "token": "token", "structural": "structural"},
+                }
             },
         },
     }

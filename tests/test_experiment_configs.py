@@ -7,14 +7,15 @@ from pathlib import Path
 import pytest
 
 from structkd.config import load_config
-from structkd.experiment import load_experiment, plan_runs, run_experiment
+from structkd.lab.experiment import load_experiment, plan_runs, run_experiment
+from structkd.lab.spec import ExperimentSpec
 
 ROOT = Path(__file__).parents[1]
 GRIDS = ["conll03-full", "wikiann-de-full", "conll03-size"]
 KD = ["token", "posterior", "topk", "topwk", "substructure", "structural", "structural-T2"]
 
 
-def _plan(name: str) -> tuple[dict, list]:
+def _plan(name: str) -> tuple[ExperimentSpec, list]:
     spec = load_experiment(ROOT / f"configs/experiments/{name}.yaml")
     root = Path("DATA")
     return spec, plan_runs(spec, root, Path("WORK/data"), Path("WORK"), Path("RUNS"))
@@ -25,9 +26,10 @@ def test_every_run_has_a_valid_run_config_and_relative_paths(name: str) -> None:
     spec, runs = _plan(name)
     text = (ROOT / f"configs/experiments/{name}.yaml").read_text()
     assert "/work/" not in text and "\n/" not in text
-    for t in spec["teachers"].values():  # trained elsewhere, named under runs_dir
-        assert not Path(t["model"]).is_absolute()
-    assert not Path(spec["runs_dir"]).is_absolute() and not Path(spec["data_root"]).is_absolute()
+    for t in spec.teachers.values():  # trained elsewhere, named under runs_dir
+        assert t.model is not None and not Path(t.model).is_absolute()
+    assert "runs_dir" in spec.raw
+    assert not Path(spec.runs_dir).is_absolute() and not Path(spec.data_root).is_absolute()
     for run in runs:
         sets = [b for a, b in zip(run.args, run.args[1:]) if a == "--set"]
         config = load_config(ROOT / run.args[1], sets)  # unknown keys or bad values raise
@@ -45,7 +47,7 @@ def test_every_run_has_a_valid_run_config_and_relative_paths(name: str) -> None:
 @pytest.mark.parametrize("name", ["conll03-full", "wikiann-de-full"])
 def test_full_grids_cover_cases_and_methods(name: str) -> None:
     spec, runs = _plan(name)
-    methods = {g: {r.method for r in runs if r.group == g} for g in spec["students"]}
+    methods = {g: {r.method for r in runs if r.group == g} for g in spec.students}
     expected = {
         "case1a": {"none", *KD},
         "case2a": {"none", *KD},
@@ -63,9 +65,9 @@ def test_full_grids_cover_cases_and_methods(name: str) -> None:
     family = "glove" if name == "conll03-full" else "use"
     teachers = {"case1a": "crf", "case2a": "crf", "case3": "maxent", "case4": "span"}
     for case, head in teachers.items():  # trained from configs/ner/teacher-FAMILY-HEAD.yaml
-        teacher = spec["students"][case]["teacher"]
+        (teacher,) = spec.students[case].teachers
         assert teacher == f"{family}-{head}"
-        assert spec["teachers"][teacher]["model"] == f"{name}/teacher-{teacher}/model"
+        assert spec.teachers[teacher].model == f"{name}/teacher-{teacher}/model"
         assert (ROOT / f"configs/ner/teacher-{teacher}.yaml").exists()
     for run in runs:
         sets = [b for a, b in zip(run.args, run.args[1:]) if a == "--set"]
@@ -82,7 +84,7 @@ def test_full_grids_cover_cases_and_methods(name: str) -> None:
             assert "--unlabeled" in run.args
             temperature = 2.0 if run.method == "structural-T2" else 1.0
             assert config.distill.temperature == temperature
-    data = spec["students"]["case1a"]["data"]
+    data = spec.raw["students"]["case1a"]["data"]
     corpus = "conll2003-en" if name == "conll03-full" else "wikiann-de"
     assert data["train"] == [f"ner/{corpus}/train.{'txt' if 'conll' in name else 'tsv'}"]
     assert data["unlabeled"] == [f"unlabeled/{'en' if 'conll' in name else 'de'}.txt"]
@@ -90,7 +92,7 @@ def test_full_grids_cover_cases_and_methods(name: str) -> None:
 
 def test_size_sweep_goes_from_a_linear_head_to_two_bilstm_layers() -> None:
     spec, runs = _plan("conll03-size")
-    assert spec["report"] == "pareto"
+    assert spec.report == "pareto"
     sizes = {}
     for run in runs:
         sets = [b for a, b in zip(run.args, run.args[1:]) if a == "--set"]

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from structkd.data.conll import Sentence
-from structkd.metrics.span_f1 import SpanF1
-from structkd.significance import (
+from structkd.lab.significance import (
     corpus_score,
     exact_randomization,
     main,
@@ -20,6 +19,7 @@ from structkd.significance import (
     sentence_counts,
     write_counts,
 )
+from structkd.metrics.span_f1 import SpanF1
 
 # Two sentences: A finds each sentence's one entity, B finds neither (it predicts one wrong).
 A = np.array([[1, 1, 1], [1, 1, 1]])

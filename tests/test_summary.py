@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from structkd.significance import paired_randomization
-from structkd.summary import pareto_points
+from structkd.lab.significance import paired_randomization
+from structkd.lab.summary import pareto_points
 
 KEYS = {
     "group",
@@ -132,7 +132,7 @@ def _experiment(root: Path) -> Path:
 
 
 def test_gap_closed_is_null_when_the_teacher_is_no_better_than_the_student(tmp_path: Path) -> None:
-    from structkd.report import write_report
+    from structkd.lab.report import write_report
 
     exp = _experiment(tmp_path / "results")
     metrics = {"dev": {"f1": 46.0}, "test": {"f1": 45.0, "tokens_per_second": 1.0}}
@@ -146,7 +146,7 @@ def test_gap_closed_is_null_when_the_teacher_is_no_better_than_the_student(tmp_p
 
 
 def test_summary_rows_and_significance_table(tmp_path: Path) -> None:
-    from structkd.report import write_report
+    from structkd.lab.report import write_report
 
     exp = _experiment(tmp_path / "results")
     text = write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
@@ -200,8 +200,8 @@ def test_summary_rows_and_significance_table(tmp_path: Path) -> None:
 
 
 def test_unmatched_test_sentences_are_not_compared(tmp_path: Path) -> None:
-    from structkd.report import load_results
-    from structkd.summary import summary_rows
+    from structkd.lab.report import load_results
+    from structkd.lab.summary import summary_rows
 
     exp = _experiment(tmp_path / "results")
     path = exp / "case2a-structural-s2/test_counts.json"
@@ -252,7 +252,7 @@ def _sweep(root: Path) -> Path:
 
 
 def test_pareto_points_and_plot(tmp_path: Path) -> None:
-    from structkd.report import write_report
+    from structkd.lab.report import write_report
 
     exp = _sweep(tmp_path / "results")
     write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
@@ -279,7 +279,7 @@ def test_a_case_without_a_student_wo_kd_is_tested_against_its_teacher(tmp_path: 
     (each student seed paired with the teacher's one run)."""
     import numpy as np
 
-    from structkd.report import write_report
+    from structkd.lab.report import write_report
 
     exp = tmp_path / "results" / "zs"
     exp.mkdir(parents=True)
@@ -323,7 +323,7 @@ def test_a_method_with_its_own_teacher_is_measured_against_that_teacher(tmp_path
     """A case whose rows distil from different teachers (a method naming its own, as in
     conll03-full's ``structural-ft``): each row's teacher_test, gap_closed and p_vs_teacher come
     from the teacher its runs name, not from a mean over the case's teachers."""
-    from structkd.report import write_report
+    from structkd.lab.report import write_report
 
     exp = _experiment(tmp_path / "results")
     meta = json.loads((exp / "experiment.json").read_text())

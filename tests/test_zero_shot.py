@@ -13,7 +13,7 @@ import yaml
 from structkd.cli import main
 from structkd.config import ConfigError, ModelConfig
 from structkd.data.conll import Sentence
-from structkd.experiment import run_experiment
+from structkd.lab.experiment import run_experiment
 from structkd.models.checkpoint import load_model
 from structkd.tasks import get_task
 

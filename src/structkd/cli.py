@@ -340,7 +340,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(f"marginals written to {path}")
     elif args.command == "experiment":
-        from structkd.experiment import run_experiment
+        from structkd.lab.experiment import run_experiment
 
         if not os.path.isfile(args.spec):
             raise FileNotFoundError(f"no such experiment file: {args.spec}")
@@ -354,7 +354,7 @@ def _run(args: argparse.Namespace) -> int:
             args.runs_dir,
         )
     elif args.command == "speed":
-        from structkd.speed import run_speed
+        from structkd.lab.speed import run_speed
 
         if not os.path.isfile(args.spec):
             raise FileNotFoundError(f"no such experiment file: {args.spec}")
@@ -370,12 +370,12 @@ def _run(args: argparse.Namespace) -> int:
             runs_dir=args.runs_dir,
         )
     elif args.command == "report":
-        from structkd.report import write_report
+        from structkd.lab.report import write_report
 
         write_report(args.results, args.out, plots=not args.no_plots)
         print(f"report written to {args.out}")
     else:
-        from structkd.demo import run_demo
+        from structkd.lab.demo import run_demo
 
         run_demo(args.out, progress=not args.no_progress, max_epochs=args.max_epochs)
     return 0

@@ -42,6 +42,9 @@ class Task(ABC):
         kd_methods: the ``distill.method`` values it implements.
         log_metrics: dev metrics written to the training log each epoch (as ``dev_NAME``).
         report_metrics: metrics written to ``metrics.json`` per split.
+        score_metrics: the metrics of ``metrics.json`` a results table shows per split; the last
+            is the score that ranks runs (``structkd report``). ``metrics.json`` names no task:
+            the one whose ``score_metrics`` it reports is its task (see ``task_reporting``).
         max_words: the longest sentence ``predict`` and ``predict_file`` accept (prediction
             memory grows linearly with it for taggers, quadratically for parsers); a longer
             one is refused with an error naming it, never tried until memory runs out.
@@ -53,6 +56,7 @@ class Task(ABC):
     kd_methods: ClassVar[tuple[str, ...]]
     log_metrics: ClassVar[tuple[str, ...]]
     report_metrics: ClassVar[tuple[str, ...]]
+    score_metrics: ClassVar[tuple[str, ...]]
 
     # ---- data ---------------------------------------------------------------------------------
     def within_max_words(self, sentences: Iterable[Any], path: str) -> Iterator[Any]:

@@ -183,6 +183,7 @@ class DepTask(Task):
     kd_methods = ("structural", "token", "top1", "topk", "topwk", "substructure")
     log_metrics = ("uas", "las")
     report_metrics = ("uas", "las", "ucm", "lcm", "per_relation", "tokens", "sentences")
+    score_metrics = ("uas", "las")
 
     def read_labeled(self, path: str, fmt: str) -> list[DepSentence]:
         _check_format(fmt)

@@ -38,6 +38,7 @@ class NERTask(Task):
     kd_methods = ("structural", "token", "posterior", "topk", "topwk", "top1", "substructure")
     log_metrics = ("f1", "precision", "recall")
     report_metrics = ("f1", "precision", "recall", "per_type")
+    score_metrics = ("f1",)
 
     def _check_format(self, fmt: str) -> None:
         if fmt not in self.formats:

@@ -4,7 +4,7 @@ Trains a BiLSTM-CRF teacher with a char CNN, a small MaxEnt student without KD, 
 student with Structural KD (case 2a of Wang et al., ACL 2021: CRF teacher -> MaxEnt student) on the
 labeled sentences plus the bundled unlabeled ones, then prints test F1 and speed of the three.
 Speed is measured after all training, one model at a time, with a warm-up batch and the fastest of
-several passes (:func:`structkd.speed.measure_speed`), so that no model is timed while another
+several passes (:func:`structkd.lab.speed.measure_speed`), so that no model is timed while another
 trains or while its own test evaluation warms up. Sizes and epochs are set so that the whole demo
 takes a few minutes on two CPU cores.
 """
@@ -25,7 +25,7 @@ from structkd.config import (
     RunConfig,
     TrainConfig,
 )
-from structkd.speed import measure_speed
+from structkd.lab.speed import measure_speed
 from structkd.train.run import run
 
 DATA = DataConfig(

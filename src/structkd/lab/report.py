@@ -1,8 +1,9 @@
 """Markdown tables (and optional PNG plots) of experiment results: ``structkd report results/``.
 
 Reads ``RESULTS/NAME/experiment.json`` and ``RESULTS/NAME/RUN_ID/{metrics,run}.json`` as written
-by :mod:`structkd.experiment`. One table per experiment and student case (only the training-cost
-table for an experiment file with ``report: cost``): rows are the teacher,
+by :mod:`structkd.lab.experiment` (through :mod:`structkd.lab.results`). One table per
+experiment and student case (only the training-cost table for an experiment file with
+``report: cost``): rows are the teacher,
 the student without KD and each KD method (planned runs without results are marked *not run*);
 scores are mean ± sample standard deviation over seeds. A hand-written
 ``RESULTS/NAME/NOTES.md`` (what was cut, analysis) is copied under the experiment's tables, and
@@ -21,42 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from structkd.io import atomic_write_json
+from structkd.lab import results as recorded
+from structkd.lab.results import LABELS, load_results
+from structkd.lab.summary import case_tests, pareto_plot, significance_table, summary_rows
 
 __all__ = ["load_results", "render_experiment", "write_report"]
-
-_LABELS = {"none": "student w/o KD"}
-
-
-def load_results(directory: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """An experiment's ``experiment.json`` ({} if absent) and run id -> {"run", "metrics"}, plus
-    ``"counts"`` (record, ``[sentences, 3]`` array) where ``test_counts.json`` was recorded and
-    ``"also"`` (label -> {"data", "score"}) where ``also_evaluated.json`` was."""
-    directory = Path(directory)
-    meta_file = directory / "experiment.json"
-    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.exists() else {}
-    runs: dict[str, dict[str, Any]] = {}
-    for run_dir in sorted(p for p in directory.iterdir() if (p / "metrics.json").exists()):
-        runs[run_dir.name] = {
-            "run": json.loads((run_dir / "run.json").read_text(encoding="utf-8")),
-            "metrics": json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")),
-        }
-        if (run_dir / "test_counts.json").exists():  # per-sentence counts, for the tests
-            from structkd.significance import read_counts
-
-            runs[run_dir.name]["counts"] = read_counts(run_dir / "test_counts.json")
-        if (run_dir / "also_evaluated.json").exists():  # scores on the also_evaluate corpora
-            also = (run_dir / "also_evaluated.json").read_text(encoding="utf-8")
-            runs[run_dir.name]["also"] = json.loads(also)
-    return meta, runs
-
-
-def _scores(task_keys: tuple[str, ...], metrics: dict[str, Any]) -> dict[str, float]:
-    return {
-        f"{split}_{k}": float(metrics[split][k])
-        for split in ("dev", "test")
-        for k in task_keys
-        if split in metrics and k in metrics[split]
-    }
 
 
 def _mean_std(values: list[float]) -> str:
@@ -65,46 +35,6 @@ def _mean_std(values: list[float]) -> str:
     if len(values) == 1:
         return f"{values[0]:.2f}"
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
-
-
-def _rows(meta: dict[str, Any], runs: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (group, method) in planned order, with every seed's scores."""
-    planned = meta.get("runs") or list(runs)
-    order: list[tuple[str, str, str]] = []  # (role, group, method)
-    for run_id in planned:
-        run = runs.get(run_id, {}).get("run") or _parse_run_id(run_id, meta)
-        key = (run["role"], run["group"], run["method"])
-        if key not in order:
-            order.append(key)
-    rows = []
-    for role, group, method in order:
-        done = [
-            r
-            for r in runs.values()
-            if (r["run"]["role"], r["run"]["group"], r["run"]["method"]) == (role, group, method)
-        ]
-        rows.append({"role": role, "group": group, "method": method, "runs": done})
-    return rows
-
-
-def _parse_run_id(run_id: str, meta: dict[str, Any]) -> dict[str, Any]:
-    """Role, group and method of a planned run without results, from the experiment spec."""
-    spec = meta.get("spec", {})
-    if run_id.startswith("teacher-"):
-        return {"role": "teacher", "group": run_id[len("teacher-") :], "method": "teacher"}
-    for group, student in spec.get("students", {}).items():
-        for method in student.get("methods", {"none": "none"}):
-            for seed in student.get("seeds", [1]):
-                if run_id == f"{group}-{method}-s{seed}":
-                    return {"role": "student", "group": group, "method": method}
-    return {"role": "student", "group": "?", "method": run_id}
-
-
-def _task_keys(runs: dict[str, dict[str, Any]]) -> tuple[str, ...]:
-    for r in runs.values():
-        if "uas" in r["metrics"].get("test", r["metrics"].get("dev", {})):
-            return ("uas", "las")
-    return ("f1",)
 
 
 def render_experiment(
@@ -116,13 +46,12 @@ def render_experiment(
 ) -> str:
     """The Markdown section of one experiment: a table per student case (with its paired
     significance tests where runs recorded per-sentence test counts; ``tests`` as
-    :func:`structkd.summary.case_tests` returns them, computed here when None), the speed table
+    :func:`structkd.lab.summary.case_tests` returns them, computed here when None), the speed table
     (when ``speed.json`` was written by ``structkd speed``) and the training-cost table."""
-    keys = _task_keys(runs)
-    rows = _rows(meta, runs)
+    spec = recorded.recorded_spec(meta)
+    keys = recorded.score_metrics(runs)
+    rows = recorded.rows(meta, spec, runs)
     if tests is None:
-        from structkd.summary import case_tests
-
         tests = case_tests(meta, runs) if any("counts" in r for r in runs.values()) else {}
     # teachers trained outside the grid record no commit or thread count
     commits = sorted({r["run"]["commit"] for r in runs.values() if r["run"].get("commit")})
@@ -162,21 +91,23 @@ def render_experiment(
     ]
     teachers = {r["group"]: r for r in rows if r["role"] == "teacher"}
     cases = sorted({r["group"] for r in rows if r["role"] == "student"}, key=str)
-    if meta.get("spec", {}).get("report") == "cost":  # a timing grid: its scores mean nothing
+    if spec.report == "cost":  # a timing grid: its scores mean nothing
         return "\n".join([*lines, *_cost_table(rows)])
     main_key = f"test_{keys[-1]}"
     for case in cases:
         members = [r for r in rows if r["role"] == "student" and r["group"] == case]
-        teacher_ids = _case_teachers(meta, rows, case)
+        teacher_ids = recorded.case_teachers(spec, rows, case)
         teacher_rows = [
             teachers[t[len("teacher-") :]]
             for t in sorted(teacher_ids)
             if t[len("teacher-") :] in teachers
         ] or list(teachers.values())
-        t_speed = _mean([x["run"]["tokens_per_second"] for t in teacher_rows for x in t["runs"]])
-        t_score = _mean(
+        t_speed = recorded.mean(
+            [x["run"]["tokens_per_second"] for t in teacher_rows for x in t["runs"]]
+        )
+        t_score = recorded.mean(
             [
-                _scores(keys, x["metrics"]).get(main_key, 0.0)
+                recorded.scores(keys, x["metrics"]).get(main_key, 0.0)
                 for t in teacher_rows
                 for x in t["runs"]
             ]
@@ -187,16 +118,16 @@ def render_experiment(
             label = (
                 f"teacher ({row['group']})"
                 if row["role"] == "teacher"
-                else _LABELS.get(row["method"], row["method"])
+                else LABELS.get(row["method"], row["method"])
             )
             if not row["runs"]:
                 lines.append(
                     f"| {label} | " + " | ".join(["not run"] + [""] * (len(head) - 2)) + " |"
                 )
                 continue
-            scores = [_scores(keys, x["metrics"]) for x in row["runs"]]
-            speed = _mean([x["run"]["tokens_per_second"] for x in row["runs"]])
-            score = _mean([s.get(main_key, 0.0) for s in scores])
+            scores = [recorded.scores(keys, x["metrics"]) for x in row["runs"]]
+            speed = recorded.mean([x["run"]["tokens_per_second"] for x in row["runs"]])
+            score = recorded.mean([s.get(main_key, 0.0) for s in scores])
             cells = [_mean_std([s[c] for s in scores if c in s]) for c in _col_keys(keys)]
             cells += [
                 _mean_std([x["also"][a]["score"] for x in row["runs"] if a in x.get("also", {})])
@@ -219,8 +150,6 @@ def render_experiment(
             )
         lines.append("")
         if tests:
-            from structkd.summary import significance_table
-
             metric = cols[-1].split()[-1]
             lines += significance_table(meta, case, tests, metric)
     lines.append(
@@ -230,7 +159,7 @@ def render_experiment(
     )
     lines.append("")
     if extra:
-        given = meta.get("spec", {}).get("also_evaluate", {})
+        given = spec.also_evaluate
         named = ", ".join(f"{a}: `{given.get(a, '?')}`" for a in extra)
         lines += [f"Also scored on (students only; `also_evaluate`): {named}.", ""]
     if measured:
@@ -239,56 +168,24 @@ def render_experiment(
     return "\n".join(lines)
 
 
-def _case_teachers(meta: dict[str, Any], rows: list[dict[str, Any]], case: str) -> set[str]:
-    """Run ids of the teacher(s) student case ``case`` distils from: those its finished runs
-    name, and the one its experiment file names (known before any of its KD runs finished)."""
-    ids = {
-        teacher
-        for r in rows
-        if r["role"] == "student" and r["group"] == case
-        for x in r["runs"]
-        for teacher in x["run"].get("teachers") or [x["run"].get("teacher")]
-        if teacher
-    }
-    planned = meta.get("spec", {}).get("students", {}).get(case, {}).get("teacher")
-    for name in [planned] if isinstance(planned, str) else planned or []:
-        ids.add(f"teacher-{name}")
-    return ids
-
-
-def _row_teachers(
-    meta: dict[str, Any], rows: list[dict[str, Any]], row: dict[str, Any]
-) -> set[str]:
-    """Run ids of the teacher(s) one student row distils from: those its finished runs name (a
-    method may name its own teacher), else the case's planned teacher, else all of the case's."""
-    ids = {
-        teacher
-        for x in row["runs"]
-        for teacher in x["run"].get("teachers") or [x["run"].get("teacher")]
-        if teacher
-    }
-    if ids:
-        return ids
-    planned = meta.get("spec", {}).get("students", {}).get(row["group"], {}).get("teacher")
-    names = [planned] if isinstance(planned, str) else planned or []
-    return {f"teacher-{name}" for name in names} or _case_teachers(meta, rows, row["group"])
-
-
 def _speed_table(
     meta: dict[str, Any], runs: dict[str, dict[str, Any]], speed: dict[str, Any]
 ) -> list[str]:
     """Teachers and one student per case measured alone (``speed.json``), with each student's
     speed and score ratios against its teacher (w/o KD and with Structural KD)."""
-    keys = _task_keys(runs)
+    keys = recorded.score_metrics(runs)
     main_key = f"test_{keys[-1]}"
-    rows = _rows(meta, runs)
+    spec = recorded.recorded_spec(meta)
+    rows = recorded.rows(meta, spec, runs)
 
     def runs_of(role: str, group: str, method: str) -> list[dict[str, Any]]:
         key = (role, group, method)
         return [x for r in rows if (r["role"], r["group"], r["method"]) == key for x in r["runs"]]
 
     def score(role: str, group: str, method: str) -> float | None:
-        values = [_scores(keys, x["metrics"]).get(main_key) for x in runs_of(role, group, method)]
+        values = [
+            recorded.scores(keys, x["metrics"]).get(main_key) for x in runs_of(role, group, method)
+        ]
         clean = [v for v in values if v is not None]
         return statistics.mean(clean) if clean else None
 
@@ -321,9 +218,8 @@ def _speed_table(
     for run_id, m in models.items():
         if run_id.startswith("teacher-"):
             continue
-        record = runs.get(run_id, {}).get("run", {})
-        group = record.get("group", run_id.rsplit("-", 2)[0])
-        teacher = min(_case_teachers(meta, rows, group), default=None)
+        group = recorded.group_of(run_id, spec, runs)
+        teacher = min(recorded.case_teachers(spec, rows, group), default=None)
         t = models.get(teacher or "", {})
         t_score = score("teacher", (teacher or "")[len("teacher-") :], "teacher")
         plain, kd = score("student", group, "none"), score("student", group, "structural")
@@ -388,7 +284,7 @@ def _cost_table(rows: list[dict[str, Any]]) -> list[str]:
             per_step / base_step[group] if per_step is not None and group in base_step else None
         )
         lines.append(
-            f"| {group} | {_LABELS.get(method, method)} | {per_epoch:.1f} | {_fmt(ratio)} | "
+            f"| {group} | {LABELS.get(method, method)} | {per_epoch:.1f} | {_fmt(ratio)} | "
             f"{_fmt(per_step, 1)} | {_fmt(step_ratio)} | {epochs:.1f} | {n} |"
         )
     return [*lines, ""]
@@ -402,10 +298,6 @@ def _col_keys(keys: tuple[str, ...]) -> list[str]:
     return [f"{split}_{k}" for split in ("dev", "test") for k in keys]
 
 
-def _mean(values: list[float]) -> float:
-    return statistics.mean(values) if values else 0.0
-
-
 def _plots(
     name: str, meta: dict[str, Any], runs: dict[str, dict[str, Any]], folder: Path
 ) -> list[str]:
@@ -416,24 +308,25 @@ def _plots(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = _task_keys(runs)
+    keys = recorded.score_metrics(runs)
     main_key = f"test_{keys[-1]}"
     folder.mkdir(parents=True, exist_ok=True)
-    done = [r for r in _rows(meta, runs) if r["runs"]]
+    spec = recorded.recorded_spec(meta)
+    done = [r for r in recorded.rows(meta, spec, runs) if r["runs"]]
     pngs: list[str] = []
     for case in sorted({r["group"] for r in done if r["role"] == "student"}):
         students = [r for r in done if r["role"] == "student" and r["group"] == case]
-        used = _case_teachers(meta, done, case)  # as in its table
+        used = recorded.case_teachers(spec, done, case)  # as in its table
         rows = [
             r for r in done if r["role"] == "teacher" and f"teacher-{r['group']}" in used
         ] + students
         labels = [
             f"teacher ({r['group']})"
             if r["role"] == "teacher"
-            else _LABELS.get(r["method"], r["method"])
+            else LABELS.get(r["method"], r["method"])
             for r in rows
         ]
-        values = [[_scores(keys, x["metrics"])[main_key] for x in r["runs"]] for r in rows]
+        values = [[recorded.scores(keys, x["metrics"])[main_key] for x in r["runs"]] for r in rows]
         means = [statistics.mean(v) for v in values]
         errors = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
         colors = ["tab:gray" if r["role"] == "teacher" else "tab:blue" for r in rows]
@@ -449,7 +342,7 @@ def _plots(
         fig, ax = plt.subplots(figsize=(6, 4))
         for row, label in zip(rows, labels, strict=True):
             speeds = [x["run"]["tokens_per_second"] for x in row["runs"]]
-            scores = [_scores(keys, x["metrics"])[main_key] for x in row["runs"]]
+            scores = [recorded.scores(keys, x["metrics"])[main_key] for x in row["runs"]]
             marker = "s" if row["role"] == "teacher" else "o"
             ax.scatter(speeds, scores, label=label, marker=marker)
         ax.set_xlabel("test prediction speed (tokens/s, one point per run)")
@@ -469,7 +362,7 @@ def write_report(results: str | Path, out: str | Path, plots: bool = True) -> st
     Plots go to ``OUT_STEM/`` next to ``out`` (``docs/results/`` for ``docs/results.md``); an
     experiment file with ``report: pareto`` (a student size sweep) also gets
     ``NAME-pareto.png``, test score against alone-measured tokens/s with the teacher marked.
-    Each experiment's ``summary.json`` (:func:`structkd.summary.summary_rows`) is written next
+    Each experiment's ``summary.json`` (:func:`structkd.lab.summary.summary_rows`) is written next
     to its runs.
 
     Returns:
@@ -486,18 +379,17 @@ def write_report(results: str | Path, out: str | Path, plots: bool = True) -> st
             continue
         speed_file = directory / "speed.json"
         speed = json.loads(speed_file.read_text(encoding="utf-8")) if speed_file.exists() else None
-        from structkd.summary import case_tests, pareto_plot, summary_rows
-
         tests = case_tests(meta, runs) if any("counts" in r for r in runs.values()) else {}
         summary = summary_rows(meta, runs, speed, tests)
         atomic_write_json(directory / "summary.json", summary)
         sections.append(render_experiment(directory.name, meta, runs, speed, tests))
-        if plots and meta.get("spec", {}).get("report") != "cost":
+        report = recorded.recorded_spec(meta).report
+        if plots and report != "cost":
             try:
                 pngs = _plots(directory.name, meta, runs, out.parent / out.stem)
                 pareto = out.parent / out.stem / f"{directory.name}-pareto.png"
-                metric = _task_keys(runs)[-1]
-                if meta.get("spec", {}).get("report") == "pareto" and pareto_plot(
+                metric = recorded.score_metrics(runs)[-1]
+                if report == "pareto" and pareto_plot(
                     directory.name, summary, "F1" if metric == "f1" else metric.upper(), pareto
                 ):
                     pngs.append(str(pareto))

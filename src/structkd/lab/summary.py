@@ -1,7 +1,7 @@
 """Significance tests, ``summary.json`` rows and the size-sweep Pareto plot of an experiment.
 
-:mod:`structkd.report` calls these for each experiment directory. Every student case is
-compared over its test sentences with :func:`structkd.significance.paired_randomization`
+:mod:`structkd.lab.report` calls these for each experiment directory. Every student case is
+compared over its test sentences with :func:`structkd.lab.significance.paired_randomization`
 (10,000 samples, seed 0, on the seeds both rows have ``test_counts.json`` for): each KD method
 against the student without KD (``p_vs_none``), and each Structural KD row (any temperature)
 against the best other method of its case, by mean test score, the student without KD included
@@ -20,26 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from structkd.report import (
-    _LABELS,
-    _parse_run_id,
-    _row_teachers,
-    _rows,
-    _scores,
-    _task_keys,
-)
-from structkd.significance import paired_randomization
+from structkd.lab import results as recorded
+from structkd.lab.results import LABELS
+from structkd.lab.significance import paired_randomization
+from structkd.lab.spec import ExperimentSpec
 
 __all__ = ["SAMPLES", "case_tests", "pareto_plot", "pareto_points", "summary_rows"]
 
 SAMPLES = 10_000
-
-
-def _kind(meta: dict[str, Any], group: str, method: str) -> str:
-    """The KD method (``--method``) of a row's label, from the experiment spec."""
-    spec = meta.get("spec", {}).get("students", {}).get(group, {}).get("methods", {})
-    given = spec.get(method, method)
-    return given if isinstance(given, str) else given.get("method", "structural")
 
 
 def _by_seed(row: dict[str, Any]) -> dict[int, tuple[dict[str, Any], np.ndarray]]:
@@ -80,8 +68,8 @@ def _test_teacher(
     return diff, p, len(seeds)
 
 
-def _mean_main(row: dict[str, Any], key: str) -> float | None:
-    values = [_scores(("f1", "uas", "las"), x["metrics"]).get(key) for x in row["runs"]]
+def _mean_main(row: dict[str, Any], keys: tuple[str, ...], key: str) -> float | None:
+    values = [recorded.scores(keys, x["metrics"]).get(key) for x in row["runs"]]
     clean = [v for v in values if v is not None]
     return statistics.mean(clean) if clean else None
 
@@ -95,25 +83,31 @@ def case_tests(
     by mean test score among those with counts).
 
     ``runs`` values carry ``"counts"`` (record, ``[sentences, 3]`` array) as
-    :func:`structkd.report.load_results` reads them.
+    :func:`structkd.lab.results.load_results` reads them.
     """
-    key = f"test_{_task_keys(runs)[-1]}"
-    every = _rows(meta, runs)
+    spec = recorded.recorded_spec(meta)
+    keys = recorded.score_metrics(runs)
+    key = f"test_{keys[-1]}"
+    every = recorded.rows(meta, spec, runs)
     teachers = {r["group"]: r for r in every if r["role"] == "teacher" and _by_seed(r)}
     rows = [r for r in every if r["role"] == "student" and r["runs"]]
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for group in dict.fromkeys(r["group"] for r in rows):
         members = [r for r in rows if r["group"] == group and _by_seed(r)]
         none = next((r for r in members if r["method"] == "none"), None)
-        others = [r for r in members if _kind(meta, group, r["method"]) != "structural"]
-        best = max(others, key=lambda r: _mean_main(r, key) or -1.0, default=None)
+        others = [r for r in members if spec.kind(group, r["method"]) != "structural"]
+        best = max(others, key=lambda r: _mean_main(r, keys, key) or -1.0, default=None)
         for row in members:
             if row["method"] == "none":
                 continue
             # a row's own teacher(s): a method may name another teacher than its case's
-            names = [t.removeprefix("teacher-") for t in sorted(_row_teachers(meta, every, row))]
-            mine = [teachers[name] for name in names if name in teachers]
-            teacher = max(mine, key=lambda r: _mean_main(r, key) or -1.0, default=None)
+            ids = sorted(recorded.row_teachers(spec, every, row))
+            mine = [
+                teachers[t.removeprefix("teacher-")]
+                for t in ids
+                if t.removeprefix("teacher-") in teachers
+            ]
+            teacher = max(mine, key=lambda r: _mean_main(r, keys, key) or -1.0, default=None)
             result: dict[str, Any] = {
                 "vs_none": _test(row, none, samples) if none else (None, None, 0),
                 "best_other": None,
@@ -121,7 +115,7 @@ def case_tests(
                 "teacher": teacher["group"] if teacher else None,
                 "vs_teacher": _test_teacher(row, teacher, samples) if teacher else (None, None, 0),
             }
-            if _kind(meta, group, row["method"]) == "structural" and best is not None:
+            if spec.kind(group, row["method"]) == "structural" and best is not None:
                 result["best_other"] = best["method"]
                 result["vs_best_other"] = _test(row, best, samples)
             out[(group, row["method"])] = result
@@ -150,12 +144,12 @@ def significance_table(
     ]
     for method, t in rows:
         diff, p, n = t[base]
-        cells = [_LABELS.get(method, method), _num(diff, "+.2f"), _num(p, ".4f"), str(n)]
+        cells = [LABELS.get(method, method), _num(diff, "+.2f"), _num(p, ".4f"), str(n)]
         if t["best_other"] is None:
             cells += ["", "", "", ""]
         else:
             other, (diff2, p2, n2) = t["best_other"], t["vs_best_other"]
-            cells += [_LABELS.get(other, other), _num(diff2, "+.2f"), _num(p2, ".4f"), str(n2)]
+            cells += [LABELS.get(other, other), _num(diff2, "+.2f"), _num(p2, ".4f"), str(n2)]
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -170,12 +164,13 @@ def _speed_of(speed: dict[str, Any] | None, run_id: str | None) -> float | None:
     return None if value is None else float(value)
 
 
-def _group_speeds(meta: dict[str, Any], speed: dict[str, Any] | None) -> dict[str, float]:
+def _group_speeds(spec: ExperimentSpec, speed: dict[str, Any] | None) -> dict[str, float]:
     """Alone-measured tokens/s of each student case (one of its runs was measured)."""
+    plan = recorded.planned_runs(spec)
     found: dict[str, float] = {}
     for run_id, m in (speed or {}).get("models", {}).items():
-        if not run_id.startswith("teacher-"):
-            found.setdefault(_parse_run_id(run_id, meta)["group"], float(m["tokens_per_second"]))
+        if run_id in plan and plan[run_id].role == "student":
+            found.setdefault(plan[run_id].group, float(m["tokens_per_second"]))
     return found
 
 
@@ -193,15 +188,16 @@ def summary_rows(
     the teacher does not score above the student without KD (there is no gap to close, and
     the ratio of two negative differences would read as a gain). None where not measured or
     not applicable."""
-    keys = _task_keys(runs)
+    spec = recorded.recorded_spec(meta)
+    keys = recorded.score_metrics(runs)
     main, dev_key = f"test_{keys[-1]}", f"dev_{keys[-1]}"
     tests = case_tests(meta, runs) if tests is None else tests
-    rows = _rows(meta, runs)
-    speeds = _group_speeds(meta, speed)
+    rows = recorded.rows(meta, spec, runs)
+    speeds = _group_speeds(spec, speed)
     teachers = {r["group"]: r for r in rows if r["role"] == "teacher"}
     out = []
     for row in rows:
-        scores = [_scores(keys, x["metrics"]) for x in row["runs"]]
+        scores = [recorded.scores(keys, x["metrics"]) for x in row["runs"]]
         test = [s[main] for s in scores if main in s]
         dev = [s[dev_key] for s in scores if dev_key in s]
         entry: dict[str, Any] = {
@@ -220,13 +216,13 @@ def summary_rows(
             entry.update(p_vs_best_other=None, p_vs_none=None, p_vs_teacher=None, gap_closed=None)
             out.append(entry)
             continue
-        ids = sorted(_row_teachers(meta, rows, row))
+        ids = sorted(recorded.row_teachers(spec, rows, row))
         t_rows = [teachers[t[len("teacher-") :]] for t in ids if t[len("teacher-") :] in teachers]
-        t_scores = [_mean_main(t, main) for t in t_rows]
+        t_scores = [_mean_main(t, keys, main) for t in t_rows]
         t_clean = [v for v in t_scores if v is not None]
         teacher_test = statistics.mean(t_clean) if t_clean else None
         none = next((r for r in rows if r["group"] == row["group"] and r["method"] == "none"), None)
-        base = _mean_main(none, main) if none else None
+        base = _mean_main(none, keys, main) if none else None
         gap = None
         if row["method"] != "none" and None not in (teacher_test, base) and test:
             assert teacher_test is not None and base is not None
@@ -279,7 +275,7 @@ def pareto_plot(name: str, summary: list[dict[str, Any]], metric: str, path: Pat
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method, series in points["methods"].items():
         xs, ys, errs = [p[1] for p in series], [p[2] for p in series], [p[3] for p in series]
-        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=_LABELS.get(method, method))
+        ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=LABELS.get(method, method))
         for group, x, y, _ in series:
             ax.annotate(group, (x, y), textcoords="offset points", xytext=(4, -10), fontsize=7)
     for group, x, y in points["teachers"]:

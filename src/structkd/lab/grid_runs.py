@@ -1,4 +1,4 @@
-"""A grid's runs (``structkd.experiment``): the record of one run, and the scoring a finished
+"""A grid's runs (:mod:`structkd.lab.experiment`): the record of one run, and the scoring a finished
 run gets in subprocesses: per-sentence test counts for the paired significance tests, and its
 score on the experiment's ``also_evaluate`` corpora."""
 
@@ -15,6 +15,8 @@ from typing import Any
 
 from structkd.config import ConfigError, load_config
 from structkd.io import atomic_write_json
+from structkd.lab.spec import PlannedRun
+from structkd.tasks import task_reporting
 
 __all__ = [
     "Run",
@@ -27,38 +29,54 @@ __all__ = [
 ]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Run:
-    """One training run of the grid.
+    """One planned run of the grid with its command.
 
     Attributes:
-        run_id: directory name under ``results/NAME/`` and ``work_dir/NAME/``.
-        role: ``teacher`` or ``student``.
-        group: the teacher's or the student case's name in the experiment file.
-        method: the method label (``teacher`` for teachers).
-        seed: ``train.seed``.
+        planned: the run as the experiment file plans it (run id, group, method, seed, teachers).
         args: ``structkd`` arguments after ``python -m structkd`` (without ``--out``).
-        teacher: the run id of the (first) teacher (students that distil), else None.
         data: the data files the run reads, as given to the command.
-        teachers: the run ids of all its teachers (several: a student of averaged teachers).
     """
 
-    run_id: str
-    role: str
-    group: str
-    method: str
-    seed: int
+    planned: PlannedRun
     args: list[str]
-    teacher: str | None = None
     data: list[str] = field(default_factory=list)
-    teachers: list[str] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.planned.run_id
+
+    @property
+    def role(self) -> str:
+        return self.planned.role
+
+    @property
+    def group(self) -> str:
+        return self.planned.group
+
+    @property
+    def method(self) -> str:
+        return self.planned.method
+
+    @property
+    def seed(self) -> int | None:
+        return self.planned.seed
+
+    @property
+    def teacher(self) -> str | None:
+        return self.planned.teacher
+
+    @property
+    def teachers(self) -> list[str]:
+        return self.planned.teachers
 
 
 def env_for(threads: int) -> dict[str, str]:
     # torch sizes its intra-op thread pool from OMP_NUM_THREADS when it starts
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     # the runs import the same structkd as this process, whatever is installed in the venv
-    src = str(Path(__file__).resolve().parents[1])
+    src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH")) if p)
     return env
 
@@ -97,7 +115,7 @@ def count_test_sentences(
 
 def score_file(run: Run, model: Path, data: str, target: Path, threads: int) -> str | None:
     """Writes ``target``: the per-sentence counts and score of ``model`` on ``data``
-    (``structkd.significance``, read as ``run`` reads its data), in a subprocess with
+    (:mod:`structkd.lab.significance`, read as ``run`` reads its data), in a subprocess with
     ``threads`` threads. Returns None, or the error's last line."""
     sets = [b for a, b in zip(run.args, run.args[1:]) if a == "--set"]
     try:
@@ -105,7 +123,7 @@ def score_file(run: Run, model: Path, data: str, target: Path, threads: int) -> 
         fmt, punct = config.format, config.include_punct
     except (ConfigError, OSError):  # the run itself read it: keep the defaults if it moved
         fmt, punct = "auto", False
-    command = [sys.executable, "-m", "structkd.significance", str(model), data, str(target)]
+    command = [sys.executable, "-m", "structkd.lab.significance", str(model), data, str(target)]
     command += ["--format", fmt, *(["--include-punct"] if punct else [])]
     done = subprocess.run(command, env=env_for(threads), capture_output=True, text=True)
     return None if done.returncode == 0 else str(done.stderr.strip().splitlines()[-1:])
@@ -139,8 +157,8 @@ def also_evaluate(
 
 
 def main_score(metrics: dict[str, Any]) -> float | None:
+    """The test score that ``metrics.json`` gives the run (its task's selection score), None
+    when no registered task reports its test metrics."""
     test = metrics.get("test", {})
-    for key in ("f1", "las", "uas"):
-        if test.get(key) is not None:
-            return float(test[key])
-    return None
+    task = task_reporting(test)
+    return None if task is None else task.selection_score(test)

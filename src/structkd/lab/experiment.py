@@ -7,7 +7,7 @@ the git-ignored ``work_dir``; only ``metrics.json`` and ``run.json`` (command, c
 tokens/s, parameter count) are copied to ``results/NAME/RUN_ID/``, which stays small enough to
 commit, with ``test_counts.json``: each test sentence's counts (entities correct, predicted and
 gold; or correct heads, labeled heads and words), which the paired significance tests of
-:mod:`structkd.report` read (:mod:`structkd.significance`). A run whose
+:mod:`structkd.lab.report` read (:mod:`structkd.lab.significance`). A run whose
 ``results/NAME/RUN_ID/metrics.json`` exists is skipped, so an interrupted grid resumes where it
 stopped, across sessions (a half-trained run continues with ``--resume``); a finished run without
 ``test_counts.json`` whose model is still in ``work_dir`` gets its counts on the next call.
@@ -67,10 +67,12 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from math import prod
 from pathlib import Path
-from typing import Any
 
-from structkd.config import ConfigError, read_yaml
-from structkd.grid_runs import (
+import torch
+
+from structkd.config import ConfigError
+from structkd.io import atomic_write_bytes, atomic_write_json
+from structkd.lab.grid_runs import (
     Run,
     also_evaluate,
     count_test_sentences,
@@ -78,11 +80,17 @@ from structkd.grid_runs import (
     main_score,
     test_file,
 )
-from structkd.io import atomic_write_bytes, atomic_write_json
+from structkd.lab.spec import SPLITS, DataItem, ExperimentSpec, load_experiment
 
-__all__ = ["Run", "load_experiment", "parameter_count", "plan_runs", "portable", "run_experiment"]
-
-_SPLITS = ("train", "unlabeled", "dev", "test")
+__all__ = [
+    "Run",
+    "load_experiment",
+    "machine",
+    "parameter_count",
+    "plan_runs",
+    "portable",
+    "run_experiment",
+]
 
 
 def portable(token: str, roots: Sequence[tuple[Path, str]]) -> str:
@@ -105,36 +113,6 @@ def portable(token: str, roots: Sequence[tuple[Path, str]]) -> str:
     return token
 
 
-def load_experiment(path: str | Path) -> dict[str, Any]:
-    """Reads and checks an experiment file (see the module docstring).
-
-    Raises:
-        ConfigError: on a missing section, an unknown teacher or a malformed method.
-    """
-    spec = read_yaml(path) or {}
-    if not isinstance(spec, dict) or not spec.get("teachers") and not spec.get("students"):
-        raise ConfigError(f"{path}: an experiment needs 'teachers' and/or 'students'")
-    spec.setdefault("teachers", {})
-    spec.setdefault("students", {})
-    for name, student in spec["students"].items():
-        for label, method in student.get("methods", {"none": "none"}).items():
-            if not isinstance(method, (str, dict)):
-                raise ConfigError(f"{path}: student {name}: method {label}: expected str or map")
-            given = method.get("teacher") if isinstance(method, dict) else None
-            for teacher in _names(given or student.get("teacher")):
-                if teacher not in spec["teachers"]:
-                    raise ConfigError(f"{path}: student {name}: unknown teacher {teacher!r}")
-    extra = spec.get("also_evaluate", {})
-    if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
-        raise ConfigError(f"{path}: also_evaluate: expected a map of label -> data path")
-    return spec
-
-
-def _names(teacher: Any) -> list[str]:
-    """A student's ``teacher`` entry (a name, a list of names, or None) as a list."""
-    return [] if teacher is None else [teacher] if isinstance(teacher, str) else list(teacher)
-
-
 def _slice(source: Path, skip: int, first: int | None, target: Path) -> None:
     """Writes sentences ``skip .. skip+first`` of ``source`` to ``target``.
 
@@ -152,90 +130,74 @@ def _slice(source: Path, skip: int, first: int | None, target: Path) -> None:
     atomic_write_bytes(target, body.encode("utf-8"))  # concurrent experiments may slice it too
 
 
-def _data_path(item: Any, root: Path, slices: Path) -> str:
-    """A data file to pass on the command line; ``{path, skip, first}`` makes a slice once."""
+def _data_path(item: DataItem, root: Path, slices: Path) -> str:
+    """A data file to pass on the command line; a :class:`DataSlice` is written once."""
     if isinstance(item, str):
         return item if item.startswith("resource:") else str(root / item)
-    if not isinstance(item, dict) or "path" not in item:
-        raise ConfigError(f"data entry {item!r}: expected a path or {{path, skip, first}}")
-    source = root / item["path"]
-    skip, first = int(item.get("skip", 0)), item.get("first")
-    name = Path(item["path"])
-    target = (
-        slices
-        / name.parent
-        / f"{name.stem}.{skip}-{'end' if first is None else skip + first}{name.suffix}"
-    )
+    name = Path(item.path)
+    end = "end" if item.first is None else item.skip + item.first
+    target = slices / name.parent / f"{name.stem}.{item.skip}-{end}{name.suffix}"
     if not target.exists():
-        _slice(source, skip, None if first is None else int(first), target)
+        _slice(root / item.path, item.skip, item.first, target)
     return str(target)
 
 
-def _data_args(data: dict[str, Any], root: Path, slices: Path, keep: tuple[str, ...]) -> list[str]:
-    args: list[str] = []
-    for split in keep:
-        items = data.get(split)
-        for item in items if isinstance(items, list) else [] if items is None else [items]:
-            args += [f"--{split}", _data_path(item, root, slices)]
-    return args
+def _data_args(
+    data: dict[str, tuple[DataItem, ...]], root: Path, slices: Path, keep: tuple[str, ...]
+) -> list[str]:
+    return [
+        a
+        for split in keep
+        for item in data.get(split, ())
+        for a in (f"--{split}", _data_path(item, root, slices))
+    ]
+
+
+def _config(config: str | None, owner: str) -> str:
+    if config is None:
+        raise ConfigError(f"{owner}: no 'config' to train from")
+    return config
 
 
 def plan_runs(
-    spec: dict[str, Any], root: Path, slices: Path, work: Path, runs_dir: Path = Path(".")
+    spec: ExperimentSpec, root: Path, slices: Path, work: Path, runs_dir: Path = Path(".")
 ) -> list[Run]:
-    """Every run of the grid, teachers first, then students by case, method and seed.
+    """The commands of the grid's runs (:meth:`ExperimentSpec.plan`, less the teachers trained
+    elsewhere): teachers first, then students by case, seed and method.
 
     ``runs_dir`` is where the ``model`` directories of teachers trained elsewhere are found.
+
+    Raises:
+        ConfigError: for a run with no ``config``.
     """
     runs: list[Run] = []
-    for name, t in spec["teachers"].items():
-        if "model" in t:  # an already trained teacher (e.g. another experiment's): no run
+    for planned in spec.plan():
+        if planned.role == "teacher":
+            t = spec.teachers[planned.group]
+            if t.model is not None:  # an already trained teacher (e.g. another experiment's)
+                continue
+            data = _data_args(t.data, root, slices, ("train", "dev", "test"))
+            sets = [a for x in t.sets for a in ("--set", x)]
+            config = _config(t.config, f"teacher {t.name}")
+            args = ["train", config, *data, "--seed", str(planned.seed), *sets]
+            runs.append(Run(planned, args, data[1::2]))
             continue
-        seed = int(t.get("seed", 1))
-        data = _data_args(t.get("data", {}), root, slices, ("train", "dev", "test"))
-        sets = [a for s in t.get("set", []) for a in ("--set", s)]
-        args = ["train", t["config"], *data, "--seed", str(seed), *sets]
-        runs.append(
-            Run(f"teacher-{name}", "teacher", name, "teacher", seed, args, None, data[1::2])
-        )
-    for name, s in spec["students"].items():
-        grid: list[tuple[str, list[str], list[str]]] = []
-        for label, method in s.get("methods", {"none": "none"}).items():
-            kind = method if isinstance(method, str) else method.get("method", "structural")
-            extra = [] if isinstance(method, str) else list(method.get("set", []))
-            given = method.get("teacher") if isinstance(method, dict) else None
-            teachers = _names(given or s.get("teacher")) if kind != "none" else []
-            keep = _SPLITS if teachers else ("train", "dev", "test")
-            data = _data_args(s.get("data", {}), root, slices, keep)
-            sets = [a for x in [*s.get("set", []), *extra] for a in ("--set", x)]
-            if not teachers:
-                args = ["train", s["config"], *data, "--set", "data.unlabeled=[]", *sets]
-            else:
-                args = ["distill", s["config"], *data]
-                for teacher in teachers:
-                    model = spec["teachers"][teacher].get("model")
-                    where = runs_dir / model if model else work / f"teacher-{teacher}" / "model"
-                    args += ["--teacher", str(where)]
-                args += ["--method", kind, *sets]
-            grid.append((label, args, teachers))
-        for seed in s.get("seeds", [1]):  # seed-major: a cut-short grid has every method once
-            for label, args, teachers in grid:
-                run_id = f"{name}-{label}-s{seed}"
-                tids = [f"teacher-{t}" for t in teachers]
-                data = [a for flag, a in zip(args, args[1:]) if flag in {f"--{x}" for x in _SPLITS}]
-                runs.append(
-                    Run(
-                        run_id,
-                        "student",
-                        name,
-                        label,
-                        int(seed),
-                        [*args, "--seed", str(seed)],
-                        tids[0] if tids else None,
-                        data,
-                        tids,
-                    )
-                )
+        s = spec.students[planned.group]
+        method = s.methods[planned.method]
+        keep = SPLITS if method.teachers else ("train", "dev", "test")
+        data = _data_args(s.data, root, slices, keep)
+        sets = [a for x in [*s.sets, *method.sets] for a in ("--set", x)]
+        config = _config(s.config, f"student {s.name}")
+        if not method.teachers:
+            args = ["train", config, *data, "--set", "data.unlabeled=[]", *sets]
+        else:
+            args = ["distill", config, *data]
+            for teacher in method.teachers:
+                model = spec.teachers[teacher].model
+                where = runs_dir / model if model else work / f"teacher-{teacher}" / "model"
+                args += ["--teacher", str(where)]
+            args += ["--method", method.kind, *sets]
+        runs.append(Run(planned, [*args, "--seed", str(planned.seed)], data[1::2]))
     return runs
 
 
@@ -265,8 +227,6 @@ def _git_commit() -> str:
 
 def machine() -> str:
     """One line describing the machine: OS, CPU, cores and torch version."""
-    import torch
-
     cpu = platform.processor() or platform.machine()
     return f"{platform.system()} {cpu}, {os.cpu_count()} cores, torch {torch.__version__}"
 
@@ -338,12 +298,12 @@ def _execute(
     log(f"done {run.run_id} in {seconds:.0f} s")
 
 
-def _external_teachers(spec: dict[str, Any], runs_dir: Path) -> dict[str, tuple[Path, bool]]:
+def _external_teachers(spec: ExperimentSpec, runs_dir: Path) -> dict[str, tuple[Path, bool]]:
     """Teachers given by their ``model``: name -> (model directory, finished training)."""
     found = {}
-    for name, t in spec["teachers"].items():
-        if "model" in t:
-            model = runs_dir / t["model"]
+    for name, t in spec.teachers.items():
+        if t.model is not None:
+            model = runs_dir / t.model
             training = (model.parent / "checkpoints").exists()
             finished = not training or (model.parent / "metrics.json").exists()
             found[name] = (model, (model / "model.safetensors").exists() and finished)
@@ -441,15 +401,15 @@ def run_experiment(
     """
     spec = load_experiment(path)
     name = Path(path).stem
-    root = Path(data_root or spec.get("data_root", "."))
-    work = Path(spec.get("work_dir", "runs/experiments")) / name
+    root = Path(data_root or spec.data_root)
+    work = Path(spec.work_dir) / name
     results = Path(results_root) / name
-    threads = int(spec.get("threads", 1))
-    teacher_root = Path(runs_dir or spec.get("runs_dir", "."))
+    threads = spec.threads
+    teacher_root = Path(runs_dir or spec.runs_dir)
     external = _external_teachers(spec, teacher_root)
     runs = plan_runs(spec, root, work / "data", work, teacher_root)
     # the whole plan, for the report, even with ``only``; external teachers first
-    grid = [f"teacher-{t}" for t in external] + [r.run_id for r in runs]
+    grid = [r.run_id for r in spec.plan()]
     if only:
         runs = [
             r
@@ -478,7 +438,7 @@ def run_experiment(
     ]
     extra = {
         label: (given, _data_path(given, root, work / "data"))
-        for label, given in spec.get("also_evaluate", {}).items()
+        for label, given in spec.also_evaluate.items()
     }
     unevaluated = [
         r
@@ -491,8 +451,8 @@ def run_experiment(
     ]
     waiting = {f"teacher-{t}" for t, (_, ready) in external.items() if not ready}
     # committed files name the data as the experiment file does, whatever --data-root was
-    spelled = str(spec.get("data_root", "."))
-    roots = [(root, spelled), (teacher_root, str(spec.get("runs_dir", "."))), (Path.cwd(), ".")]
+    spelled = spec.data_root
+    roots = [(root, spelled), (teacher_root, spec.runs_dir), (Path.cwd(), ".")]
     lock = threading.Lock()
 
     def log(message: str) -> None:
@@ -516,7 +476,7 @@ def run_experiment(
             results / "experiment.json",
             {
                 "file": portable(str(path), roots),
-                "spec": spec,
+                "spec": spec.raw,
                 "commit": _git_commit(),
                 "machine": machine(),
                 "data_root": spelled,
@@ -524,7 +484,7 @@ def run_experiment(
             },
         )
         for t, (model, ready) in external.items():
-            given = spec["teachers"][t]["model"]
+            given = str(spec.teachers[t].model)
             if ready and _import_teacher(t, model, given, results / f"teacher-{t}", log):
                 log(f"teacher-{t}: metrics copied from {model.parent}")
         ready_students = [r for r in students if not waiting & set(r.teachers)]
@@ -547,7 +507,7 @@ def run_experiment(
             [*teachers, *(r for r in ready_students if r.teacher is None)],
             [r for r in ready_students if r.teacher is not None],
         )
-        with ThreadPoolExecutor(max_workers=jobs or int(spec.get("jobs", 1))) as pool:
+        with ThreadPoolExecutor(max_workers=jobs or spec.jobs) as pool:
             list(pool.map(count, uncounted))
             list(pool.map(evaluate, unevaluated))
             for stage in stages:

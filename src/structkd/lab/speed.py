@@ -4,7 +4,7 @@ The tokens/s recorded by each training run come from its test evaluation while o
 the machine, so they are noisy. This module measures every teacher of an experiment and one
 student per case (a student's architecture, hence its speed, does not depend on the KD method)
 afterwards, one model at a time, with a fixed number of torch threads and a fixed batch size,
-and writes ``results/NAME/speed.json``, which :mod:`structkd.report` turns into the speed table
+and writes ``results/NAME/speed.json``, which :mod:`structkd.lab.report` turns into the speed table
 (student/teacher speed ratio next to the score ratio).
 
 Complexity: one prediction pass over the test sentences per repeat and model.
@@ -20,8 +20,9 @@ from typing import Any
 import torch
 
 from structkd.config import ConfigError
-from structkd.experiment import load_experiment, machine, parameter_count
 from structkd.io import atomic_write_json
+from structkd.lab.experiment import machine, parameter_count
+from structkd.lab.spec import DataItem, load_experiment
 from structkd.models.checkpoint import load_model
 from structkd.tasks import get_task
 
@@ -104,31 +105,28 @@ def run_speed(
     """
     spec = load_experiment(path)
     name = Path(path).stem
-    root = Path(data_root or spec.get("data_root", "."))
-    work = Path(spec.get("work_dir", "runs/experiments")) / name
-    teacher_root = Path(runs_dir or spec.get("runs_dir", "."))
-    jobs: list[tuple[str, Path, Any]] = []  # (run id, model dir, test file)
-    for group, t in spec["teachers"].items():
-        if "model" not in t:
-            jobs.append(
-                (f"teacher-{group}", work / f"teacher-{group}" / "model", t["data"]["test"])
-            )
+    root = Path(data_root or spec.data_root)
+    work = Path(spec.work_dir) / name
+    teacher_root = Path(runs_dir or spec.runs_dir)
+    jobs: list[tuple[str, Path, DataItem]] = []  # (run id, model dir, test file)
+    for group, t in spec.teachers.items():
+        if t.model is None:
+            jobs.append((t.run_id, work / t.run_id / "model", _test(t.data, t.run_id)))
             continue
-        tests = [s["data"]["test"] for s in spec["students"].values() if s.get("teacher") == group]
-        if tests and (teacher_root / t["model"] / "model.safetensors").exists():
-            jobs.append((f"teacher-{group}", teacher_root / t["model"], tests[0]))
+        # the students of one named teacher (not of several)
+        tests = [_test(s.data, s.name) for s in spec.students.values() if s.teachers == (group,)]
+        if tests and (teacher_root / t.model / "model.safetensors").exists():
+            jobs.append((t.run_id, teacher_root / t.model, tests[0]))
         elif tests:
-            log(f"teacher-{group}: {teacher_root / t['model']} not found; not measured")
-    for group, s in spec["students"].items():
-        seed = s.get("seeds", [1])[0]
-        label = next(iter(s.get("methods", {"none": "none"})))
-        run_id = f"{group}-{label}-s{seed}"
-        jobs.append((run_id, work / run_id / "model", s["data"]["test"]))
+            log(f"{t.run_id}: {teacher_root / t.model} not found; not measured")
+    for s in spec.students.values():
+        run_id = f"{s.name}-{next(iter(s.methods))}-s{s.seeds[0]}"
+        jobs.append((run_id, work / run_id / "model", _test(s.data, s.name)))
     models: dict[str, Any] = {}
     for run_id, model_dir, test in jobs:
         if not (model_dir / "model.safetensors").exists():
             raise ConfigError(f"{model_dir}: not trained yet; run the experiment first")
-        test_file = test if isinstance(test, str) else test["path"]
+        test_file = test if isinstance(test, str) else test.path  # a whole file, not a slice
         models[run_id] = measure_speed(
             model_dir,
             root / test_file,
@@ -157,3 +155,14 @@ def run_speed(
     target.mkdir(parents=True, exist_ok=True)
     atomic_write_json(target / "speed.json", record)
     return json.loads(json.dumps(record))
+
+
+def _test(data: dict[str, tuple[DataItem, ...]], owner: str) -> DataItem:
+    """The (first) test file of a teacher or student case.
+
+    Raises:
+        ConfigError: when it names none.
+    """
+    if not data.get("test"):
+        raise ConfigError(f"{owner}: no test data to measure on")
+    return data["test"][0]

@@ -14,7 +14,7 @@ unchanged. With several seeds, the statistic is the mean over matched seeds of t
 difference, and every (seed, sentence) pair is swapped independently. The p-value is two-sided,
 ``(1 + #{|d*| >= |d|}) / (1 + samples)``, so identical systems get p = 1 and p is never 0.
 
-Run as a module, it writes a model's counts: ``python -m structkd.significance MODEL TEST OUT``.
+Run as a module, it writes a model's counts: ``python -m structkd.lab.significance MODEL TEST OUT``.
 """
 
 from __future__ import annotations
@@ -30,9 +30,12 @@ from typing import Any
 
 import numpy as np
 
+from structkd.depdata import punct_mask
 from structkd.io import atomic_write_bytes
 from structkd.metrics.attachment import AttachmentScore
 from structkd.metrics.span_f1 import SpanF1
+from structkd.models.checkpoint import load_model
+from structkd.tasks import get_task
 
 __all__ = [
     "FIELDS",
@@ -174,8 +177,6 @@ def sentence_counts(
         flat, ``3 x sentences`` integers (row-major); ``score`` is the corpus score they give;
         ``words_sha256`` identifies the test sentences (pairs must share it).
     """
-    from structkd.tasks import get_task
-
     task = get_task(task_name)
     words = [task.words(s) for s in sentences]
     predicted = task.predict(model, words)
@@ -189,8 +190,6 @@ def sentence_counts(
                 (sum(one.correct.values()), sum(one.predicted.values()), sum(one.gold.values()))
             )
     else:
-        from structkd.depdata import punct_mask
-
         labeled = all(rels is not None for _, rels in predicted) and all(
             s.rels is not None for s in sentences
         )
@@ -230,17 +229,14 @@ def read_counts(path: str | Path) -> tuple[dict[str, Any], np.ndarray]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m structkd.significance MODEL TEST OUT [--format F] [--include-punct]``."""
-    parser = argparse.ArgumentParser(prog="python -m structkd.significance")
+    """``python -m structkd.lab.significance MODEL TEST OUT [--format F] [--include-punct]``."""
+    parser = argparse.ArgumentParser(prog="python -m structkd.lab.significance")
     parser.add_argument("model", help="model directory")
     parser.add_argument("test", help="labeled test corpus")
     parser.add_argument("out", help="JSON file to write")
     parser.add_argument("--format", default="auto")
     parser.add_argument("--include-punct", action="store_true")
     args = parser.parse_args(argv)
-    from structkd.models.checkpoint import load_model
-    from structkd.tasks import get_task
-
     model: Any = load_model(args.model)
     sentences = get_task(model.task).read_labeled(args.test, args.format)
     write_counts(sentence_counts(model.task, model, sentences, args.include_punct), args.out)
