@@ -118,3 +118,20 @@ def test_dry_run_lists_the_grid_and_who_waits(
     assert "teacher-glove-crf:" in out and "its students wait" in out
     assert out.count("(waits for its teacher)") == 12
     assert not (tmp_path / "conll03-size").exists()  # a dry run writes nothing
+
+
+def test_seeds_of_a_method_share_one_teacher_cache_and_methods_do_not() -> None:
+    """A distillation run's teacher pass is cached per (case, method): the seeds of a method
+    read one cache (the teacher runs once), two methods or two cases never share one."""
+    _, runs = _plan("conll03-full")
+    caches: dict[tuple[str, str], set[str]] = {}
+    for run in runs:
+        sets = [b for a, b in zip(run.args, run.args[1:]) if a == "--set"]
+        found = [s.split("=", 1)[1] for s in sets if s.startswith("distill.cache_dir=")]
+        if run.method == "none":
+            assert not found
+            continue
+        assert len(found) == 1 and found[0].startswith("WORK/cache/")
+        caches.setdefault((run.group, run.method), set()).add(found[0])
+    assert all(len(c) == 1 for c in caches.values())  # one per (case, method), all seeds
+    assert len({next(iter(c)) for c in caches.values()}) == len(caches)  # none shared

@@ -196,7 +196,13 @@ def plan_runs(
                 model = spec.teachers[teacher].model
                 where = runs_dir / model if model else work / f"teacher-{teacher}" / "model"
                 args += ["--teacher", str(where)]
-            args += ["--method", method.kind, *sets]
+            # The seeds of one (case, method) share a teacher cache: the teacher pass over the
+            # training and unlabeled sentences (the slowest step of a distillation run with a
+            # large teacher) then runs once per method instead of once per seed. Its content
+            # depends on the data, the student's structure, the teachers and the temperature,
+            # not on the seed, and the cache's key checks that (structkd.train.cache).
+            cache = work / "cache" / f"{s.name}-{planned.method}"
+            args += ["--method", method.kind, *sets, "--set", f"distill.cache_dir={cache}"]
         runs.append(Run(planned, [*args, "--seed", str(planned.seed)], data[1::2]))
     return runs
 
