@@ -21,10 +21,10 @@ from structkd.config import DistillConfig
 from structkd.io import atomic_write_bytes, atomic_write_json, sha256
 from structkd.kd.stored import ChainPotentials, IndependentUnary, stored_form, tempered_projection
 from structkd.models.checkpoint import tensors_to_bytes
+from structkd.models.pairs import pair_of
 from structkd.structures.linear_chain import LinearChainCRF
 from structkd.structures.semi_markov import SemiMarkovCRF
 from structkd.structures.token_softmax import TokenSoftmax
-from structkd.tasks import get_task
 from structkd.train import cache
 from structkd.train.batching import bucket_batches
 from structkd.train.cache import CacheWarning, as_list, cached_marginals, crop, data_hash, pad_batch
@@ -190,8 +190,8 @@ def test_a_format_1_cache_is_stale_and_rebuilt(tmp_path: Path) -> None:
     teacher = tagger("crf", seed=1).eval()
     student = tagger("crf", seed=2, char_filters=0).eval()
     config = DistillConfig()
-    task = get_task("ner")
-    slot = {"data": data_hash(TOKENS, [0] * len(TOKENS)), "student": task.cache_slot(student)}
+    pair = pair_of(teacher, student)
+    slot = {"data": data_hash(TOKENS, [0] * len(TOKENS)), "student": pair.slot()}
     key = {"teachers": ["t"], "binding": "corpus", "temperature": 1.0, "temperature_mode": "global"}
     slot_id = hashlib.sha256(json.dumps(slot, sort_keys=True).encode()).hexdigest()[:20]
     old_key = hashlib.sha256(json.dumps({**slot, **key}, sort_keys=True).encode()).hexdigest()
@@ -199,7 +199,7 @@ def test_a_format_1_cache_is_stale_and_rebuilt(tmp_path: Path) -> None:
     with torch.no_grad():
         rows = []
         for words in TOKENS:
-            parts = task.project(teacher, student, [list(words)], config)
+            parts = pair.project([list(words)], config.temperature, config.temperature_mode)
             rows.append([p[0, : len(words) - (c == 1)].contiguous() for c, p in enumerate(parts)])
     for c in range(2):
         tensors[f"c{c}.data"] = torch.cat([r[c].flatten() for r in rows])

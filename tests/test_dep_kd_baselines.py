@@ -14,7 +14,9 @@ from arc_brute_force import trees
 from dep_tiny import DEP_TINY
 from structkd.config import DistillConfig, load_config
 from structkd.depdata import parse_label, read_dep
+from structkd.kd.methods import get_method
 from structkd.models.depbase import DepModel
+from structkd.models.pairs import pair_of
 from structkd.models.parser import BiaffineParser
 from structkd.models.seqlabel import SeqLabelParser
 from structkd.structures.sibling import SiblingDependencyCRF
@@ -43,12 +45,13 @@ def _models(teacher_config: str, student_kind: str = "seqlabel") -> tuple[DepMod
 
 
 def _loss(teacher: DepModel, student: DepModel, method: str, k: int = 5) -> torch.Tensor:
-    task = get_task("dep")
     with torch.no_grad():
         source = teacher(teacher.collate(WORDS))
         output = student(student.collate(WORDS))
         config = DistillConfig(method=method, k=k)
-        return task.kd_loss(teacher, student, source, output, config, {})
+        kd_method, pair = get_method(method), pair_of(teacher, student)
+        targets = kd_method.targets(pair, source, WORDS, config)
+        return kd_method.loss(pair, targets, output, config, {})
 
 
 def _tree_log_score(source, b: int, heads: tuple[int, ...]) -> float:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ import torch
 
 from structkd.cli import main
 from structkd.config import load_config
-from structkd.tasks import get_task
+from structkd.kd.methods import get_method
 from structkd.train import loop
 from structkd.train.run import run
 
@@ -111,12 +111,12 @@ def _heavy(t: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(
-    ("method", "hook", "damage", "problem"),
+    ("method", "damage", "problem"),
     [
-        ("structural", "project", _scaled, "values from 0 to 6.2e+27, outside [0, 1]"),
-        ("structural", "project", _nan, "NaN or infinite values"),
-        ("token", "kd_targets", _scaled, "outside [0, 1]"),
-        ("posterior", "kd_targets", _heavy, "a distribution of total mass"),
+        ("structural", _scaled, "values from 0 to 6.2e+27, outside [0, 1]"),
+        ("structural", _nan, "NaN or infinite values"),
+        ("token", _scaled, "outside [0, 1]"),
+        ("posterior", _heavy, "a distribution of total mass"),
     ],
 )
 def test_a_teacher_whose_outputs_are_no_probabilities_is_refused(
@@ -125,7 +125,6 @@ def test_a_teacher_whose_outputs_are_no_probabilities_is_refused(
     capsys: pytest.CaptureFixture[str],
     diverged_teacher: tuple[Path, list[str]],
     method: str,
-    hook: str,
     damage: Any,
     problem: str,
 ) -> None:
@@ -133,21 +132,21 @@ def test_a_teacher_whose_outputs_are_no_probabilities_is_refused(
     training sentence are damaged: exit 2, one line naming the teacher directory, the sentence
     and the problem; the student is never trained and no cache is written."""
     teacher, _ = diverged_teacher
-    task = type(get_task("ner"))
-    real = getattr(task, hook)
+    kind = type(get_method(method))
+    real = kind.targets
     block = FIXTURES.joinpath("train.conll").read_text(encoding="utf-8").split("\n\n")[2]
     victim = [line.split(" ")[0] for line in block.strip("\n").split("\n")]
 
     def broken(self: Any, *args: Any) -> list[torch.Tensor]:
         tensors = real(self, *args)
-        words = args[-1] if hook == "kd_targets" else args[2]
+        words = args[2]  # targets(pair, source, words, config)
         for b, sentence in enumerate(words):
             if list(sentence) == victim:
                 for t in tensors:
                     t[b] = damage(t[b])
         return tensors
 
-    monkeypatch.setattr(task, hook, broken)
+    monkeypatch.setattr(kind, "targets", broken)
     out = tmp_path / "student"
     argv = ["distill", str(CONFIGS / "case2a.yaml"), TRAIN, f"--teacher={teacher}"]
     argv += [f"--out={out}", f"--method={method}", "--set", "data.unlabeled=[]", *SETS]

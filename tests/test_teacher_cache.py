@@ -24,7 +24,9 @@ from structkd.cli import main
 from structkd.config import DistillConfig, EncoderConfig, HeadConfig, ModelConfig, load_config
 from structkd.data.conll import read_ner
 from structkd.depdata import read_dep
+from structkd.kd.methods import get_method
 from structkd.models.base import Model
+from structkd.models.pairs import pair_of
 from structkd.models.tagger import build_tagger
 from structkd.tasks import get_task
 from structkd.train import loop
@@ -89,7 +91,8 @@ def check_cached_equals_online(
     expected = kd_losses(online, student, tokens, corpus)
     # A batch size unlike training's: each sentence is encoded beside other sentences.
     cached = Distiller(teachers, config, tokens, corpus, student, cache, ids, batch_size=5)
-    cached_targets = get_task(student.task).target_layout(student, config) is not None
+    pair = pair_of(teachers[0].as_teacher_of(student), student)
+    cached_targets = get_method(config.method).layout(pair) is not None
     if cached_targets:
         assert cached.features is None and cached.targets is not None
         assert len(cached.targets) == len(tokens)

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from structkd.config import ConfigError, KDMethod, RunConfig, load_config
+from structkd.config import ConfigError, RunConfig, kd_method_names, load_config
 from structkd.data.errors import DataError
 from structkd.devices import check_device
 from structkd.io import text_output
@@ -167,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     distill.add_argument(
         "--method",
-        choices=KDMethod.__args__,  # type: ignore[attr-defined]
+        choices=kd_method_names(),
         help="KD loss (replaces the config's distill.method, structural if unset)",
     )
     evaluate = commands.add_parser(

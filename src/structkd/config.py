@@ -18,13 +18,17 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from structkd.kd.methods import method_names
+
 T = TypeVar("T")
 
 HeadKind = Literal["crf", "maxent", "span"]
 ParserKind = Literal["head_selection", "projective", "nonprojective", "sibling", "seqlabel"]
-KDMethod = Literal[
-    "structural", "token", "posterior", "topk", "topwk", "top1", "substructure", "none"
-]
+
+def kd_method_names() -> tuple[str, ...]:
+    """The ``distill.method`` values: ``none`` and the registered KD methods
+    (``structkd.kd.methods``)."""
+    return (*method_names(), "none")
 
 
 class ConfigError(ValueError):
@@ -192,7 +196,8 @@ class DistillConfig:
     """Knowledge distillation (used by ``structkd distill``).
 
     Attributes:
-        method: KD loss; ``structural`` is Wang et al. (ACL 2021), the others are baselines.
+        method: KD loss, a method registered in ``structkd.kd.methods`` (or ``none``):
+            ``structural`` is Wang et al. (ACL 2021), the others are baselines.
         anneal: teacher annealing, lambda going from 1 to 0 over training (Clark et al., 2019).
         lam: the fixed KD weight lambda when ``anneal`` is false.
         temperature: softens the teacher and the student.
@@ -201,12 +206,15 @@ class DistillConfig:
         teacher_binding: ``corpus`` (teacher i distils corpus i) or ``average`` (average of the
             teachers' projected marginals).
         cache_dir: where teacher marginals are cached (default: OUT/cache).
-        cache_teacher: for the methods other than ``structural``, compute each teacher's
-            encoder features of the training sentences once (cached in ``cache_dir``, float32,
-            N x H per sentence: about 140 MB for 6,000 sentences of 15 words with H = 384) and
-            run only the teacher's head on each batch; the teacher's output is the same as
-            running it whole (it is in eval mode). False runs the whole teacher on every batch.
-            Structural KD always caches (the projected marginals, or a smaller form).
+        cache_teacher: compute what the teacher gives each training sentence once and cache it
+            in ``cache_dir``: the targets of a method that has a per-sentence layout (Token,
+            Posterior, Top-1/Top-K/Top-WK: the teacher's distributions or k-best lists), or,
+            for a method whose target is the teacher's output on each batch (sub-structure
+            MSE), the teacher's encoder features (float32, N x H per sentence: about 140 MB for
+            6,000 sentences of 15 words with H = 384), its head then running per batch. The
+            losses are the same either way (the teacher is in eval mode). False runs the whole
+            teacher on every batch. Structural KD always caches (the projected marginals, or a
+            smaller form).
         stored: what structural KD's cache keeps (docs/cache.md). ``exact``: the projected
             marginals, or a smaller form that rebuilds them bit for bit (a MaxEnt teacher's
             unary marginals for a CRF student). ``compact``: also forms that rebuild them up to
@@ -222,7 +230,7 @@ class DistillConfig:
             ``teachers`` (``--teacher-marginals`` on the command line).
     """
 
-    method: KDMethod = "structural"
+    method: str = "structural"
     anneal: bool = True
     lam: float = 0.5
     temperature: float = 1.0
@@ -235,6 +243,11 @@ class DistillConfig:
     teachers: list[str] = field(default_factory=list)
     subword_pooling: Literal["first", "mean"] = "first"
     teacher_marginals: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in kd_method_names():
+            choices = " | ".join(repr(m) for m in kd_method_names())
+            raise ConfigError(f"distill.method: expected one of {choices}, got {self.method!r}")
 
 
 @dataclass

@@ -1,8 +1,10 @@
-"""The task interface: everything the trainer, distiller and CLI ask of a model family.
+"""The task interface: what the trainer and the CLI ask of a task: its corpora, its models,
+its scores.
 
-The training loop, the checkpoints, the teacher-marginal cache and the command line are shared by
-every task; what differs (how a corpus is read, how a model is built and scored, what a teacher's
-marginals look like on the student's parts) is one ``Task`` subclass per task.
+The training loop, the checkpoints, the teacher cache and the command line are shared by every
+task; what differs (how a corpus is read, how a model is built and scored, how predictions are
+written) is one ``Task`` subclass per task. Distillation is not a task's business: the KD methods
+are objects in ``structkd.kd.methods`` and ask a pair of models (``structkd.models.pairs``).
 """
 
 from __future__ import annotations
@@ -11,26 +13,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, ClassVar, TextIO
 
-from torch import Tensor
-
-from structkd.config import ConfigError, DistillConfig, ModelConfig
+from structkd.config import ModelConfig
 from structkd.data.errors import DataError
-from structkd.kd.projections import tempered_projection
 from structkd.models.base import Model
-from structkd.structures.base import Structure
-
-Stats = dict[str, float]
-"""Running sums a KD loss may add to (e.g. teacher mass the student cannot express)."""
-
-
-def projected_marginals(
-    teacher: Structure, student: Structure, config: DistillConfig, tag_scheme: str = "BIOES"
-) -> Any:
-    """Teacher marginals on the student's parts, tempered as ``kd.structural_kd_loss`` does:
-    ``global`` tempers the teacher's potentials, ``local`` each slot of its marginals."""
-    return tempered_projection(
-        teacher, student, config.temperature, config.temperature_mode, tag_scheme
-    )
 
 
 class Task(ABC):
@@ -39,7 +24,6 @@ class Task(ABC):
     Attributes:
         name: the ``task`` value of a run config.
         formats: the ``data.format`` values its readers take.
-        kd_methods: the ``distill.method`` values it implements.
         log_metrics: dev metrics written to the training log each epoch (as ``dev_NAME``).
         report_metrics: metrics written to ``metrics.json`` per split.
         score_metrics: the metrics of ``metrics.json`` a results table shows per split; the last
@@ -53,7 +37,6 @@ class Task(ABC):
     name: ClassVar[str]
     max_words: ClassVar[int]
     formats: ClassVar[tuple[str, ...]]
-    kd_methods: ClassVar[tuple[str, ...]]
     log_metrics: ClassVar[tuple[str, ...]]
     report_metrics: ClassVar[tuple[str, ...]]
     score_metrics: ClassVar[tuple[str, ...]]
@@ -162,101 +145,6 @@ class Task(ABC):
     @abstractmethod
     def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
         """Predicts every sentence of a file, streamed, and writes them; returns the count."""
-
-    # ---- distillation -------------------------------------------------------------------------
-    @abstractmethod
-    def check_teachers(self, teachers: Sequence[Model], student: Model) -> None:
-        """Raises ConfigError unless every teacher can distil into the student (called under
-        ``torch.no_grad`` with the student in eval mode)."""
-
-    @abstractmethod
-    def cache_slot(self, student: Model) -> Any:
-        """JSON data naming the student's part layout (part of the marginal cache's name)."""
-
-    @abstractmethod
-    def student_parts(self, student: Model, words: list[list[str]]) -> list[Tensor]:
-        """Tensors in the layout ``project`` returns, for these sentences (shapes are read)."""
-
-    @abstractmethod
-    def project(
-        self, teacher: Model, student: Model, words: list[list[str]], config: DistillConfig
-    ) -> list[Tensor]:
-        """The teacher's marginals on the student's parts, tempered by ``config`` as
-        ``projected_marginals`` does, batched over ``words`` and detached: what the cache holds
-        and ``structural_loss`` reads."""
-
-    def teacher_structure(self, teacher: Model, words: list[list[str]]) -> Structure:
-        """The teacher's structure on ``words`` (what ``stored_structures`` returns first)."""
-        raise ConfigError(f"task {self.name} stores projected marginals only")
-
-    def stored_structures(
-        self, teacher: Model, student: Model, words: list[list[str]]
-    ) -> tuple[Structure, Structure, str] | None:
-        """The teacher's and the student's structures on ``words`` and the student's tag scheme,
-        when ``project`` is ``projected_marginals`` of exactly these (so that a stored form,
-        ``structkd.kd.stored``, may stand in for the projected marginals); None otherwise (the
-        cache then holds the projected marginals)."""
-        return None
-
-    @abstractmethod
-    def structural_loss(
-        self, student: Model, output: Any, parts: Any, temperature: float, stats: Stats
-    ) -> Tensor:
-        """Structural KD [B] from projected marginals (a tensor, or a tuple of tensors)."""
-
-    def target_layout(self, student: Model, config: DistillConfig) -> list[list[int | None]] | None:
-        """Layout of one sentence's ``kd_targets`` rows for ``crop``/``pad_batch`` (per tensor
-        and non-batch dimension, ``size - N`` if it grows with N, else None), or None when the
-        method's targets are not cached (the teacher's head then runs per batch)."""
-        return None
-
-    def kd_targets(
-        self,
-        teacher: Model,
-        student: Model,
-        source: Any,
-        config: DistillConfig,
-        words: list[list[str]] | None = None,
-    ) -> list[Tensor]:
-        """What ``config.method`` distils from the teacher's output ``source`` on a batch of
-        ``words``, batch-first, in the layout ``target_layout`` names (numbers as floats are
-        fine: the cache stores float32). A constant of the frozen teacher, so ``Distiller``
-        computes it once per sentence and caches it."""
-        raise ConfigError(f"task {self.name} caches no targets for {config.method}")
-
-    def targets_loss(
-        self,
-        teacher: Model,
-        student: Model,
-        targets: list[Tensor],
-        output: Any,
-        config: DistillConfig,
-        stats: Stats,
-    ) -> Tensor:
-        """The KD loss [B] of the student's ``output`` from batched ``kd_targets``."""
-        raise ConfigError(f"task {self.name} caches no targets for {config.method}")
-
-    @abstractmethod
-    def kd_loss(
-        self,
-        teacher: Model,
-        student: Model,
-        source: Any,
-        output: Any,
-        config: DistillConfig,
-        stats: Stats,
-    ) -> Tensor:
-        """A baseline KD [B] (any method but ``structural``).
-
-        Args:
-            teacher: the teacher (its vocabularies and decoders).
-            student: the student.
-            source: the teacher's output on the batch, as its ``forward`` returns it (built
-                without gradients, by ``Distiller.teacher_output``).
-            output: the student's output on the batch.
-            config: method, temperature, k.
-            stats: running sums the loss may add to.
-        """
 
 
 def _too_long(words: int, max_words: int) -> str:

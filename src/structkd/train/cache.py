@@ -15,9 +15,9 @@ disk per batch (``structkd.train.cache_files``), never the whole cache; a cache 
 ``PART_SENTENCES`` sentences is split into part files, written as the teacher pass goes, so that
 a killed pass resumes from its last complete part. docs/cache.md describes the files.
 
-The other KD methods keep each teacher's encoder features (one [n, H] tensor per sentence) or
-their per-sentence targets in the same kind of file (named ``features-*`` and ``targets-*``, see
-``Distiller``).
+The other KD methods keep their per-sentence targets (``KDMethod.layout``), or, when their target
+is the teacher's output on each batch, each teacher's encoder features (one [n, H] tensor per
+sentence), in the same kind of file (named ``targets-*`` and ``features-*``, see ``Distiller``).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def position_offsets(
     layout works (e.g. a chain's pair marginals [B, N-1, L, L] -> [-1, -1, None]).
 
     Args:
-        probe: maps sentences to tensors in the student's part layout (``Task.student_parts``).
+        probe: maps sentences to tensors in the student's part layout (``KDPair.student_parts``).
     """
     with torch.no_grad():
         shapes = [[m.shape for m in probe([["x"] * n])] for n in (5, 6)]

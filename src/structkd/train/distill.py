@@ -5,14 +5,17 @@ labeled sentences, ``KD`` alone for unlabeled ones, with lambda annealed from 1 
 (teacher annealing, Clark et al., ACL 2019) or fixed. With several teachers each sentence learns
 from the teacher bound to its corpus, or from the average of all teachers' projected marginals.
 
-Teachers are frozen and in eval mode (no dropout), so what they give a sentence never changes and
-is computed once (``distill.cache_teacher``). Structural KD reads the (tempered, projected)
-teacher marginals from an on-disk cache; Token KD, Posterior KD (NER) and Top-1/Top-K/Top-WK read
-each sentence's targets (the teacher's per-token distributions; its k-best outputs and weights)
-from another (``Task.kd_targets``), so neither the teacher nor its decoder runs during training.
-Sub-structure MSE (and any method a task does not cache) needs the teacher's scores on each batch;
-its expensive part, the encoder, is cached as features and only its head runs per batch, giving
-the output the whole teacher would.
+The KD loss is the run's method (``structkd.kd.methods``, by ``distill.method``) asked about a
+pair of models (``structkd.models.pairs``): ``targets`` of what the teacher gives a batch, then
+``loss`` of the student's output against them. Teachers are frozen and in eval mode (no
+dropout), so a sentence's targets never change and are computed once: Structural KD's projected
+marginals (or a smaller form that rebuilds them, ``structkd.kd.stored``) and the per-sentence
+targets of the methods with a ``layout`` (Token, Posterior, Top-1/Top-K/Top-WK) are cached on
+disk, so neither the teacher nor its decoder runs during training. A method whose target is the
+teacher's output on each batch (sub-structure MSE) gets it from the teacher's head run on its
+cached encoder features, which gives the output the whole teacher would. With
+``distill.cache_teacher`` false the same targets are computed from the whole teacher on each
+batch: one path, cached or not.
 """
 
 from __future__ import annotations
@@ -25,10 +28,12 @@ import torch
 from torch import Tensor
 
 from structkd.config import ConfigError, DistillConfig
+from structkd.kd.methods import KDMethod, get_method, methods_for
 from structkd.kd.stored import StoredForm, stored_form
 from structkd.models.base import Model
+from structkd.models.pair import Pair
+from structkd.models.pairs import pair_of
 from structkd.structures.base import Structure
-from structkd.tasks import get_task
 from structkd.train.batching import bucket_batches
 from structkd.train.cache import (
     CachedRows,
@@ -75,29 +80,32 @@ def _not_probabilities(tensors: Sequence[Tensor], distributions: bool) -> str | 
     return None
 
 
-def check_teachers(teachers: Sequence[Model], student: Model) -> list[Model]:
-    """The teachers as teachers of ``student`` (``Model.as_teacher_of``: a foreign teacher's
-    labels mapped onto the student's); raises ConfigError unless every teacher serves the
-    student's task and can teach it (the task probes the pair, in eval mode so that no dropout
-    draws from the RNG)."""
+def check_teachers(teachers: Sequence[Model], student: Model) -> list[Pair]:
+    """The teachers bound to ``student`` as KD pairs (``structkd.models.pairs``; each teacher
+    ``Model.as_teacher_of`` the student: a foreign teacher's labels mapped onto the student's);
+    raises ConfigError unless every teacher serves the student's task and can teach it (each
+    pair probes itself, in eval mode so that no dropout draws from the RNG)."""
     for i, teacher in enumerate(teachers):
         if teacher.task != student.task:
             raise ConfigError(
                 f"teacher {i + 1} is a {teacher.task} model, the student a {student.task} model"
             )
-    bound = [t.as_teacher_of(student) for t in teachers]
+    pairs = [pair_of(t.as_teacher_of(student), student) for t in teachers]
     with torch.no_grad(), evaluating(student):
-        get_task(student.task).check_teachers(bound, student)
-    return bound
+        for i, pair in enumerate(pairs):
+            pair.check(i)
+    return pairs
 
 
 class Distiller:
     """Computes ``KD`` [B] for student batches.
 
-    What a teacher's marginals look like on the student's parts, and the loss of each method, come
-    from the student's task (``structkd.tasks``); this class binds teachers to sentences, caches
-    marginals (structural KD) or teacher encoder features (the other methods, unless
-    ``config.cache_teacher`` is false) and schedules lambda.
+    What the teacher gives a sentence and the loss on it come from the method
+    (``structkd.kd.methods``) and the pair of models it asks (``structkd.models.pairs``); this
+    class binds teachers to sentences, caches the method's targets (structural KD's projected
+    marginals, the per-sentence targets of methods with a layout) or the teachers' encoder
+    features (methods that read the teacher's output per batch), unless ``config.cache_teacher``
+    is false, and schedules lambda.
 
     The feature cache keeps, per teacher, float32 [n, H] per sentence of the corpus it is bound
     to: 4 n H bytes, about 140 MB for 6,000 sentences of 15 words with H = 384, in memory and on
@@ -135,17 +143,18 @@ class Distiller:
         batch_size: int = 64,
         teacher_names: Sequence[str] | None = None,
     ) -> None:
-        teachers = check_teachers(teachers, student)
+        self.pairs = check_teachers(teachers, student)
         self.teacher_names = list(teacher_names or [str(i + 1) for i in range(len(teachers))])
-        self.task = get_task(student.task)
-        if config.method not in self.task.kd_methods:
+        supported = methods_for(self.pairs[0])
+        if config.method not in supported:
             raise ConfigError(
-                f"distill.method={config.method} is not available for task {self.task.name}; "
-                f"choose one of {', '.join(self.task.kd_methods)}"
+                f"distill.method={config.method} is not available for task {student.task}; "
+                f"choose one of {', '.join(supported)}"
             )
-        if config.teacher_binding == "average" and config.method != "structural":
+        self.method: KDMethod = get_method(config.method)
+        if config.teacher_binding == "average" and not self.method.projects:
             raise ConfigError("teacher_binding=average needs distill.method=structural")
-        self.teachers = [t.eval() for t in teachers]
+        self.teachers = [p.teacher.eval() for p in self.pairs]
         self.config = config
         self.tokens = tokens
         self.corpus = corpus
@@ -158,15 +167,15 @@ class Distiller:
         self.form: StoredForm | None = None
         self.constants: list[dict[str, Tensor]] = []  # per teacher: what its form shares
         self.scheme = "BIOES"
-        self.targets: Sequence[Marginals] | None = None  # per sentence: kd_targets rows
-        self.layout = self.task.target_layout(student, config)
+        self.targets: Sequence[Marginals] | None = None  # per sentence: the method's targets
+        self.layout = None if self.method.projects else self.method.layout(self.pairs[0])
         self.features: list[Sequence[Marginals]] | None = None  # per teacher, sentence: [[n, H]]
         self.feature_rows: list[int] = []  # sentence -> its row in its teacher's features
         with evaluating(student):  # probes draw nothing from the RNG (resumed runs match)
-            self.offsets = position_offsets(lambda w: self.task.student_parts(student, w))
-        if config.method == "structural":
+            self.offsets = position_offsets(self.pairs[0].student_parts)
+        if self.method.projects:
             self._choose_form()
-            slot = {"data": data_hash(tokens, corpus), "student": self.task.cache_slot(student)}
+            slot = {"data": data_hash(tokens, corpus), "student": self.pairs[0].slot()}
             key = {
                 "teachers": list(teacher_ids),
                 "binding": config.teacher_binding,
@@ -183,7 +192,7 @@ class Distiller:
         elif config.cache_teacher and self.layout is not None:
             slot = {
                 "data": data_hash(tokens, corpus),
-                "student": self.task.cache_slot(student),
+                "student": self.pairs[0].slot(),
                 "method": config.method,
             }
             key = {
@@ -219,9 +228,9 @@ class Distiller:
         forms: list[StoredForm] = []
         constants = []
         with torch.no_grad(), evaluating(self.student):
-            for teacher in self.teachers:
-                probe = getattr(teacher, "probe_words", [["a", "b"]])  # a file knows its words
-                pair = self.task.stored_structures(teacher, self.student, probe)
+            for bound in self.pairs:
+                probe = getattr(bound.teacher, "probe_words", [["a", "b"]])  # a file knows words
+                pair = bound.stored_structures(probe)
                 form = stored_form(pair[0], pair[1]) if pair is not None else None
                 if pair is None or form is None:
                     return
@@ -242,10 +251,10 @@ class Distiller:
     def _per_sentence(
         self,
         offsets: list[list[int | None]],
-        compute: Callable[[list[Model], list[list[str]]], list[Tensor]],
+        compute: Callable[[list[Pair], list[list[str]]], list[Tensor]],
         check: Callable[[Marginals], str | None],
     ) -> Compute:
-        """The cache's compute: ``compute(teachers, words)`` (batch-first tensors in the
+        """The cache's compute: ``compute(pairs, words)`` (batch-first tensors in the
         ``offsets`` layout) over some batches, cut into one row per sentence. A batch holds one
         corpus and goes to the teacher bound to it, or to every teacher with ``average``
         binding; the student is in eval mode throughout. Each row is checked (``Distiller``'s
@@ -257,7 +266,7 @@ class Distiller:
             rows: dict[int, Marginals] = {}
             for ids in batches:
                 words = [list(self.tokens[i]) for i in ids]
-                chosen = [self.teachers[self.corpus[ids[0]]]] if by_corpus else self.teachers
+                chosen = [self.pairs[self.corpus[ids[0]]]] if by_corpus else self.pairs
                 with evaluating(self.student):
                     tensors = compute(list(chosen), words)
                 # The whole batch first (padding holds zeros): rows are checked one by one, to
@@ -289,13 +298,13 @@ class Distiller:
         form, config = self.form, self.config
         if form is not None:
 
-            def encoded(teachers: list[Model], words: list[list[str]]) -> list[Tensor]:
-                (teacher,) = teachers
+            def encoded(pairs: list[Pair], words: list[list[str]]) -> list[Tensor]:
+                (bound,) = pairs
                 temperature, mode = config.temperature, config.temperature_mode
                 if not form.needs_student:  # the student's network need not run
-                    source = self.task.teacher_structure(teacher, words)
+                    source = bound.teacher_structure(words)
                     return form.encode(source, None, temperature, mode, self.scheme)
-                pair = self.task.stored_structures(teacher, self.student, words)
+                pair = bound.stored_structures(words)
                 assert pair is not None
                 return form.encode(pair[0], pair[1], temperature, mode, pair[2])
 
@@ -306,8 +315,8 @@ class Distiller:
 
             return self._per_sentence(form.offsets, encoded, finite)
 
-        def mean(teachers: list[Model], words: list[list[str]]) -> list[Tensor]:
-            parts = [self.task.project(t, self.student, words, config) for t in teachers]
+        def mean(pairs: list[Pair], words: list[list[str]]) -> list[Tensor]:
+            parts = [self.method.targets(p, None, words, config) for p in pairs]
             return [torch.stack(group).mean(0) for group in zip(*parts)]
 
         def check(row: Marginals) -> str | None:
@@ -320,17 +329,15 @@ class Distiller:
         its corpus (the whole teacher runs once per sentence)."""
         assert self.layout is not None
 
-        def targets(teachers: list[Model], words: list[list[str]]) -> list[Tensor]:
-            (teacher,) = teachers  # k-best and token targets are distilled by corpus binding
-            source = teacher(teacher.collate(words).to(teacher.device))
-            return self.task.kd_targets(teacher, self.student, source, self.config, words)
+        def targets(pairs: list[Pair], words: list[list[str]]) -> list[Tensor]:
+            (pair,) = pairs  # k-best and token targets are distilled by corpus binding
+            source = pair.teacher_output(words)
+            return list(self.method.targets(pair, source, words, self.config))
 
         # A k-best target holds tag or head ids besides its weights [K]: only the weights (the
         # last tensor) are a distribution.
-        kbest = self.config.method in ("topk", "topwk", "top1")
-
         def check(row: Marginals) -> str | None:
-            return _not_probabilities(row[-1:] if kbest else row, distributions=True)
+            return _not_probabilities(self.method.check_rows(row), distributions=True)
 
         return self._per_sentence(self.layout, targets, check)
 
@@ -394,22 +401,20 @@ class Distiller:
         Batches must not mix corpora when teachers are bound to corpora (``bucket_batches``
         with ``groups``).
         """
-        if self.stored is not None:
-            return self.task.structural_loss(
-                self.student, output, self._batch_marginals(output, batch, indices),
-                self.config.temperature, self.stats,
-            )
-        teacher = self.teachers[self.corpus[indices[0]]]
-        if self.targets is not None:
+        pair = self.pairs[self.corpus[indices[0]]]
+        targets: Any
+        if self.stored is not None:  # the teacher's projected marginals, from the cache
+            targets = self._batch_marginals(output, batch, indices)
+        elif self.targets is not None:  # the method's targets, from the cache
             assert self.layout is not None
             like = torch.zeros((), device=self.student.device)
             rows = [self.targets[i] for i in indices]
-            targets = pad_batch(rows, int(batch.lengths.max()), self.layout, like)
-            return self.task.targets_loss(
-                teacher, self.student, as_list(targets), output, self.config, self.stats
-            )
-        source = self.teacher_output(batch, indices)
-        return self.task.kd_loss(teacher, self.student, source, output, self.config, self.stats)
+            targets = as_list(pad_batch(rows, int(batch.lengths.max()), self.layout, like))
+        else:  # the same targets from the teacher's output on this batch
+            source = self.teacher_output(batch, indices)
+            words = [list(w) for w in batch.tokens]
+            targets = self.method.targets(pair, source, words, self.config)
+        return self.method.loss(pair, targets, output, self.config, self.stats)
 
     def _batch_marginals(self, output: Any, batch: Any, indices: Sequence[int]) -> Any:
         """The projected marginals of a batch, read from the cache (and decoded from the pair's
