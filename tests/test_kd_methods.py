@@ -93,3 +93,18 @@ def test_a_dependency_pair_has_no_posterior_kd() -> None:
 
     teacher, student = _models("teacher-biaffine.yaml")
     assert set(methods_for(pair_of(teacher, student))) == PAPER - {"posterior"}
+
+
+@pytest.mark.parametrize("method", ["token", "substructure"])
+def test_a_span_teacher_refuses_per_token_methods_in_one_line(tmp_path: Path, method: str) -> None:
+    """A semi-Markov teacher has no per-token scores: Token KD and score matching are refused
+    with a ConfigError naming what it offers (no TypeError from deep inside a loss)."""
+    teacher, student = tagger("span", seed=1).eval(), tagger("maxent", seed=2)
+    config = DistillConfig(method=method)
+    with pytest.raises(ConfigError) as error:
+        Distiller([teacher], config, TOKENS, [0] * len(TOKENS), student, tmp_path, ["t"])
+    message = str(error.value)
+    assert message.startswith(f"distill.method={method} is not available for task ner with a ")
+    offered = "structural, posterior, topk, topwk, top1"
+    assert f"SemiMarkovCRF teacher; choose one of {offered}" in message
+    assert not any(tmp_path.iterdir())  # nothing cached

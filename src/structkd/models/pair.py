@@ -55,6 +55,7 @@ class Pair(ABC):
     def __init__(self, teacher: Model, student: Model) -> None:
         self.teacher = teacher
         self.student = student
+        self.teacher_kind = type(teacher).__name__  # what messages call the teacher
 
     @abstractmethod
     def check(self, index: int) -> None:

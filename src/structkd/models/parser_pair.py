@@ -74,7 +74,7 @@ class ParserPair(Pair):
     """A graph-based teacher's ``ParserOutput`` (structure and relation scores) on a dependency
     student's parts."""
 
-    provides = ("project", "local", "kbest", "scores")
+    provides: tuple[str, ...] = ("project", "local", "kbest", "scores")
 
     def __init__(self, teacher: Model, student: Model) -> None:
         if not isinstance(student, DepModel):

@@ -16,12 +16,14 @@ from structkd.models.base import Model
 from structkd.models.pair import Pair, as_list, evaluating
 from structkd.models.tagger import Tagger
 from structkd.structures.base import Structure
+from structkd.structures.linear_chain import LinearChainCRF
+from structkd.structures.token_softmax import TokenSoftmax
 
 
 class TaggerPair(Pair):
     """A tagger teacher's structure (its ``forward``'s output) on a tagger student's parts."""
 
-    provides = ("project", "local", "posterior", "kbest", "scores")
+    provides: tuple[str, ...] = ("project", "local", "posterior", "kbest", "scores")
 
     def __init__(self, teacher: Model, student: Model) -> None:
         if not isinstance(student, Tagger):
@@ -41,10 +43,15 @@ class TaggerPair(Pair):
                 f"teacher {index + 1} knows entity types {teacher.vocab.entity_types}, the "
                 f"student {pupil.vocab.entity_types}; distillation needs the same types"
             )
+        structure = teacher(teacher.collate(probe))
         try:
-            kd.project(teacher(teacher.collate(probe)), target, self.scheme)
+            kd.project(structure, target, self.scheme)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"teacher {index + 1}: {error}") from error
+        self.teacher_kind = type(structure).__name__
+        if not isinstance(structure, (LinearChainCRF, TokenSoftmax)):  # e.g. a span teacher
+            # no per-token scores: Token KD and score matching have nothing to match
+            self.provides = tuple(p for p in self.provides if p not in ("local", "scores"))
 
     # ---- Structural KD ------------------------------------------------------------------------
     def slot(self) -> Any:

@@ -148,8 +148,9 @@ class Distiller:
         supported = methods_for(self.pairs[0])
         if config.method not in supported:
             raise ConfigError(
-                f"distill.method={config.method} is not available for task {student.task}; "
-                f"choose one of {', '.join(supported)}"
+                f"distill.method={config.method} is not available for task {student.task} "
+                f"with a {self.pairs[0].teacher_kind} teacher; choose one of "
+                f"{', '.join(supported)}"
             )
         self.method: KDMethod = get_method(config.method)
         if config.teacher_binding == "average" and not self.method.projects:
