@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from arc_brute_force import trees
 from dep_tiny import DEP_TINY
+from oracle import trees
 from structkd.config import DistillConfig, load_config
 from structkd.depdata import parse_label, read_dep
 from structkd.kd.methods import get_method

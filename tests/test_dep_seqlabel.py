@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dep_brute import all_trees
+from oracle import best_tree_score, tree_array
 from structkd.depdata.conllu import read_conllu, read_malttab
 from structkd.depdata.seqlabel import (
     arc_marginals_to_label_marginals,
@@ -144,11 +144,6 @@ def test_label_arc_scores_by_hand() -> None:
         label_arc_scores(np.full((2, 7), np.nan), VOCAB)
 
 
-def brute_best(arc: np.ndarray) -> float:
-    n = arc.shape[0] - 1
-    return float(arc[np.arange(1, n + 1)[None, :], all_trees(n, True)].sum(1).max())
-
-
 @settings(max_examples=150, deadline=None)
 @given(n=st.integers(1, 6), seed=st.integers(0, 2**32 - 1), scale=st.sampled_from([0.1, 3.0]))
 def test_decode_scores_is_the_best_tree(n: int, seed: int, scale: float) -> None:
@@ -164,7 +159,7 @@ def test_decode_scores_is_the_best_tree(n: int, seed: int, scale: float) -> None
     heads, rels = decode_scores(logits, vocab)
     assert is_tree(heads) and rels is not None and len(rels) == n
     arc, _ = label_arc_scores(logits, vocab)
-    best = brute_best(arc)
+    best = best_tree_score(arc, single_root=True)
     if np.isfinite(best):
         assert float(arc[np.arange(1, n + 1), heads].sum()) == pytest.approx(best, abs=1e-9)
 
@@ -285,7 +280,7 @@ def test_label_marginal_errors() -> None:
 
 def test_small_trees_round_trip_through_both_decoders() -> None:
     for n in range(1, 5):
-        for heads in all_trees(n, True).tolist():
+        for heads in tree_array(n, True).tolist():
             labels = encode_relative(heads)
             assert decode_labels(labels) == (heads, None)
             vocab = sorted(set(labels))

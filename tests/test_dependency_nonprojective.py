@@ -1,41 +1,15 @@
-"""Non-projective DependencyCRF (matrix-tree, Chu-Liu/Edmonds) against brute force."""
+"""Non-projective DependencyCRF (matrix-tree, Chu-Liu/Edmonds) beyond the conformance suite
+(tests/test_conformance.py): extreme scores against brute force, long sentences."""
 
 from __future__ import annotations
-
-import functools
 
 import pytest
 import torch
 
-from arc_brute_force import arc_case, brute_score, indicator, trees
+from oracle import CASES
 from structkd.structures.dependency import DependencyCRF
 from structkd.structures.eisner import NEG
 from structkd.structures.matrix_tree import log_partition_and_marginals
-
-from conformance import ConformanceSuite
-
-SINGLE = arc_case(
-    functools.partial(DependencyCRF, projective=False, multiroot=False),
-    functools.partial(trees, projective=False, multiroot=False),
-    max_len=4,
-    count={1: 1, 2: 2, 3: 9, 4: 64},
-    has_topk=False,
-)
-MULTI = arc_case(
-    functools.partial(DependencyCRF, projective=False, multiroot=True),
-    functools.partial(trees, projective=False, multiroot=True),
-    max_len=4,
-    count={2: 3, 3: 16, 4: 125},
-    has_topk=False,
-)
-
-
-class TestNonProjectiveSingleRoot(ConformanceSuite):
-    case = SINGLE
-
-
-class TestNonProjectiveMultiRoot(ConformanceSuite):
-    case = MULTI
 
 
 @pytest.mark.parametrize("multiroot", [False, True])
@@ -121,13 +95,14 @@ def test_extreme_scores_match_brute_force(multiroot: bool) -> None:
     gen = torch.Generator().manual_seed(0)
     scores = torch.randn(12, 5, 5, generator=gen, dtype=torch.float64) * 1000
     dist = DependencyCRF(scores, projective=False, multiroot=multiroot)
-    ys = trees(4, False, multiroot)
+    case = CASES["matrix_tree_multiroot" if multiroot else "matrix_tree"]
+    ys = case.enumerate(4)
     for b in range(len(scores)):
         tree_scores = torch.tensor(
-            [brute_score({"arc_scores": scores}, b, y) for y in ys], dtype=torch.float64
+            [case.score({"arc_scores": scores}, b, y) for y in ys], dtype=torch.float64
         )
         probs = torch.softmax(tree_scores, 0)
-        expected = sum(p * indicator(y, 4) for p, y in zip(probs, ys))
+        expected = sum(p * case.indicator(y, 4) for p, y in zip(probs, ys))
         torch.testing.assert_close(dist.marginals[b], expected, atol=1e-9, rtol=0)
         torch.testing.assert_close(dist.log_partition[b], torch.logsumexp(tree_scores, 0))
 

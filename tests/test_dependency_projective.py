@@ -1,37 +1,12 @@
-"""Projective DependencyCRF (Eisner) against brute-force enumeration of projective trees."""
+"""Projective DependencyCRF (Eisner) edge cases (its conformance to brute-force enumeration of
+projective trees: tests/test_conformance.py)."""
 
 from __future__ import annotations
-
-import functools
 
 import pytest
 import torch
 
-from arc_brute_force import arc_case, trees
 from structkd.structures.dependency import DependencyCRF
-
-from conformance import ConformanceSuite
-
-SINGLE = arc_case(
-    functools.partial(DependencyCRF, projective=True, multiroot=False),
-    functools.partial(trees, projective=True, multiroot=False),
-    max_len=5,
-    count={1: 1, 2: 2, 3: 7, 4: 30, 5: 143},
-)
-MULTI = arc_case(
-    functools.partial(DependencyCRF, projective=True, multiroot=True),
-    functools.partial(trees, projective=True, multiroot=True),
-    max_len=4,
-    count={2: 3, 3: 12, 4: 55},
-)
-
-
-class TestProjectiveSingleRoot(ConformanceSuite):
-    case = SINGLE
-
-
-class TestProjectiveMultiRoot(ConformanceSuite):
-    case = MULTI
 
 
 def test_regression_torch_struct_frozen_potentials() -> None:

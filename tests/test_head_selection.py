@@ -1,19 +1,10 @@
-"""HeadSelection against brute-force enumeration of all head assignments."""
+"""HeadSelection edge cases (its conformance to brute force: tests/test_conformance.py)."""
 
 from __future__ import annotations
 
 import torch
 
-from arc_brute_force import arc_case, head_assignments
 from structkd.structures.head_selection import HeadSelection
-
-from conformance import ConformanceSuite
-
-CASE = arc_case(HeadSelection, head_assignments, max_len=4, count={1: 1, 3: 27, 4: 256})
-
-
-class TestHeadSelection(ConformanceSuite):
-    case = CASE
 
 
 def test_argmax_may_be_a_cycle() -> None:

@@ -1,117 +1,30 @@
-"""LinearChainCRF against brute-force enumeration (shared conformance suite) and edge cases."""
+"""LinearChainCRF edge cases (its conformance to brute force: tests/test_conformance.py)."""
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Callable, Sequence
 
 import pytest
 import torch
 
+from oracle import CASES, tag_sequences
+from oracle.cases import chain_score, tag_pair_parts, tag_parts
 from structkd.structures import linear_chain
 from structkd.structures.linear_chain import LinearChainCRF
 
-from conformance import Case, ConformanceSuite, Potentials
-
 N_TAGS = 3
+BATCHED = CASES["linear_chain_batched"].with_labels(N_TAGS)
 
 
-def draw_shared(gen: torch.Generator, batch: int, max_len: int) -> Potentials:
-    return {
-        "emissions": torch.randn(batch, max_len, N_TAGS, generator=gen, dtype=torch.float64),
-        "transitions": torch.randn(N_TAGS, N_TAGS, generator=gen, dtype=torch.float64),
-    }
-
-
-def draw_batched(gen: torch.Generator, batch: int, max_len: int) -> Potentials:
-    return {
-        "emissions": torch.randn(batch, max_len, N_TAGS, generator=gen, dtype=torch.float64),
-        "transitions": torch.randn(batch, N_TAGS, N_TAGS, generator=gen, dtype=torch.float64),
-        "start": torch.randn(N_TAGS, generator=gen, dtype=torch.float64),
-        "end": torch.randn(N_TAGS, generator=gen, dtype=torch.float64),
-    }
-
-
-def brute_score(pots: Potentials, b: int, y: Sequence[int]) -> float:
-    """The score written out term by term, straight from the definition."""
-    if not y:
-        return 0.0
-    trans = pots["transitions"]
-    trans = trans[b] if trans.dim() == 3 else trans
-    total = sum(float(pots["emissions"][b, i, t]) for i, t in enumerate(y))
-    total += sum(float(trans[a, c]) for a, c in zip(y[:-1], y[1:]))
-    if "start" in pots:
-        total += float(pots["start"][y[0]]) + float(pots["end"][y[-1]])
-    return total
-
-
-def indicator(y: Sequence[int], max_len: int) -> torch.Tensor:
-    out = torch.zeros(max_len, N_TAGS, dtype=torch.float64)
-    for i, t in enumerate(y):
-        out[i, t] = 1
-    return out
-
-
-def pair_indicator(y: Sequence[int], max_len: int) -> torch.Tensor:
-    out = torch.zeros(max_len - 1, N_TAGS, N_TAGS, dtype=torch.float64)
-    for i, (a, c) in enumerate(zip(y[:-1], y[1:])):
-        out[i, a, c] = 1
-    return out
-
-
-def to_batch(ys: Sequence[Sequence[int]], max_len: int) -> torch.Tensor:
-    # Padding holds junk outside the tag range: score() must ignore it.
-    out = torch.full((len(ys), max_len), 7, dtype=torch.long)
-    for b, y in enumerate(ys):
-        out[b, : len(y)] = torch.tensor(y, dtype=torch.long)
-    return out
-
-
-def crop(pots: Potentials, b: int, n: int) -> Potentials:
-    trans = pots["transitions"]
-    own = {
-        "emissions": pots["emissions"][b : b + 1, :n],
-        "transitions": trans[b : b + 1] if trans.dim() == 3 else trans,
-    }
-    return own | {k: pots[k] for k in ("start", "end") if k in pots}
-
-
-def enumerate_tags(n: int) -> list[tuple[int, ...]]:
-    return list(itertools.product(range(N_TAGS), repeat=n))
-
-
-def make_case(draw: Callable[[torch.Generator, int, int], Potentials], min_len: int) -> Case:
-    return Case(
-        make=LinearChainCRF,
-        draw=draw,
-        enumerate=enumerate_tags,
-        brute_score=brute_score,
-        indicator=indicator,
-        pair_indicator=pair_indicator,
-        to_batch=to_batch,
-        from_batch=lambda y, b, n: tuple(y[b, :n].tolist()),
-        crop=crop,
-        min_len=min_len,
-        count={0: 1, 1: 3, 3: 27},
-    )
-
-
-class TestSharedTransitions(ConformanceSuite):
-    case = make_case(draw_shared, min_len=1)
-
-
-class TestBatchedTransitionsStartEnd(ConformanceSuite):
-    """Per-sentence transitions with start/end scores; draws empty sentences too."""
-
-    case = make_case(draw_batched, min_len=0)
+def enumerate_tags(n: int) -> tuple[tuple[int, ...], ...]:
+    return tag_sequences(n, N_TAGS)
 
 
 def _random_crf(
     seed: int, dtype: torch.dtype = torch.float64, scale: float = 1.0
 ) -> LinearChainCRF:
     gen = torch.Generator().manual_seed(seed)
-    pots = draw_batched(gen, 4, 5)
+    pots = BATCHED.draw(gen, 4, 5)
     pots = {k: (v * scale).to(dtype) for k, v in pots.items()}
     return LinearChainCRF(**pots, lengths=torch.tensor([5, 3, 1, 0]))
 
@@ -163,12 +76,12 @@ def test_underflowing_potentials_use_the_exact_log_space_pass() -> None:
     pots |= {"start": crf.start, "end": crf.end}
     for b, n in enumerate(crf.lengths.tolist()):
         ys = enumerate_tags(n)
-        scores = torch.tensor([brute_score(pots, b, y) for y in ys], dtype=torch.float64)
+        scores = torch.tensor([chain_score(pots, b, y) for y in ys], dtype=torch.float64)
         torch.testing.assert_close(crf.log_partition[b], torch.logsumexp(scores, 0))
         probs = torch.softmax(scores, 0)
-        want = sum(p * indicator(y, 5) for p, y in zip(probs, ys))
+        want = sum(p * tag_parts(y, 5, N_TAGS) for p, y in zip(probs, ys))
         torch.testing.assert_close(crf.marginals[b], want)
-        want_pairs = sum(p * pair_indicator(y, 5) for p, y in zip(probs, ys))
+        want_pairs = sum(p * tag_pair_parts(y, 5, N_TAGS) for p, y in zip(probs, ys))
         torch.testing.assert_close(crf.pair_marginals[b], want_pairs)
 
 
@@ -240,7 +153,7 @@ def test_expected_score_takes_given_marginals_and_is_differentiable() -> None:
     """Structural KD: a teacher's marginals scored by the student's potentials."""
     teacher = _random_crf(5)
     gen = torch.Generator().manual_seed(6)
-    pots = {k: v.clone().requires_grad_() for k, v in draw_batched(gen, 4, 5).items()}
+    pots = {k: v.clone().requires_grad_() for k, v in BATCHED.draw(gen, 4, 5).items()}
     student = LinearChainCRF(**pots, lengths=teacher.lengths)
     got = student.expected_score(teacher.part_marginals).detach()
     # By brute force: the teacher's expected value of the student's score.
@@ -251,7 +164,7 @@ def test_expected_score_takes_given_marginals_and_is_differentiable() -> None:
         want = 0.0
         for y in ys:
             tags[b, :n] = torch.tensor(y, dtype=torch.long)
-            want += float(teacher.log_prob(tags)[b].exp()) * brute_score(frozen, b, y)
+            want += float(teacher.log_prob(tags)[b].exp()) * chain_score(frozen, b, y)
         assert float(got[b]) == pytest.approx(want, abs=1e-9)
     names = list(pots)
 
@@ -264,7 +177,7 @@ def test_expected_score_takes_given_marginals_and_is_differentiable() -> None:
 
 def test_pair_marginals_gradcheck() -> None:
     gen = torch.Generator().manual_seed(7)
-    pots = draw_batched(gen, 3, 4)
+    pots = BATCHED.draw(gen, 3, 4)
     names = list(pots)
     lengths = torch.tensor([4, 2, 1])
 

@@ -1,76 +1,20 @@
-"""SemiMarkovCRF against brute-force enumeration of span sets (conformance suite + extras)."""
+"""SemiMarkovCRF beyond the conformance suite (tests/test_conformance.py): the alpha and beta
+tables against enumeration of sub-ranges, hard constraints, large scores and bad inputs."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import cache
 
 import pytest
 import torch
 from hypothesis import given, settings
 
+from oracle import CASES, SEEDS, count_span_sets, span_sets
 from structkd.structures.semi_markov import SemiMarkovCRF
 
-from conformance import SEEDS, Case, ConformanceSuite, Potentials
-
-N_TYPES = 2
-SpanSet = tuple[tuple[int, int, int], ...]
-
-
-@cache
-def enumerate_span_sets(n: int, n_types: int = N_TYPES, first: int = 0) -> tuple[SpanSet, ...]:
-    """Every set of non-overlapping labeled spans on tokens first..n-1, spans sorted by start."""
-    if first >= n:
-        return ((),)
-    out = list(enumerate_span_sets(n, n_types, first + 1))  # token `first` is O
-    for end in range(first, n):
-        for label in range(n_types):
-            out += [
-                ((first, end, label), *rest) for rest in enumerate_span_sets(n, n_types, end + 1)
-            ]
-    return tuple(out)
-
-
-def count_span_sets(n: int, n_types: int) -> int:
-    """Closed recursion c(n) = c(n-1) + R sum_{w=1..n} c(n-w), independent of the enumerator."""
-    c = [1]
-    for m in range(1, n + 1):
-        c.append(c[m - 1] + n_types * sum(c[m - w] for w in range(1, m + 1)))
-    return c[n]
-
-
-def draw(gen: torch.Generator, batch: int, max_len: int) -> Potentials:
-    shape = (batch, max_len, max_len, N_TYPES)
-    return {"span_scores": torch.randn(*shape, generator=gen, dtype=torch.float64)}
-
-
-def brute_score(pots: Potentials, b: int, y: SpanSet) -> float:
-    return float(sum(pots["span_scores"][b, i, j, r] for i, j, r in y))
-
-
-def indicator(y: SpanSet, max_len: int) -> torch.Tensor:
-    out = torch.zeros(max_len, max_len, N_TYPES, dtype=torch.float64)
-    for i, j, r in y:
-        out[i, j, r] = 1
-    return out
-
-
-CASE = Case(
-    make=SemiMarkovCRF,
-    draw=draw,
-    enumerate=enumerate_span_sets,
-    brute_score=brute_score,
-    indicator=indicator,
-    to_batch=lambda ys, max_len: [list(y) for y in ys],
-    from_batch=lambda y, b, n: tuple(tuple(span) for span in y[b]),
-    crop=lambda pots, b, n: {"span_scores": pots["span_scores"][b : b + 1, :n, :n]},
-    count={n: count_span_sets(n, N_TYPES) for n in range(5)},
-)
-
-
-class TestSemiMarkovCRF(ConformanceSuite):
-    case = CASE
+CASE = CASES["semi_markov"]
+N_TYPES = CASE.labels
 
 
 def _logsumexp(values: Sequence[float]) -> float:
@@ -79,7 +23,7 @@ def _logsumexp(values: Sequence[float]) -> float:
 
 def _range_log_weight(scores: torch.Tensor, first: int, stop: int) -> float:
     """log of the summed weight of all span sets on tokens first..stop-1 (scores: [N, N, R])."""
-    sets = [y for y in enumerate_span_sets(stop, N_TYPES) if all(i >= first for i, _, _ in y)]
+    sets = [y for y in span_sets(stop, N_TYPES) if all(i >= first for i, _, _ in y)]
     return _logsumexp([float(sum(scores[i, j, r] for i, j, r in y)) for y in sets])
 
 
@@ -88,7 +32,7 @@ def _range_log_weight(scores: torch.Tensor, first: int, stop: int) -> float:
 def test_alpha_and_beta_are_prefix_and_suffix_sums(seed: int) -> None:
     """The tables the span -> tag projection relies on, against enumeration of sub-ranges."""
     gen = torch.Generator().manual_seed(seed)
-    scores = draw(gen, 3, 4)["span_scores"]
+    scores = CASE.draw(gen, 3, 4)["span_scores"]
     lengths = torch.tensor([4, 2, 3])
     dist = SemiMarkovCRF(scores, lengths)
     for b, n in enumerate(lengths.tolist()):
@@ -100,7 +44,7 @@ def test_alpha_and_beta_are_prefix_and_suffix_sums(seed: int) -> None:
 
 
 def test_count_matches_closed_form_for_three_types() -> None:
-    assert [len(enumerate_span_sets(n, 3)) for n in range(5)] == [
+    assert [len(span_sets(n, 3)) for n in range(5)] == [
         count_span_sets(n, 3) for n in range(5)
     ]
     assert count_span_sets(2, 2) == 11  # {}, 2 singles at each of 2 tokens, 4 pairs, 2 wide spans
@@ -108,7 +52,7 @@ def test_count_matches_closed_form_for_three_types() -> None:
 
 def test_lower_triangle_is_ignored() -> None:
     gen = torch.Generator().manual_seed(3)
-    scores = draw(gen, 2, 4)["span_scores"]
+    scores = CASE.draw(gen, 2, 4)["span_scores"]
     lower = torch.ones(4, 4, dtype=torch.bool).tril(-1)[None, :, :, None]
     noisy = scores.masked_fill(lower, 1e6)
     ref, got = SemiMarkovCRF(scores), SemiMarkovCRF(noisy)
@@ -126,7 +70,7 @@ def test_topk_repeats_the_worst_structure_when_short() -> None:
 
 def test_empty_sentence_and_argmax_shape() -> None:
     gen = torch.Generator().manual_seed(4)
-    scores = draw(gen, 2, 3)["span_scores"]
+    scores = CASE.draw(gen, 2, 3)["span_scores"]
     dist = SemiMarkovCRF(scores, torch.tensor([0, 3]))
     assert float(dist.log_partition[0]) == 0.0
     assert (dist.marginals[0] == 0).all()
@@ -139,7 +83,7 @@ def test_empty_sentence_and_argmax_shape() -> None:
 def test_minus_inf_forbids_a_type() -> None:
     """-inf span scores are hard constraints: the type disappears and gradients stay finite."""
     gen = torch.Generator().manual_seed(5)
-    scores = draw(gen, 2, 4)["span_scores"]
+    scores = CASE.draw(gen, 2, 4)["span_scores"]
     lengths = torch.tensor([4, 3])
     forbidden = scores.clone()
     forbidden[..., 1] = -math.inf
@@ -156,7 +100,7 @@ def test_minus_inf_forbids_a_type() -> None:
 
 def test_large_scores_float32_stay_finite() -> None:
     gen = torch.Generator().manual_seed(6)
-    scores = draw(gen, 2, 4)["span_scores"] * 1000
+    scores = CASE.draw(gen, 2, 4)["span_scores"] * 1000
     lengths = torch.tensor([4, 2])
     low, high = SemiMarkovCRF(scores.float(), lengths), SemiMarkovCRF(scores, lengths)
     assert torch.isfinite(low.marginals).all()
@@ -166,12 +110,12 @@ def test_large_scores_float32_stay_finite() -> None:
 
 def test_tempered_divides_every_score() -> None:
     gen = torch.Generator().manual_seed(7)
-    scores = draw(gen, 2, 3)["span_scores"]
+    scores = CASE.draw(gen, 2, 3)["span_scores"]
     lengths = torch.tensor([3, 2])
     hot = SemiMarkovCRF(scores, lengths).tempered(2.0)
     half = {"span_scores": scores / 2}
     for b, n in enumerate(lengths.tolist()):
-        want = _logsumexp([brute_score(half, b, y) for y in enumerate_span_sets(n)])
+        want = _logsumexp([CASE.score(half, b, y) for y in CASE.enumerate(n)])
         assert math.isclose(float(hot.log_partition[b]), want, rel_tol=1e-9)
 
 

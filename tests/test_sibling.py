@@ -1,70 +1,20 @@
-"""SiblingDependencyCRF against brute-force enumeration of projective single-root trees."""
+"""SiblingDependencyCRF beyond the conformance suite (tests/test_conformance.py): mean-field
+inference, hard constraints, padding and chunked sampling against brute-force enumeration of
+projective single-root trees."""
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Sequence
-from functools import cache, partial
 
 import pytest
 import torch
 
+from oracle import CASES, Potentials, head_assignments, sibling_pairs
+from oracle.cases import heads_to_batch, sibling_pair_parts
 from structkd.structures.sibling import Inference, SiblingDependencyCRF
 
-from conformance import Case, ConformanceSuite, Potentials
-
-Tree = tuple[int, ...]  # heads of words 1..n
-
-
-def _ancestors(heads: Tree, d: int) -> list[int] | None:
-    """Heads above word d up to ROOT, or None on a cycle."""
-    chain: list[int] = []
-    while d != 0:
-        d = heads[d - 1]
-        if d in chain:
-            return None
-        chain.append(d)
-    return chain
-
-
-@cache
-def projective_trees(n: int) -> list[Tree]:
-    """Every projective tree over words 1..n with exactly one child of ROOT."""
-    trees = []
-    for heads in itertools.product(range(n + 1), repeat=n):
-        if any(h == d for d, h in enumerate(heads, 1)) or heads.count(0) != 1:
-            continue
-        chains = [_ancestors(heads, d) for d in range(1, n + 1)]
-        if any(c is None for c in chains):
-            continue
-        # projective: every word strictly inside an arc descends from the arc's head
-        if all(
-            h in chains[k - 1]  # type: ignore[operator]
-            for d, h in enumerate(heads, 1)
-            for k in range(min(d, h) + 1, max(d, h))
-        ):
-            trees.append(heads)
-    return trees
-
-
-def sibling_pairs(heads: Tree) -> list[tuple[int, int, int]]:
-    """(h, m, s) for adjacent same-side modifiers of h, m the closer one."""
-    pairs = []
-    for h in range(len(heads) + 1):
-        right = sorted(d for d, g in enumerate(heads, 1) if g == h and d > h)
-        left = sorted((d for d, g in enumerate(heads, 1) if g == h and d < h), reverse=True)
-        for side in (right, left):
-            pairs += [(h, m, s) for m, s in zip(side, side[1:])]
-    return pairs
-
-
-def draw(gen: torch.Generator, batch: int, max_len: int) -> Potentials:
-    size = max_len + 1
-    return {
-        "arc_scores": torch.randn(batch, size, size, generator=gen, dtype=torch.float64),
-        "sib_scores": torch.randn(batch, size, size, size, generator=gen, dtype=torch.float64),
-    }
+CASE = CASES["sibling_exact"]
+projective_trees = CASE.enumerate  # every projective tree of n words with one child of ROOT
 
 
 def random_batch(
@@ -73,111 +23,13 @@ def random_batch(
     gen = torch.Generator().manual_seed(seed)
     lengths = torch.randint(1, max_len + 1, (batch,), generator=gen)
     lengths[0] = max_len
-    pots = {k: v * scale for k, v in draw(gen, batch, max_len).items()}
+    pots = {k: v * scale for k, v in CASE.draw(gen, batch, max_len).items()}
     return pots, lengths
-
-
-def brute_score(pots: Potentials, b: int, heads: Tree) -> float:
-    arcs = sum(float(pots["arc_scores"][b, d, h]) for d, h in enumerate(heads, 1))
-    sibs = sum(float(pots["sib_scores"][b, h, m, s]) for h, m, s in sibling_pairs(heads))
-    return arcs + sibs
-
-
-def indicator(heads: Tree, max_len: int) -> torch.Tensor:
-    out = torch.zeros(max_len + 1, max_len + 1, dtype=torch.float64)
-    for d, h in enumerate(heads, 1):
-        out[d, h] = 1
-    return out
-
-
-def pair_indicator(heads: Tree, max_len: int) -> torch.Tensor:
-    out = torch.zeros(max_len + 1, max_len + 1, max_len + 1, dtype=torch.float64)
-    for h, m, s in sibling_pairs(heads):
-        out[h, m, s] = 1
-    return out
-
-
-def to_batch(trees: Sequence[Tree], max_len: int) -> torch.Tensor:
-    out = torch.zeros(len(trees), max_len + 1, dtype=torch.long)
-    for b, heads in enumerate(trees):
-        out[b, 1 : len(heads) + 1] = torch.tensor(heads, dtype=torch.long)
-    return out
-
-
-def crop(pots: Potentials, b: int, n: int) -> Potentials:
-    return {
-        "arc_scores": pots["arc_scores"][b : b + 1, : n + 1, : n + 1],
-        "sib_scores": pots["sib_scores"][b : b + 1, : n + 1, : n + 1, : n + 1],
-    }
-
-
-CASE = Case(
-    make=SiblingDependencyCRF,
-    draw=draw,
-    enumerate=projective_trees,
-    brute_score=brute_score,
-    indicator=indicator,
-    to_batch=to_batch,
-    from_batch=lambda y, b, n: tuple(y[b, 1 : n + 1].tolist()),
-    crop=crop,
-    count={1: 1, 2: 2, 3: 7, 4: 30},
-    pair_indicator=pair_indicator,
-)
-
-
-class TestSiblingDependencyCRF(ConformanceSuite):
-    case = CASE
-
-
-MFVI_CASE = Case(
-    **{
-        **CASE.__dict__,
-        "make": partial(SiblingDependencyCRF, inference="mfvi"),
-        "exact": False,
-        "has_sample": False,
-    }
-)
-
-
-class TestSiblingMeanField(ConformanceSuite):
-    """Approximate inference: the suite checks what does not need exactness."""
-
-    case = MFVI_CASE
-
-    def test_argmax_and_topk(self) -> None:
-        """argmax is the best projective tree under the approximate log marginals."""
-        pots, lengths = random_batch(3)
-        dist = SiblingDependencyCRF(**pots, lengths=lengths, inference="mfvi")
-        log_q = dist.marginals.log()
-        for b, n in enumerate(lengths.tolist()):
-            best = max(
-                sum(float(log_q[b, d, h]) for d, h in enumerate(t, 1)) for t in projective_trees(n)
-            )
-            got = tuple(dist.argmax[b, 1 : n + 1].tolist())
-            assert got in projective_trees(n)
-            assert sum(float(log_q[b, d, h]) for d, h in enumerate(got, 1)) == pytest.approx(best)
-        # topk: the k best trees of the same surrogate, best first, the first one argmax.
-        kbest = dist.topk(4)
-        assert torch.equal(kbest[0], dist.argmax)
-        for b, n in enumerate(lengths.tolist()):
-            ranked = sorted(
-                (
-                    sum(float(log_q[b, d, h]) for d, h in enumerate(t, 1))
-                    for t in projective_trees(n)
-                ),
-                reverse=True,
-            )
-            got = [tuple(y[b, 1 : n + 1].tolist()) for y in kbest]
-            distinct = list(dict.fromkeys(got))  # short sentences repeat their last tree
-            assert len(distinct) == min(4, len(ranked))
-            assert all(t in projective_trees(n) for t in distinct)
-            values = [sum(float(log_q[b, d, h]) for d, h in enumerate(t, 1)) for t in distinct]
-            assert values == pytest.approx(ranked[: len(distinct)])
 
 
 def brute_log_partition(pots: Potentials, b: int, n: int) -> torch.Tensor:
     scores = torch.tensor(
-        [brute_score(pots, b, t) for t in projective_trees(n)], dtype=torch.float64
+        [CASE.score(pots, b, t) for t in projective_trees(n)], dtype=torch.float64
     )
     return torch.logsumexp(scores, 0)
 
@@ -221,9 +73,9 @@ def test_mean_field_sibling_marginals_are_expectations_under_q() -> None:
     q, sib_mu = dist.part_marginals
     for b, n in enumerate(lengths.tolist()):
         expected = torch.zeros_like(sib_mu[b])
-        for heads in itertools.product(range(n + 1), repeat=n):
+        for heads in head_assignments(n):  # a self-loop has q = 0: leaving them out loses nothing
             prob = torch.prod(torch.stack([q[b, d, h] for d, h in enumerate(heads, 1)]))
-            expected = expected + prob * pair_indicator(heads, 3)
+            expected = expected + prob * sibling_pair_parts(heads, 3)
         expected[0] = 0  # ROOT has a single child under the model: no ROOT siblings
         torch.testing.assert_close(sib_mu[b], expected)
 
@@ -322,17 +174,17 @@ def test_hard_constraints_with_minus_infinity() -> None:
     dist = SiblingDependencyCRF(arc, pots["sib_scores"], lengths)
     for b, n in enumerate(lengths.tolist()):
         trees = projective_trees(n)
-        scores = torch.tensor([brute_score(pots, b, t) for t in trees], dtype=torch.float64)
+        scores = torch.tensor([CASE.score(pots, b, t) for t in trees], dtype=torch.float64)
         probs = torch.softmax(scores, 0)
         torch.testing.assert_close(dist.log_partition[b], torch.logsumexp(scores, 0))
-        expected = sum(p * indicator(t, 4) for p, t in zip(probs, trees))
+        expected = sum(p * CASE.indicator(t, 4) for p, t in zip(probs, trees))
         torch.testing.assert_close(dist.marginals[b], expected)
         assert math.isfinite(dist.entropy[b].item())
         kbest = dist.topk(30)
         feasible = int(torch.isfinite(scores).sum())
         got = [tuple(y[b, 1 : n + 1].tolist()) for y in kbest]
         assert len(set(got)) == feasible and got[feasible - 1 :] == [got[-1]] * (31 - feasible)
-        assert all(math.isfinite(brute_score(pots, b, t)) for t in got)
+        assert all(math.isfinite(CASE.score(pots, b, t)) for t in got)
     dist.log_partition.sum().backward()
     assert torch.isfinite(arc.grad).all()
     for heads in dist.sample(50):
@@ -392,9 +244,9 @@ def test_score_of_a_multi_root_tree_counts_root_siblings() -> None:
     pots, _ = random_batch(13, batch=1, max_len=4)
     heads = (0, 0, 2, 0)  # ROOT has right modifiers 1, 2, 4
     dist = SiblingDependencyCRF(**pots)
-    got = dist.score(to_batch([heads], 4))
+    got = dist.score(heads_to_batch([heads], 4))
     assert sibling_pairs(heads)[:2] == [(0, 1, 2), (0, 2, 4)]
-    assert float(got) == pytest.approx(brute_score(pots, 0, heads))
+    assert float(got) == pytest.approx(CASE.score(pots, 0, heads))
 
 
 def test_tempered_divides_all_scores() -> None:

@@ -6,6 +6,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 
+from oracle import SEEDS, span_sets
+from oracle.cases import N_TYPES
 from structkd.kd.span_projection import (
     span_tag_marginals,
     span_tag_pair_marginals,
@@ -13,9 +15,6 @@ from structkd.kd.span_projection import (
     tag_names,
 )
 from structkd.structures.semi_markov import SemiMarkovCRF
-from test_semi_markov import N_TYPES, enumerate_span_sets
-
-from conformance import SEEDS
 
 SCHEMES = ["BIOES", "BIO"]
 MAX_LEN = 4
@@ -30,7 +29,7 @@ def brute_tag_marginals(
     unary = torch.zeros(batch, max_len, n_tags, dtype=torch.float64)
     pair = torch.zeros(batch, max(max_len - 1, 0), n_tags, n_tags, dtype=torch.float64)
     for b, n in enumerate(lengths.tolist()):
-        sets = enumerate_span_sets(n)
+        sets = span_sets(n, N_TYPES)
         weights = torch.tensor([float(sum(scores[b, i, j, r] for i, j, r in y)) for y in sets])
         for p, y in zip(torch.softmax(weights.double(), 0), sets):
             tags = spans_to_tags(list(y), n, N_TYPES, scheme)
