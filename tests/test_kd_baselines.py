@@ -6,14 +6,12 @@ import pytest
 import torch
 
 import structkd as sk
-from test_kd import LENGTHS, MAX_LEN, PAIRS, crf, span_to_tags, token
+from oracle.pairs import LENGTHS, MAX_LEN, PAIRS, alone
+from test_kd import crf, token
 
 
 def _pair(name: str, seed: int = 0) -> tuple[object, object, dict, dict]:
-    t_cls, t_pots, _, s_cls, s_pots, _, _ = PAIRS[name]
-    gen = torch.Generator().manual_seed(seed)
-    tp, sp = t_pots(gen), s_pots(gen)
-    return t_cls(**tp, lengths=LENGTHS), s_cls(**sp, lengths=LENGTHS), tp, sp
+    return PAIRS[name].build(seed)
 
 
 def test_token_kd_is_per_token_kl_of_tempered_emissions() -> None:
@@ -49,31 +47,17 @@ def test_posterior_kd_is_kl_between_token_marginals() -> None:
 @pytest.mark.parametrize("pair", ["1a crf->crf", "4 span->token", "1b proj->headsel"])
 def test_topk_kd_matches_brute_force(pair: str, weighted: bool) -> None:
     teacher, student, tp, sp = _pair(pair, seed=4)
-    t_cls, _, space, s_cls, _, scheme, tag_scheme = PAIRS[pair]
     k = 3
     loss = sk.kd.topk_kd_loss(
-        teacher, student, k, weighted=weighted, reduction="none", tag_scheme=tag_scheme
+        teacher, student, k, weighted=weighted, reduction="none", tag_scheme=PAIRS[pair].tag_scheme
     )
     for b, n in enumerate(LENGTHS.tolist()):
-        lengths = torch.tensor([n])
-        shared = {"transitions", "start", "end"}
-        t_b = t_cls(
-            **{k_: v if k_ in shared else v[b : b + 1] for k_, v in tp.items()}, lengths=lengths
-        )
-        s_b = s_cls(
-            **{k_: v if k_ in shared else v[b : b + 1] for k_, v in sp.items()}, lengths=lengths
-        )
-        outputs = list(space(n))
-        scores = torch.stack([t_b.score(y)[0] for y in outputs])
+        t_b = alone(PAIRS[pair].teacher, tp, b, n)
+        s_b = alone(PAIRS[pair].student, sp, b, n)
+        outputs = list(PAIRS[pair].outputs(n))  # (teacher's, student's)
+        scores = torch.stack([t_b.score(y_t)[0] for y_t, _ in outputs])
         best = scores.argsort(descending=True)[:k]
-        nll = torch.stack(
-            [
-                -s_b.log_prob(
-                    outputs[i] if scheme is None else span_to_tags(outputs[i], n, scheme)
-                )[0]
-                for i in best.tolist()
-            ]
-        )
+        nll = torch.stack([-s_b.log_prob(outputs[i][1])[0] for i in best.tolist()])
         m = len(best)  # a sentence may have fewer than k structures
         weights = torch.softmax(scores[best], 0) if weighted else torch.full((m,), 1 / m)
         torch.testing.assert_close(loss[b], (weights.double() * nll).sum())
