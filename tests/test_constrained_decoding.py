@@ -5,12 +5,12 @@ back in the scheme gives it unchanged, ``from_spans(to_spans(y)) == y``)."""
 
 from __future__ import annotations
 
-import itertools
 from pathlib import Path
 
 import pytest
 import torch
 
+from oracle import tag_sequences
 from structkd.cli import main
 from structkd.config import EncoderConfig, ModelConfig
 from structkd.data.conll import read_ner
@@ -50,7 +50,7 @@ def test_constrained_argmax_is_the_best_well_formed_sequence(scheme: str) -> Non
     log_probs = logits.log_softmax(-1)
     for b, n in enumerate(lengths.tolist()):
         best, best_score = None, -float("inf")
-        for ids in itertools.product(range(len(tags)), repeat=n):
+        for ids in tag_sequences(n, len(tags)):
             seq = [tags[i] for i in ids]
             score = float(sum(log_probs[b, i, t] for i, t in enumerate(ids)))
             if _well_formed(seq, scheme) and score > best_score:
@@ -80,7 +80,9 @@ def test_allowed_transitions_match_well_formedness_on_pairs() -> None:
         ("BIO", ["O", "B-A", "I-A", "B-B", "I-B"]),
     ]:
         start, transitions, end = allowed_transitions(tags, scheme)
-        seqs = [list(s) for n in (1, 2, 3, 4) for s in itertools.product(tags, repeat=n)]
+        seqs = [
+            [tags[i] for i in ids] for n in (1, 2, 3, 4) for ids in tag_sequences(n, len(tags))
+        ]
         good = [s for s in seqs if _well_formed(s, scheme)]
         assert {s[0] for s in good} == {t for t, ok in zip(tags, start) if ok}
         assert {s[-1] for s in good} == {t for t, ok in zip(tags, end) if ok}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +10,7 @@ import pytest
 import torch
 
 from hf_tiny import FIXTURE_LABELS, tiny_token_classifier
+from oracle import tag_sequences
 from structkd.cli import main
 from structkd.config import DistillConfig, EncoderConfig, HeadConfig, ModelConfig
 from structkd.data.conll import read_ner
@@ -60,7 +60,7 @@ def brute_force_map(
     tags = list(tag_vocab(types, scheme))
     n = probs.shape[0]
     out = torch.zeros(n, len(tags), dtype=torch.float64)
-    for seq in itertools.product(range(len(teacher_labels)), repeat=n):
+    for seq in tag_sequences(n, len(teacher_labels)):
         p = torch.prod(probs[torch.arange(n), list(seq)])
         student = from_spans(to_spans([teacher_labels[i] for i in seq]), n, scheme)
         for i, tag in enumerate(student):
