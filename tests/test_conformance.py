@@ -7,7 +7,10 @@ a check is about another dtype.
 
 from __future__ import annotations
 
+import collections
+import functools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -28,10 +31,30 @@ def _setup(case: Case, seed: int, batch: int = 3) -> tuple[Potentials, torch.Ten
     return pots, lengths, case.make(**pots, lengths=lengths)
 
 
-def _brute(case: Case, pots: Potentials, b: int, n: int) -> tuple[list[Any], torch.Tensor]:
-    ys = list(case.enumerate(n))
-    scores = torch.tensor([case.score(pots, b, y) for y in ys], dtype=torch.float64)
+def _brute(case: Case, pots: Potentials, b: int, n: int) -> tuple[Sequence[Any], torch.Tensor]:
+    """Every output of sentence b (length n) and its hand-written score."""
+    ys = case.enumerate(n)
+    # The same hand-written score on numpy views: element reads cost ~0.1 us instead of ~5 us.
+    arrays = {k: v.detach().numpy() for k, v in pots.items()}
+    scores = torch.tensor([case.score(arrays, b, y) for y in ys], dtype=torch.float64)
     return ys, scores
+
+
+@functools.cache
+def _indicators(name: str, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """[T, ...] the part indicators of every output of an n-word sentence (padded to the case's
+    max_len), and those of the second parts (or None): expectations become one contraction."""
+    case = CASES[name]
+    ys = case.enumerate(n)
+    parts = torch.stack([case.indicator(y, case.max_len) for y in ys])
+    if case.pair_parts is None:
+        return parts, None
+    return parts, torch.stack([case.pair_indicator(y, case.max_len) for y in ys])
+
+
+def _expected(probs: torch.Tensor, parts: torch.Tensor) -> torch.Tensor:
+    """sum_y p(y) * parts[y]: probs [T], parts [T, ...] -> [...]."""
+    return torch.tensordot(probs, parts, dims=1)
 
 
 def _close(actual: torch.Tensor, expected: torch.Tensor, tol: float) -> None:
@@ -77,15 +100,12 @@ def test_marginals(name: str, seed: int) -> None:
     tol = case.tolerance[torch.float64]
     pots, lengths, dist = _setup(case, seed)
     for b, n in enumerate(lengths.tolist()):
-        ys, scores = _brute(case, pots, b, n)
+        _, scores = _brute(case, pots, b, n)
         probs = torch.softmax(scores, 0)
-        expected = sum(p * case.indicator(y, case.max_len) for p, y in zip(probs, ys))
-        _close(dist.marginals[b], expected, tol)
-        if case.pair_parts is not None:
-            expected_pairs = sum(
-                p * case.pair_indicator(y, case.max_len) for p, y in zip(probs, ys)
-            )
-            _close(dist.part_marginals[1][b], expected_pairs, tol)
+        parts, pair_parts = _indicators(name, n)
+        _close(dist.marginals[b], _expected(probs, parts), tol)
+        if pair_parts is not None:
+            _close(dist.part_marginals[1][b], _expected(probs, pair_parts), tol)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -193,7 +213,8 @@ def test_sample_frequencies(name: str) -> None:
     draws = dist.sample(2000)
     assert len(draws) == 2000
     for b, n in enumerate(lengths.tolist()):
-        freq = sum(case.indicator(case.from_batch(y, b, n), case.max_len) for y in draws)
+        counts = collections.Counter(case.from_batch(y, b, n) for y in draws)
+        freq = sum(c * case.indicator(y, case.max_len) for y, c in counts.items())
         _close(freq / 2000, dist.marginals[b].detach(), SAMPLE_TOLERANCE)
 
 

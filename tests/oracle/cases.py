@@ -46,7 +46,8 @@ class Case:
             its marginals normalise.
         potentials: (generator, batch, max_len, labels) -> random float64 potentials by name.
         space: (n, labels) -> every output of an n-word sentence in per-sentence form: the oracle.
-        score: (potentials, b, output) -> the output's score in sentence b, written out by hand.
+        score: (potentials, b, output) -> the output's score in sentence b, written out by hand
+            (element by element, so that it reads torch tensors and numpy arrays alike).
         parts: (output, max_len, labels) -> its part indicators, shaped like ``marginals[b]``.
         to_batch: (per-sentence outputs, one per sentence; max_len) -> the compact batched form.
         from_batch: (compact batched form, sentence b, length n) -> per-sentence form.
@@ -153,7 +154,7 @@ def chain_score(pots: Potentials, b: int, y: Tags) -> float:
     if not y:
         return 0.0
     trans = pots["transitions"]
-    trans = trans[b] if trans.dim() == 3 else trans
+    trans = trans[b] if trans.ndim == 3 else trans
     total = sum(float(pots["emissions"][b, i, t]) for i, t in enumerate(y))
     total += sum(float(trans[a, c]) for a, c in zip(y[:-1], y[1:]))
     if "start" in pots:
