@@ -165,7 +165,7 @@ def worker_predict(args: dict[str, Any]) -> dict[str, Any]:
 
 
 def worker_train(args: dict[str, Any]) -> dict[str, Any]:
-    from structkd.train.batching import bucket_batches
+    from structkd.data.batching import bucket_batches
 
     words = _words(Path(args["corpus"]))
     distiller = _distiller(

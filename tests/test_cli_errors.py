@@ -23,7 +23,7 @@ from structkd.cli import main
 from structkd.config import load_config
 from structkd.models.checkpoint import load_model
 from structkd.tasks import get_task
-from structkd.train.evaluate import evaluate
+from structkd.tasks.ner import evaluate
 from structkd.train.run import run
 
 ROOT = Path(__file__).parent.parent

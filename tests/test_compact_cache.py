@@ -18,16 +18,17 @@ import torch
 
 from structkd import kd
 from structkd.config import DistillConfig
+from structkd.data.batching import bucket_batches
 from structkd.io import atomic_write_bytes, atomic_write_json, sha256
 from structkd.kd.stored import ChainPotentials, IndependentUnary, stored_form, tempered_projection
 from structkd.models.checkpoint import tensors_to_bytes
 from structkd.models.pairs import pair_of
+from structkd.structures.base import as_list
 from structkd.structures.linear_chain import LinearChainCRF
 from structkd.structures.semi_markov import SemiMarkovCRF
 from structkd.structures.token_softmax import TokenSoftmax
 from structkd.train import cache
-from structkd.train.batching import bucket_batches
-from structkd.train.cache import CacheWarning, as_list, cached_marginals, crop, data_hash, pad_batch
+from structkd.train.cache import CacheWarning, cached_marginals, crop, data_hash, pad_batch
 from structkd.train.distill import Distiller
 from test_teacher_cache import TOKENS, tagger
 

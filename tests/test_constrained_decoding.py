@@ -20,7 +20,7 @@ from structkd.models.checkpoint import load_model, save_model
 from structkd.models.heads import MaxEntHead
 from structkd.models.tagger import build_tagger
 from structkd.structures.token_softmax import TokenSoftmax
-from structkd.train.evaluate import predict_tags
+from structkd.tasks.ner import predict_tags
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pipeline"
 

@@ -12,11 +12,11 @@ from safetensors.torch import load_file
 
 from structkd.cli import main
 from structkd.config import DistillConfig, EncoderConfig, HeadConfig, ModelConfig, load_config
+from structkd.data.batching import bucket_batches
 from structkd.data.conll import read_ner
 from structkd.models.checkpoint import load_model
 from structkd.models.tagger import build_tagger
 from structkd.train import loop
-from structkd.train.batching import bucket_batches
 from structkd.train.cache import CacheWarning
 from structkd.train.distill import Distiller
 from structkd.train.run import run

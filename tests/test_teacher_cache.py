@@ -22,6 +22,7 @@ from safetensors.torch import load_file
 from dep_tiny import DEP_TINY
 from structkd.cli import main
 from structkd.config import DistillConfig, EncoderConfig, HeadConfig, ModelConfig, load_config
+from structkd.data.batching import bucket_batches
 from structkd.data.conll import read_ner
 from structkd.depdata import read_dep
 from structkd.kd.methods import get_method
@@ -30,7 +31,6 @@ from structkd.models.pairs import pair_of
 from structkd.models.tagger import build_tagger
 from structkd.tasks import get_task
 from structkd.train import loop
-from structkd.train.batching import bucket_batches
 from structkd.train.cache import CacheWarning
 from structkd.train.distill import Distiller
 from structkd.train.run import run

@@ -16,14 +16,26 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
+from structkd import __version__
 from structkd.config import ConfigError, RunConfig, kd_method_names, load_config
 from structkd.data.errors import DataError
 from structkd.devices import check_device
+from structkd.export import export_model
 from structkd.io import text_output
+from structkd.lab.demo import run_demo
+from structkd.lab.experiment import run_experiment
+from structkd.lab.report import write_report
+from structkd.lab.speed import run_speed
 from structkd.models.checkpoint import CheckpointError
 from structkd.models.heads import DECODINGS, CRFHead, MaxEntHead
+from structkd.predictor import load
+from structkd.tasks import get_task
+from structkd.train.annotate import annotate
+from structkd.train.loop import TrainingError
+from structkd.train.run import run
 
 FORMATS = ("auto", "conll", "wikiann", "text", "raw", "conllu", "conllx", "malttab")
 USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError, OSError)
@@ -65,13 +77,9 @@ def _count(text: str) -> int:
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
     try:
         return version("structkd")
     except PackageNotFoundError:  # run from a source tree that was never installed
-        from structkd import __version__
-
         return __version__
 
 
@@ -277,16 +285,12 @@ def _config(args: argparse.Namespace) -> RunConfig:
 
 
 def _print_metrics(task: str, metrics: dict[str, Any]) -> None:
-    from structkd.tasks import get_task
-
     for split, scores in metrics.items():
         print(get_task(task).summary(split, scores))
 
 
 def _run(args: argparse.Namespace) -> int:
     if args.command in ("train", "distill"):
-        from structkd.train.run import run
-
         config = _config(args)
         no_kd = config.distill.method == "none"
         from_file = bool(config.distill.teacher_marginals)
@@ -305,15 +309,11 @@ def _run(args: argparse.Namespace) -> int:
             _print_metrics(config.task, metrics)
             print(f"model saved in {config.out}/model")
     elif args.command == "evaluate":
-        from structkd.predictor import load
-
         # a model directory or an export directory
         predictor = load(args.model, check_device(args.device))
         _set_decoding(predictor, args.decode)
         print(json.dumps(predictor.evaluate(args.data, args.format, args.include_punct), indent=1))
     elif args.command == "predict":
-        from structkd.predictor import load
-
         # a model directory or an export directory
         predictor = load(args.model, check_device(args.device))
         _set_decoding(predictor, args.decode)
@@ -323,13 +323,9 @@ def _run(args: argparse.Namespace) -> int:
             with text_output(args.output) as handle:
                 predictor.predict_file(args.input, args.format, handle)
     elif args.command == "export":
-        from structkd.export import export_model
-
         export_model(args.model, args.out, args.format, args.quantize)
         print(f"{args.format} export written to {args.out}")
     elif args.command == "annotate":
-        from structkd.train.annotate import annotate
-
         path = annotate(
             args.model,
             args.text,
@@ -340,8 +336,6 @@ def _run(args: argparse.Namespace) -> int:
         )
         print(f"marginals written to {path}")
     elif args.command == "experiment":
-        from structkd.lab.experiment import run_experiment
-
         if not os.path.isfile(args.spec):
             raise FileNotFoundError(f"no such experiment file: {args.spec}")
         run_experiment(
@@ -354,8 +348,6 @@ def _run(args: argparse.Namespace) -> int:
             args.runs_dir,
         )
     elif args.command == "speed":
-        from structkd.lab.speed import run_speed
-
         if not os.path.isfile(args.spec):
             raise FileNotFoundError(f"no such experiment file: {args.spec}")
         run_speed(
@@ -370,13 +362,9 @@ def _run(args: argparse.Namespace) -> int:
             runs_dir=args.runs_dir,
         )
     elif args.command == "report":
-        from structkd.lab.report import write_report
-
         write_report(args.results, args.out, plots=not args.no_plots)
         print(f"report written to {args.out}")
     else:
-        from structkd.lab.demo import run_demo
-
         run_demo(args.out, progress=not args.no_progress, max_epochs=args.max_epochs)
     return 0
 
@@ -385,8 +373,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``structkd`` command; returns the exit status."""
     args = _parser().parse_args(argv)
     warnings.formatwarning = lambda message, *rest, **kw: f"warning: {message}\n"
-    from structkd.train.loop import TrainingError
-
     try:
         return _run(args)
     except BrokenPipeError:

@@ -39,7 +39,7 @@ from structkd.models.base import Model
 from structkd.models.checkpoint import load_model
 from structkd.tasks import get_task
 from structkd.tasks.dep import attachment_scores, iter_parse_input
-from structkd.train.evaluate import span_scores
+from structkd.tasks.ner import span_scores
 
 CHUNK = 2048  # sentences a file is read and written by
 

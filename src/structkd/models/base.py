@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, ClassVar, TypeVar
 
 import torch
 from torch import Tensor, nn
 
 from structkd.config import ModelConfig
 from structkd.models.encoder import Encoder
+
+M = TypeVar("M", bound=nn.Module)
+
+
+@contextmanager
+def evaluating(model: M) -> Iterator[M]:
+    """``model`` in eval mode for the block (no dropout, so no draw from the global RNG)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 class Model(nn.Module, ABC):

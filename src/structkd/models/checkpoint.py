@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,38 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 from torch import Tensor
 
-from structkd.config import ConfigError, ModelConfig, from_dict, to_dict
+from structkd.config import ModelConfig, from_dict, to_dict
 from structkd.io import atomic_write_bytes, atomic_write_json, sha256, temporary_directory
 from structkd.models.base import Model
 from structkd.models.manifest import MANIFEST, ManifestError, manifest_bytes, verify_manifest
 
 FORMAT = "structkd-tagger"
 VERSION = 1
+
+ModelLoader = Callable[[ModelConfig, dict[str, Any], str | None], Model]
+"""Rebuilds an untrained model of one family from a checkpoint's model config, its
+``vocab.to_dict()`` and its transformer directory (None without a transformer)."""
+
+LOADERS: dict[str, ModelLoader] = {}
+"""Task name (``Model.task``) -> the loader of its model family, filled by ``register_loader``
+where each family lives (``structkd.models.tagger``, ``structkd.models.parser``)."""
+
+
+def register_loader(task: str) -> Callable[[ModelLoader], ModelLoader]:
+    """Registers the function that rebuilds the models of ``task`` from their checkpoints, so
+    that ``load_model`` reads any family without knowing the tasks.
+
+    Raises:
+        ValueError: if ``task`` already has a loader.
+    """
+
+    def register(loader: ModelLoader) -> ModelLoader:
+        if task in LOADERS:
+            raise ValueError(f"task {task!r} already has a model loader")
+        LOADERS[task] = loader
+        return loader
+
+    return register
 
 
 class CheckpointError(ValueError):
@@ -105,7 +131,8 @@ def read_model_config(directory: str | Path) -> dict[str, Any]:
 def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Model:
     """Loads a model saved by ``save_model``, in eval mode, on ``device``.
 
-    The ``task`` recorded in ``config.json`` (``ner`` when absent) rebuilds the model family.
+    The ``task`` recorded in ``config.json`` (``ner`` when absent) names the model family, whose
+    registered loader (``register_loader``) rebuilds the model.
 
     Raises:
         CheckpointError: if the directory is missing, incomplete or its files disagree.
@@ -125,17 +152,16 @@ def load_model(directory: str | Path, device: torch.device | str = "cpu") -> Mod
         raise CheckpointError(f"{weights_path}: unreadable ({error})") from error
     if sha256(weights) != meta.get("weights_sha256"):
         raise CheckpointError(f"{directory}: weights do not match config.json (interrupted save?)")
-    from structkd.tasks import get_task
-
-    try:
-        task = get_task(meta.get("task", "ner"))
-    except ConfigError as error:
-        raise CheckpointError(f"{directory}: {error}") from error
+    task = meta.get("task", "ner")
+    loader = LOADERS.get(task) if isinstance(task, str) else None
+    if loader is None:
+        known = ", ".join(sorted(LOADERS))
+        raise CheckpointError(f"{directory}: unknown task {task!r}; expected one of {known}")
     # A hand-edited or foreign config.json must fail as a CheckpointError, not a traceback.
     try:
         config = from_dict(ModelConfig, meta["model"], "model")
         transformer_dir = str(directory / "transformer") if config.encoder.transformer else None
-        model = task.load_model(config, meta["vocab"], transformer_dir)
+        model = loader(config, meta["vocab"], transformer_dir)
         state = load_safetensors(weights)
     except (KeyError, TypeError, ValueError, SafetensorError) as error:
         raise CheckpointError(f"{directory}: inconsistent config.json ({_flat(error)})") from error

@@ -11,6 +11,7 @@ from structkd.models.inputs import Batch, Vocabularies
 from structkd.models.pretrained import frozen_vectors
 from structkd.nn.embeddings import CasingEmbedding, CharCNN, WordEmbedding, casing_ids
 from structkd.nn.layers import BiLSTM
+from structkd.nn.transformer import TransformerEmbedder
 
 
 class Encoder(nn.Module):
@@ -55,8 +56,6 @@ class Encoder(nn.Module):
         )
         self.transformer = None
         if transformer_dir is not None:
-            from structkd.nn.transformer import TransformerEmbedder
-
             self.transformer = TransformerEmbedder(
                 transformer_dir, pretrained=pretrained_transformer, fine_tune=config.fine_tune
             )

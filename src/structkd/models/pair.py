@@ -10,34 +10,14 @@ scores), how a pseudo-gold output becomes a student NLL. The methods themselves
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
-from torch import Tensor, nn
+from torch import Tensor
 
 from structkd.config import ConfigError
 from structkd.kd.methods.base import Layout, Stats
 from structkd.models.base import Model
 from structkd.structures.base import Structure
-
-M = TypeVar("M", bound=nn.Module)
-
-
-@contextmanager
-def evaluating(model: M) -> Iterator[M]:
-    """``model`` in eval mode for the block (no dropout, so no draw from the global RNG)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def as_list(parts: Any) -> list[Tensor]:
-    """Part marginals (a tensor or a tuple of tensors) as a list."""
-    return list(parts) if isinstance(parts, (tuple, list)) else [parts]
 
 
 class Pair(ABC):

@@ -23,15 +23,19 @@ loss (its relations still train).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from structkd.config import ModelConfig
+from structkd.models.checkpoint import register_loader
 from structkd.models.depbase import DepBatch, DepModel, DepVocab, ParserOutput, Tree
 from structkd.models.encoder import Encoder
 from structkd.models.pretrained import PretrainedInputs
+from structkd.models.seqlabel import SeqLabelParser
 from structkd.nn.layers import MLP, Biaffine, Triaffine
+from structkd.nn.transformer import resolve_transformer_path
 from structkd.structures.base import Structure
 from structkd.structures.dependency import DependencyCRF
 from structkd.structures.head_selection import HeadSelection
@@ -198,8 +202,6 @@ def build_dep_model(
     Raises:
         FileNotFoundError: if the pretrained vectors or the transformer are missing.
     """
-    from structkd.models.seqlabel import SeqLabelParser
-
     enc = config.encoder
     pretrained = PretrainedInputs.read(enc)
     seqlabel = config.parser.kind == "seqlabel"
@@ -208,8 +210,6 @@ def build_dep_model(
     )
     transformer_dir = None
     if enc.transformer is not None:
-        from structkd.nn.transformer import resolve_transformer_path
-
         transformer_dir = resolve_transformer_path(enc.transformer)
     model: DepModel
     if seqlabel:
@@ -224,8 +224,14 @@ def load_dep_model(
     config: ModelConfig, vocab: DepVocab, transformer_dir: str | None = None
 ) -> DepModel:
     """The untrained model of a checkpoint (its weights are loaded afterwards)."""
-    from structkd.models.seqlabel import SeqLabelParser
-
     if config.parser.kind == "seqlabel":
         return SeqLabelParser(config, vocab, transformer_dir, pretrained_transformer=False)
     return BiaffineParser(config, vocab, transformer_dir, pretrained_transformer=False)
+
+
+@register_loader(DepModel.task)
+def load_dep_checkpoint(
+    config: ModelConfig, vocab: dict[str, Any], transformer_dir: str | None = None
+) -> DepModel:
+    """``load_dep_model`` from a checkpoint's ``DepVocab.to_dict()``."""
+    return load_dep_model(config, DepVocab.from_dict(vocab), transformer_dir)

@@ -37,9 +37,10 @@ from structkd.kd.projections import tempered_projection
 from structkd.models.base import Model
 from structkd.models.depbase import DepModel, ParserOutput
 from structkd.models.marginal_teacher import DepMarginalTeacher
-from structkd.models.pair import Pair, as_list
+from structkd.models.pair import Pair
 from structkd.models.parser import BiaffineParser
 from structkd.models.seqlabel import SeqLabelParser
+from structkd.structures.base import as_list
 from structkd.structures.dependency import DependencyCRF
 from structkd.structures.head_selection import HeadSelection
 from structkd.structures.sibling import SiblingDependencyCRF

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -10,10 +11,12 @@ from torch import Tensor
 from structkd.config import ModelConfig
 from structkd.data.tags import detect_scheme, from_spans, to_spans
 from structkd.models.base import Model
+from structkd.models.checkpoint import register_loader
 from structkd.models.encoder import Encoder
 from structkd.models.heads import CRFHead, MaxEntHead, SpanHead
 from structkd.models.inputs import Batch, Vocabularies
 from structkd.models.pretrained import PretrainedInputs
+from structkd.nn.transformer import resolve_transformer_path
 from structkd.structures.base import Structure
 
 
@@ -137,9 +140,22 @@ def build_tagger(
     )
     transformer_dir = None
     if enc.transformer is not None:
-        from structkd.nn.transformer import resolve_transformer_path
-
         transformer_dir = resolve_transformer_path(enc.transformer)
     model = Tagger(config, vocab, transformer_dir)
     pretrained.initialise(vocab.words, model.encoder.words, model.encoder.vectors)
     return model
+
+
+@register_loader(Tagger.task)
+def load_tagger(
+    config: ModelConfig, vocab: dict[str, Any], transformer_dir: str | None = None
+) -> Tagger:
+    """The untrained tagger of a checkpoint (its weights are loaded afterwards).
+
+    Args:
+        config: the checkpoint's model config.
+        vocab: its ``Vocabularies.to_dict()``.
+        transformer_dir: its transformer files, when the encoder has a transformer.
+    """
+    vocabularies = Vocabularies.from_dict(vocab)
+    return Tagger(config, vocabularies, transformer_dir, pretrained_transformer=False)

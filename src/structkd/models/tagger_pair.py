@@ -12,10 +12,10 @@ from structkd import kd
 from structkd.config import ConfigError
 from structkd.kd.methods.base import Layout, Stats
 from structkd.kd.projections import tempered_projection
-from structkd.models.base import Model
-from structkd.models.pair import Pair, as_list, evaluating
+from structkd.models.base import Model, evaluating
+from structkd.models.pair import Pair
 from structkd.models.tagger import Tagger
-from structkd.structures.base import Structure
+from structkd.structures.base import Structure, as_list
 from structkd.structures.linear_chain import LinearChainCRF
 from structkd.structures.token_softmax import TokenSoftmax
 

@@ -31,6 +31,12 @@ from torch import Tensor
 S = TypeVar("S", bound="Structure")
 
 
+def as_list(parts: Any) -> list[Tensor]:
+    """Part marginals (a tensor or a tuple of tensors, see ``Structure.part_marginals``) as a
+    list."""
+    return list(parts) if isinstance(parts, (tuple, list)) else [parts]
+
+
 def lengths_or_full(
     lengths: Tensor | None, batch: int, max_len: int, device: torch.device
 ) -> Tensor:

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from structkd.structures.base import Structure, check_finite, lengths_or_full, sequence_mask
+from structkd.structures.linear_chain import LinearChainCRF
 
 
 class TokenSoftmax(Structure):
@@ -68,8 +69,6 @@ class TokenSoftmax(Structure):
 
     def topk(self, k: int) -> list[Tensor]:
         """The ``k`` most probable tag sequences (see ``LinearChainCRF.topk``)."""
-        from structkd.structures.linear_chain import LinearChainCRF
-
         n_tags = self.logits.shape[-1]
         zeros = self.logits.new_zeros(n_tags, n_tags)
         return LinearChainCRF(self.logits.detach(), zeros, self.lengths).topk(k)

@@ -7,6 +7,8 @@ from typing import Any
 
 from structkd.config import ConfigError
 from structkd.tasks.base import Task
+from structkd.tasks.dep import DepTask
+from structkd.tasks.ner import NERTask
 
 TASKS = ("ner", "dep")
 
@@ -18,12 +20,8 @@ def get_task(name: str) -> Task:
         ConfigError: for an unknown name.
     """
     if name == "ner":
-        from structkd.tasks.ner import NERTask
-
         return NERTask()
     if name == "dep":
-        from structkd.tasks.dep import DepTask
-
         return DepTask()
     raise ConfigError(f"unknown task {name!r}; expected one of {', '.join(TASKS)}")
 

@@ -111,12 +111,6 @@ class Task(ABC):
         """
 
     @abstractmethod
-    def load_model(
-        self, config: ModelConfig, vocab: dict[str, Any], transformer_dir: str | None
-    ) -> Model:
-        """The model of a checkpoint, before its weights are loaded."""
-
-    @abstractmethod
     def collate(self, model: Model, sentences: Sequence[Any]) -> Any:
         """The model's batch of sentences, gold outputs included where known."""
 

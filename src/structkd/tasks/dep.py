@@ -18,6 +18,7 @@ from typing import Any, TextIO
 import torch
 
 from structkd.config import ConfigError, ModelConfig
+from structkd.data.batching import bucket_batches
 from structkd.data.conll import Sentence, iter_text
 from structkd.data.resources import resolve_path
 from structkd.depdata import (
@@ -31,10 +32,9 @@ from structkd.depdata import (
 )
 from structkd.metrics.attachment import AttachmentScore
 from structkd.models.base import Model
-from structkd.models.depbase import DepModel, DepVocab, Tree
-from structkd.models.parser import build_dep_model, load_dep_model
+from structkd.models.depbase import DepModel, Tree
+from structkd.models.parser import build_dep_model
 from structkd.tasks.base import Task
-from structkd.train.batching import bucket_batches
 
 TREEBANK_SUFFIXES = (".conllu", ".conllx", ".conll", ".malttab")
 
@@ -164,11 +164,6 @@ class DepTask(Task):
                     stacklevel=2,
                 )
         return build_dep_model(config, [self.words(s) for s in sentences], trees)
-
-    def load_model(
-        self, config: ModelConfig, vocab: dict[str, Any], transformer_dir: str | None
-    ) -> DepModel:
-        return load_dep_model(config, DepVocab.from_dict(vocab), transformer_dir)
 
     def collate(self, model: Model, sentences: Sequence[Any]) -> Any:
         return _dep(model).collate([self.words(s) for s in sentences], list(map(_tree, sentences)))

@@ -27,7 +27,8 @@ import torch
 from torch import Tensor
 
 from structkd.config import ConfigError
-from structkd.models.base import Model
+from structkd.data.batching import bucket_batches
+from structkd.models.base import Model, evaluating
 from structkd.models.hf_teacher import HFTagger, load_teacher
 from structkd.models.marginal_file import write_marginals
 from structkd.structures.base import Structure
@@ -38,8 +39,6 @@ from structkd.structures.semi_markov import SemiMarkovCRF
 from structkd.structures.sibling import SiblingDependencyCRF
 from structkd.structures.token_softmax import TokenSoftmax
 from structkd.tasks import get_task
-from structkd.train.batching import bucket_batches
-from structkd.train.cache import evaluating
 
 Rows = Callable[[Structure, int, int], dict[str, Tensor]]
 """``(structure, b, n) -> {part: tensor}``: sentence b's (of length n) marginals."""

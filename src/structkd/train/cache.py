@@ -26,13 +26,12 @@ import hashlib
 import json
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
 from structkd.io import atomic_write_bytes, atomic_write_json, file_sha256, sha256
@@ -48,25 +47,6 @@ PART_SENTENCES = 8192
 
 class CacheWarning(UserWarning):
     """A teacher-marginal cache was stale or corrupt and is being rebuilt."""
-
-
-def as_list(parts: Any) -> list[Tensor]:
-    """Part marginals (a tensor or a tuple of tensors) as a list."""
-    return list(parts) if isinstance(parts, (tuple, list)) else [parts]
-
-
-M = TypeVar("M", bound=nn.Module)
-
-
-@contextmanager
-def evaluating(model: M) -> Iterator[M]:
-    """``model`` in eval mode for the block (no dropout, so no draw from the global RNG)."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def position_offsets(

@@ -28,22 +28,20 @@ import torch
 from torch import Tensor
 
 from structkd.config import ConfigError, DistillConfig
+from structkd.data.batching import bucket_batches
 from structkd.kd.methods import KDMethod, get_method, methods_for
 from structkd.kd.stored import StoredForm, stored_form
-from structkd.models.base import Model
+from structkd.models.base import Model, evaluating
 from structkd.models.pair import Pair
 from structkd.models.pairs import pair_of
-from structkd.structures.base import Structure
-from structkd.train.batching import bucket_batches
+from structkd.structures.base import Structure, as_list
 from structkd.train.cache import (
     CachedRows,
     Compute,
     Marginals,
-    as_list,
     cached_marginals,
     crop,
     data_hash,
-    evaluating,
     pad_batch,
     position_offsets,
 )

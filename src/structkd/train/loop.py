@@ -16,12 +16,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from structkd.config import RunConfig, TrainConfig
+from structkd.data.batching import bucket_batches
 from structkd.io import atomic_write_bytes, atomic_write_json
 from structkd.models.base import Model
 from structkd.models.checkpoint import load_model, save_model
-from structkd.tasks import Task, get_task
+from structkd.tasks import Task
 from structkd.train import ddp
-from structkd.train.batching import bucket_batches
 from structkd.train.distill import Distiller
 from structkd.train.fingerprint import check_same_run
 from structkd.train.state import TrainState, last_checkpoint, load_checkpoint, save_checkpoint
@@ -193,6 +193,7 @@ def _extend_or_say_finished(state: TrainState, cfg: TrainConfig, out: Path) -> N
 
 
 def train(
+    task: Task,
     model: Model | None,
     config: RunConfig,
     sentences: Sequence[Any],
@@ -203,7 +204,7 @@ def train(
     resume: bool = False,
     fingerprint: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Trains a model of ``config.task`` and writes everything under ``config.out``.
+    """Trains a model of ``task`` (``config.task``'s) and writes everything under ``config.out``.
 
     Writes ``model/`` (best by the task's dev score, or the last model without a dev set),
     ``checkpoints/`` (after every epoch, for ``resume``), ``train_log.jsonl`` (one line per
@@ -211,6 +212,7 @@ def train(
     seed on CPU, and a resumed run ends exactly where an uninterrupted one does.
 
     Args:
+        task: what reads, collates and scores the model's data.
         model: a fresh model (built after seeding), or None when resuming.
         config: the run config.
         sentences: training sentences, labeled and (for distillation) unlabeled.
@@ -231,7 +233,7 @@ def train(
         TrainingError: on a non-finite loss (the last good checkpoint is kept).
         ConfigError: when resuming with a fingerprint that differs from the checkpoint's.
     """
-    cfg, out, task = config.train, Path(config.out), get_task(config.task)
+    cfg, out = config.train, Path(config.out)
     checkpoints = out / "checkpoints"
     if resume:
         path = last_checkpoint(checkpoints)

@@ -130,6 +130,7 @@ def run(
         RunLockedError: another live run holds ``OUT``.
     """
     check_ranges(config)  # load_config checked already; a RunConfig may be built in Python
+    task = get_task(config.task)  # the one lookup: below this, the task is passed in
     config.train.device = ddp.setup(check_device(config.train.device))
     out = Path(config.out)
     existed = ddp.rank0_ok(out.is_dir())  # before the lock creates it
@@ -145,16 +146,15 @@ def run(
             clean_stale_temporaries(out)
             if config.distill.cache_dir:
                 clean_stale_temporaries(config.distill.cache_dir)
-        return _run(config, teacher_dirs, resume, existed)
+        return _run(task, config, teacher_dirs, resume, existed)
     finally:
         lock.release()
         ddp.teardown()
 
 
 def _run(
-    config: RunConfig, teacher_dirs: Sequence[str], resume: bool, existed: bool
+    task: Task, config: RunConfig, teacher_dirs: Sequence[str], resume: bool, existed: bool
 ) -> dict[str, Any]:
-    task = get_task(config.task)
     out = Path(config.out)
     started = last_checkpoint(out / "checkpoints") is not None
     if resume and not started and not existed:
@@ -220,6 +220,7 @@ def _run(
         )
 
     return train(
+        task,
         model,
         config,
         sentences,
