@@ -11,6 +11,7 @@ import torch
 
 from structkd.config import EncoderConfig, ModelConfig, ParserConfig
 from structkd.depdata import DepSentence, is_tree, read_conllu, read_malttab
+from structkd.models.base import predict_sentences as predict_trees
 from structkd.models.checkpoint import load_model, save_model
 from structkd.models.depbase import DepModel
 from structkd.models.parser import BiaffineParser
@@ -18,7 +19,6 @@ from structkd.models.seqlabel import SeqLabelParser
 from structkd.nn.layers import Triaffine
 from structkd.structures.sibling import SiblingDependencyCRF
 from structkd.tasks import get_task
-from structkd.tasks.dep import predict_trees
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dep"
 EWT = read_conllu(FIXTURES / "en_ewt-dev-slice.conllu")

@@ -13,13 +13,13 @@ import torch
 from structkd.config import ConfigError, EncoderConfig, HeadConfig, ModelConfig, ParserConfig
 from structkd.data.conll import read_ner
 from structkd.depdata.conllu import read_conllu
+from structkd.models.base import predict_sentences as predict_trees
 from structkd.models.checkpoint import load_model, save_model
 from structkd.models.tagger import build_tagger
 from structkd.nn.embeddings import CASING_CLASSES, casing_class, casing_ids
 from structkd.nn.vector_sources import basic_split, dequantization, word_table, wordpiece
 from structkd.nn.vectors import PretrainedVectors, VectorTable
 from structkd.tasks import get_task
-from structkd.tasks.dep import predict_trees
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TRAIN = read_ner(FIXTURES / "pipeline" / "train.conll")

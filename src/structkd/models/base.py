@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from structkd.config import ModelConfig
+from structkd.data.batching import bucket_batches
 from structkd.models.encoder import Encoder
 
 M = TypeVar("M", bound=nn.Module)
@@ -67,6 +68,14 @@ class Model(nn.Module, ABC):
         """
         return self
 
+    def predict(self, batch: Any) -> list[Any]:
+        """The decoded output of each sentence of ``batch`` (a tag list, a tree, ...).
+
+        Raises:
+            TypeError: for a model that only teaches (a Hugging Face tagger, a marginal file).
+        """
+        raise TypeError(f"a {type(self).__name__} teaches only; it does not predict")
+
     @abstractmethod
     def from_features(self, hidden: Tensor, lengths: Tensor) -> Any:
         """The model's output (what ``forward`` returns) from encoder features: the head only.
@@ -87,3 +96,25 @@ class Model(nn.Module, ABC):
             batch: collated inputs with gold outputs where known.
             output: ``forward(batch)`` if already computed.
         """
+
+
+def predict_sentences(
+    model: Model, words: Sequence[Sequence[str]], batch_size: int = 64
+) -> list[Any]:
+    """``model.predict``'s output for each sentence, in input order: what every task predicts,
+    evaluates and writes, and what the speed benchmark times.
+
+    Sentences are batched by length (``bucket_batches``), run in eval mode without gradients;
+    the model's training mode is restored afterwards.
+
+    Args:
+        model: any model that predicts (a tagger: tag lists; a parser: (heads, relations)).
+        words: the sentences' words.
+        batch_size: sentences per batch.
+    """
+    out: list[Any] = [None] * len(words)
+    with evaluating(model), torch.no_grad():
+        for ids in bucket_batches([len(w) for w in words], batch_size):
+            for i, output in zip(ids, model.predict(model.collate([words[i] for i in ids]))):
+                out[i] = output
+    return out

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, TextIO
 
 from structkd.config import ModelConfig
 from structkd.data.errors import DataError
-from structkd.models.base import Model
+from structkd.models.base import Model, predict_sentences
 
 
 class Task(ABC):
@@ -129,12 +129,18 @@ class Task(ABC):
     def summary(self, split: str, scores: dict[str, Any]) -> str:
         """One line for the command line."""
 
-    @abstractmethod
     def predict(
         self, model: Model, words: Sequence[Sequence[str]], batch_size: int = 64
     ) -> list[Any]:
-        """The model's outputs for these sentences, in input order (length-bucketed batches,
-        eval mode, no gradients): what ``evaluate`` scores and the speed benchmark times."""
+        """The model's outputs for these sentences, in input order (``predict_sentences``:
+        length-bucketed batches, eval mode, no gradients): tag lists for a tagger, (heads,
+        relations) for a parser; what ``evaluate`` scores and the speed benchmark times.
+
+        Raises:
+            ValueError: for a sentence longer than ``max_words``.
+        """
+        self.check_max_words(words)
+        return predict_sentences(model, words, batch_size)
 
     @abstractmethod
     def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:

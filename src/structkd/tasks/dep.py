@@ -15,10 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-import torch
-
 from structkd.config import ConfigError, ModelConfig
-from structkd.data.batching import bucket_batches
 from structkd.data.conll import Sentence, iter_text
 from structkd.data.resources import resolve_path
 from structkd.depdata import (
@@ -32,6 +29,9 @@ from structkd.depdata import (
 )
 from structkd.metrics.attachment import AttachmentScore
 from structkd.models.base import Model
+
+# evaluate's and predict_file's name for it (tests/test_dep_pipeline.py swaps in fixed trees)
+from structkd.models.base import predict_sentences as predict_trees
 from structkd.models.depbase import DepModel, Tree
 from structkd.models.parser import build_dep_model
 from structkd.tasks.base import Task
@@ -47,21 +47,6 @@ def _dep(model: Model) -> DepModel:
 
 def _tree(sentence: Any) -> Tree | None:
     return (sentence.heads, sentence.rels) if isinstance(sentence, DepSentence) else None
-
-
-def predict_trees(
-    model: DepModel, words: Sequence[Sequence[str]], batch_size: int = 64
-) -> list[tuple[list[int], list[str] | None]]:
-    """A well-formed tree per sentence, in input order (batches are built by length)."""
-    out: list[tuple[list[int], list[str] | None]] = [([], None)] * len(words)
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for ids in bucket_batches([len(w) for w in words], batch_size):
-            for i, tree in zip(ids, model.predict(model.collate([words[i] for i in ids]))):
-                out[i] = tree
-    model.train(was_training)
-    return out
 
 
 def _input_format(path: Path, fmt: str) -> str:
@@ -191,17 +176,6 @@ class DepTask(Task):
             f"{split}: UAS {scores['uas']:.2f}  LAS {las}  "
             f"({scores['tokens_per_second']:.0f} tokens/s)"
         )
-
-    def predict(
-        self, model: Model, words: Sequence[Sequence[str]], batch_size: int = 64
-    ) -> list[tuple[list[int], list[str] | None]]:
-        """A well-formed tree (heads, relations) per sentence.
-
-        Raises:
-            ValueError: for a sentence longer than ``max_words``.
-        """
-        self.check_max_words(words)
-        return predict_trees(_dep(model), words, batch_size)
 
     def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
         """Parses a treebank (its trees are replaced) or plain text (one sentence per line,

@@ -7,32 +7,14 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, TextIO
 
-import torch
-
 from structkd.config import ConfigError, ModelConfig
-from structkd.data.batching import bucket_batches
 from structkd.data.conll import FORMATS, Sentence, iter_sentences, read_ner, write_conll
 from structkd.data.errors import DataError
 from structkd.data.resources import resolve_path
 from structkd.metrics.span_f1 import SpanF1
-from structkd.models.base import Model
+from structkd.models.base import Model, predict_sentences
 from structkd.models.tagger import Tagger, build_tagger
 from structkd.tasks.base import Task
-
-
-def predict_tags(
-    model: Tagger, tokens: Sequence[Sequence[str]], batch_size: int = 64
-) -> list[list[str]]:
-    """Predicted tags for each sentence, in input order (batches are built by length)."""
-    out: list[list[str]] = [[] for _ in tokens]
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        for ids in bucket_batches([len(t) for t in tokens], batch_size):
-            for i, tags in zip(ids, model.predict(model.collate([tokens[i] for i in ids]))):
-                out[i] = tags
-    model.train(was_training)
-    return out
 
 
 def evaluate(model: Tagger, sentences: Sequence[Sentence], batch_size: int = 64) -> dict[str, Any]:
@@ -43,7 +25,7 @@ def evaluate(model: Tagger, sentences: Sequence[Sentence], batch_size: int = 64)
         ``"tokens_per_second"``.
     """
     start = time.perf_counter()
-    predicted = predict_tags(model, [s.tokens for s in sentences], batch_size)
+    predicted = predict_sentences(model, [s.tokens for s in sentences], batch_size)
     seconds = time.perf_counter() - start
     tokens = sum(len(s) for s in sentences)
     return {**span_scores(sentences, predicted), "tokens_per_second": tokens / max(seconds, 1e-9)}
@@ -89,7 +71,7 @@ def predict_stream(
     """
     count = 0
     for chunk in _chunks(sentences, chunk_size):
-        tags = predict_tags(model, [s.tokens for s in chunk], batch_size)
+        tags = predict_sentences(model, [s.tokens for s in chunk], batch_size)
         count += write_conll(chunk, tags, out)
         out.flush()
     return count
@@ -172,17 +154,6 @@ class NERTask(Task):
             f"{split}: F1 {scores['f1']:.2f}  P {scores['precision']:.2f}  "
             f"R {scores['recall']:.2f}  ({scores['tokens_per_second']:.0f} tokens/s)"
         )
-
-    def predict(
-        self, model: Model, words: Sequence[Sequence[str]], batch_size: int = 64
-    ) -> list[list[str]]:
-        """A tag sequence per sentence.
-
-        Raises:
-            ValueError: for a sentence longer than ``max_words``.
-        """
-        self.check_max_words(words)
-        return predict_tags(_tagger(model), words, batch_size)
 
     def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
         self._check_format(fmt)
