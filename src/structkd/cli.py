@@ -32,12 +32,12 @@ from structkd.lab.speed import run_speed
 from structkd.models.checkpoint import CheckpointError
 from structkd.models.heads import DECODINGS, CRFHead, MaxEntHead
 from structkd.predictor import load
-from structkd.tasks import get_task
+from structkd.tasks import all_formats, get_task
 from structkd.train.annotate import annotate
 from structkd.train.loop import TrainingError
 from structkd.train.run import run
 
-FORMATS = ("auto", "conll", "wikiann", "text", "raw", "conllu", "conllx", "malttab")
+FORMATS = all_formats()  # what the registered tasks read
 USER_ERRORS = (ConfigError, DataError, CheckpointError, FileNotFoundError, FileExistsError, OSError)
 
 

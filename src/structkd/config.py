@@ -252,9 +252,14 @@ class DistillConfig:
 
 @dataclass
 class RunConfig:
-    """A whole run; ``task`` picks the model family, data readers and metrics."""
+    """A whole run; ``task`` picks the model family, data readers and metrics.
 
-    task: Literal["ner", "dep"] = "ner"
+    ``task`` names a registered task (``structkd.tasks``, a layer above this one):
+    ``structkd.tasks.get_task`` checks it, with the wording of the type errors here, when a
+    run starts (``structkd.train.run.run``), before anything is read or written.
+    """
+
+    task: str = "ner"
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

@@ -26,8 +26,6 @@ from typing import Any, TextIO
 
 import torch
 
-from structkd.config import ConfigError
-from structkd.data.conll import FORMATS as NER_FORMATS
 from structkd.data.conll import iter_sentences, write_conll
 from structkd.data.resources import resolve_path
 from structkd.data.tags import to_spans
@@ -216,9 +214,8 @@ class Predictor:
             return get_task(self.task).predict_file(self.model, path, fmt, out)
         count = 0
         if self.task == "ner":
-            if fmt not in NER_FORMATS:
-                raise ConfigError(f"task ner reads formats {', '.join(NER_FORMATS)}, not {fmt!r}")
             task = get_task(self.task)
+            task.check_format(fmt)
             sentences = task.within_max_words(iter_sentences(resolve_path(path), fmt), path)
             while chunk := list(itertools.islice(sentences, CHUNK)):
                 count += write_conll(chunk, self.predict_words([s.tokens for s in chunk]), out)

@@ -49,7 +49,8 @@ def render_experiment(
     :func:`structkd.lab.summary.case_tests` returns them, computed here when None), the speed table
     (when ``speed.json`` was written by ``structkd speed``) and the training-cost table."""
     spec = recorded.recorded_spec(meta)
-    keys = recorded.score_metrics(runs)
+    task = recorded.reported_task(runs)
+    keys = task.score_metrics
     rows = recorded.rows(meta, spec, runs)
     if tests is None:
         tests = case_tests(meta, runs) if any("counts" in r for r in runs.values()) else {}
@@ -73,12 +74,10 @@ def render_experiment(
         f"- data: {', '.join(f'`{d}`' for d in data) or '–'}",
         "",
     ]
-    cols = [
-        f"{split} {k.upper() if k != 'f1' else 'F1'}" for split in ("dev", "test") for k in keys
-    ]
+    cols = [f"{split} {task.metric_labels[k]}" for split in ("dev", "test") for k in keys]
     # scores on the experiment's also_evaluate corpora (e.g. a source language's dev set)
     extra = sorted({label for r in runs.values() for label in r.get("also", {})})
-    metric_name = cols[-1].split()[-1]
+    metric_name = task.metric_labels[keys[-1]]
     head = [
         "model",
         *cols,
@@ -86,7 +85,7 @@ def render_experiment(
         "n",
         "tokens/s",
         "speed ×T",
-        f"test {cols[-1].split()[-1]} / T",
+        f"test {metric_name} / T",
         "params",
     ]
     teachers = {r["group"]: r for r in rows if r["role"] == "teacher"}
@@ -150,8 +149,7 @@ def render_experiment(
             )
         lines.append("")
         if tests:
-            metric = cols[-1].split()[-1]
-            lines += significance_table(meta, case, tests, metric)
+            lines += significance_table(meta, case, tests, metric_name)
     lines.append(
         "Scores are mean ± sample standard deviation over the n seeds; tokens/s is the test-set "
         "prediction speed of each run (same machine, shared with other jobs: a noisy figure); "
@@ -194,7 +192,7 @@ def _speed_table(
         counts = [x["run"].get("parameters") for x in runs_of("student", group, "structural")]
         return max((c for c in counts if c), default=None)
 
-    metric = keys[-1].upper() if keys[-1] != "f1" else "F1"
+    metric = recorded.score_label(runs)
     lines = [
         f"Prediction speed, measured alone: `{speed.get('command', '?')}` "
         f"({speed.get('threads')} threads, batch {speed.get('batch_size')}, "
@@ -388,10 +386,8 @@ def write_report(results: str | Path, out: str | Path, plots: bool = True) -> st
             try:
                 pngs = _plots(directory.name, meta, runs, out.parent / out.stem)
                 pareto = out.parent / out.stem / f"{directory.name}-pareto.png"
-                metric = recorded.score_metrics(runs)[-1]
-                if report == "pareto" and pareto_plot(
-                    directory.name, summary, "F1" if metric == "f1" else metric.upper(), pareto
-                ):
+                label = recorded.score_label(runs)
+                if report == "pareto" and pareto_plot(directory.name, summary, label, pareto):
                     pngs.append(str(pareto))
             except ImportError:
                 sections += [

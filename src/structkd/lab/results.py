@@ -5,8 +5,9 @@ experiment file's mapping and the planned run ids in order; ``RESULTS/NAME/RUN_I
 finished run's ``metrics.json`` and ``run.json`` (and ``test_counts.json``,
 ``also_evaluated.json`` where recorded). :func:`recorded_spec` reads the recorded mapping back into
 the typed :class:`~structkd.lab.spec.ExperimentSpec`, whose plan says what every planned run id
-is (group, method, seed, teachers), finished or not. Which metric is the score comes from the
-task that the runs' metrics report (:func:`structkd.tasks.task_reporting`).
+is (group, method, seed, teachers), finished or not. Which metrics a table shows, the score and
+their headings come from the registered task that the runs' metrics report
+(:func:`reported_task`, through :func:`structkd.tasks.task_reporting`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,20 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from structkd.config import RunConfig
 from structkd.lab.significance import read_counts
 from structkd.lab.spec import ExperimentSpec, PlannedRun
-from structkd.tasks import TASKS, get_task, task_reporting
+from structkd.tasks import Task, get_task, task_reporting
 
-__all__ = ["LABELS", "load_results", "planned_runs", "recorded_spec", "rows", "score_metrics"]
+__all__ = [
+    "LABELS",
+    "load_results",
+    "planned_runs",
+    "recorded_spec",
+    "reported_task",
+    "rows",
+    "score_metrics",
+]
 
 LABELS = {"none": "student w/o KD"}
 """How the report names a method label (the label itself when absent)."""
@@ -57,15 +67,25 @@ def planned_runs(spec: ExperimentSpec) -> dict[str, PlannedRun]:
     return {run.run_id: run for run in spec.plan()}
 
 
-def score_metrics(runs: dict[str, dict[str, Any]]) -> tuple[str, ...]:
-    """The metrics the tables show (the last: the score), those of the task whose
-    ``score_metrics`` the runs' test (or dev) metrics report; with no finished run to tell, the
-    first registered task's."""
+def reported_task(runs: dict[str, dict[str, Any]]) -> Task:
+    """The registered task whose ``score_metrics`` the runs' test (or dev) metrics report; with
+    no finished run to tell, the default task of a run config."""
     for r in runs.values():
         task = task_reporting(r["metrics"].get("test", r["metrics"].get("dev", {})))
         if task is not None:
-            return task.score_metrics
-    return get_task(TASKS[0]).score_metrics
+            return task
+    return get_task(RunConfig().task)
+
+
+def score_metrics(runs: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """The metrics the tables show (the last: the score): ``reported_task``'s."""
+    return reported_task(runs).score_metrics
+
+
+def score_label(runs: dict[str, dict[str, Any]]) -> str:
+    """The heading of the score (the last of ``score_metrics``), e.g. ``F1``, ``LAS``."""
+    task = reported_task(runs)
+    return task.metric_labels[task.score_metrics[-1]]
 
 
 def scores(keys: tuple[str, ...], metrics: dict[str, Any]) -> dict[str, float]:

@@ -34,7 +34,7 @@ from structkd.models.base import Model
 from structkd.models.base import predict_sentences as predict_trees
 from structkd.models.depbase import DepModel, Tree
 from structkd.models.parser import build_dep_model
-from structkd.tasks.base import Task
+from structkd.tasks.base import Task, register_task
 
 TREEBANK_SUFFIXES = (".conllu", ".conllx", ".conll", ".malttab")
 
@@ -68,7 +68,7 @@ def iter_parse_input(path: str, fmt: str) -> Iterator[DepSentence]:
     Raises:
         ConfigError: for a format the task does not read.
     """
-    _check_format(fmt, ("text", "raw"))
+    DepTask().check_format(fmt, DepTask.input_formats)
     resolved = resolve_path(path)
     fmt = _input_format(resolved, fmt)
     if fmt in ("text", "raw"):
@@ -98,25 +98,22 @@ def attachment_scores(
     return {"las": None, "lcm": None, "per_relation": {}, **metric.compute()}
 
 
-def _check_format(fmt: str, extra: tuple[str, ...] = ()) -> None:
-    choices = (*DepTask.formats, *extra)
-    if fmt not in choices:
-        raise ConfigError(f"task dep reads formats {', '.join(choices)}, not {fmt!r}")
-
-
+@register_task
 class DepTask(Task):
     """Dependency parsers scored by UAS/LAS (punctuation excluded unless asked); predictions
     written as CoNLL-U."""
 
     name = "dep"
     formats = ("auto", *FORMATS)
+    input_formats = (*formats, "text", "raw")  # and plain text to parse
     max_words = 4_000  # a biaffine parser: ~3.5 GB (quadratic), see benchmarks/long_sentence.py
     log_metrics = ("uas", "las")
     report_metrics = ("uas", "las", "ucm", "lcm", "per_relation", "tokens", "sentences")
     score_metrics = ("uas", "las")
+    metric_labels = {"uas": "UAS", "las": "LAS"}
 
     def read_labeled(self, path: str, fmt: str) -> list[DepSentence]:
-        _check_format(fmt)
+        self.check_format(fmt)
         return read_dep(resolve_path(path), fmt)
 
     def read_unlabeled(self, path: str) -> list[Any]:

@@ -14,7 +14,7 @@ from structkd.data.resources import resolve_path
 from structkd.metrics.span_f1 import SpanF1
 from structkd.models.base import Model, predict_sentences
 from structkd.models.tagger import Tagger, build_tagger
-from structkd.tasks.base import Task
+from structkd.tasks.base import Task, register_task
 
 
 def evaluate(model: Tagger, sentences: Sequence[Sentence], batch_size: int = 64) -> dict[str, Any]:
@@ -83,22 +83,21 @@ def _tagger(model: Model) -> Tagger:
     return model
 
 
+@register_task
 class NERTask(Task):
     """Taggers (CRF, MaxEnt, span) scored by span F1; predictions written as CoNLL."""
 
     name = "ner"
     formats = FORMATS
+    input_formats = FORMATS
     max_words = 100_000  # ~0.5 GB and a minute on one core with a char CNN + BiLSTM-CRF
     log_metrics = ("f1", "precision", "recall")
     report_metrics = ("f1", "precision", "recall", "per_type")
     score_metrics = ("f1",)
-
-    def _check_format(self, fmt: str) -> None:
-        if fmt not in self.formats:
-            raise ConfigError(f"task ner reads formats {', '.join(self.formats)}, not {fmt!r}")
+    metric_labels = {"f1": "F1"}
 
     def read_labeled(self, path: str, fmt: str) -> list[Sentence]:
-        self._check_format(fmt)
+        self.check_format(fmt)
         sentences = read_ner(resolve_path(path), fmt)
         if any(s.tags is None for s in sentences):
             raise DataError(path, "has no tag column; a labeled corpus is needed here")
@@ -156,6 +155,6 @@ class NERTask(Task):
         )
 
     def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
-        self._check_format(fmt)
+        self.check_format(fmt)
         sentences = self.within_max_words(iter_sentences(resolve_path(path), fmt), path)
         return predict_stream(_tagger(model), sentences, out)
