@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from structkd.metrics.attachment import AttachmentScore, is_punctuation, non_punct_mask
+from structkd.depdata.punct import is_punctuation, non_punct_mask
+from structkd.metrics.attachment import AttachmentScore
 
 WORDS = ["She", "reads", "books", "."]
 GOLD_HEADS = [2, 0, 2, 2]

@@ -14,7 +14,7 @@ from structkd.depdata.conllu import (
     read_malttab,
     write_conllu,
 )
-from structkd.depdata.punct import PTB_PUNCT_TAGS, punct_mask
+from structkd.depdata.punct import PTB_PUNCT_TAGS, is_punctuation, non_punct_mask, punct_mask
 from structkd.depdata.seqlabel import (
     ROOT_LABEL,
     arc_marginals_to_label_marginals,
@@ -27,7 +27,6 @@ from structkd.depdata.seqlabel import (
     parse_label,
 )
 from structkd.depdata.trees import find_cycles, is_projective, is_tree
-from structkd.structures.arborescence import chu_liu_edmonds
 
 __all__ = [
     "FORMATS",
@@ -37,7 +36,6 @@ __all__ = [
     "DepSentence",
     "arc_marginals_to_label_marginals",
     "arc_scores_to_label_scores",
-    "chu_liu_edmonds",
     "decode_labels",
     "decode_scores",
     "detect_format",
@@ -46,9 +44,11 @@ __all__ = [
     "format_conllu",
     "format_label",
     "is_projective",
+    "is_punctuation",
     "is_tree",
     "iter_dep",
     "label_arc_scores",
+    "non_punct_mask",
     "parse_label",
     "punct_mask",
     "read_conllu",

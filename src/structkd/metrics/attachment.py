@@ -2,35 +2,15 @@
 
 UAS is the share of scored tokens whose predicted head is right; LAS, whose head and relation are
 both right. Scored tokens are those the caller's ``mask`` keeps: parsing papers (Chen & Manning
-2014; Dozat & Manning 2017; SuPar) exclude punctuation, which :func:`non_punct_mask` computes.
+2014; Dozat & Manning 2017; SuPar) exclude punctuation, which ``structkd.depdata.punct`` decides
+(one module for every punctuation rule: treebank tags, UPOS, or the words' characters).
 """
 
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
-
-
-def is_punctuation(word: str) -> bool:
-    """Whether every character of ``word`` is Unicode punctuation (the CoNLL-X ``eval.pl`` rule)."""
-    return bool(word) and all(unicodedata.category(c).startswith("P") for c in word)
-
-
-def non_punct_mask(words: Sequence[str], upos: Sequence[str] | None = None) -> list[bool]:
-    """The usual scoring mask: False for punctuation tokens, True for the others.
-
-    Args:
-        words: the sentence's words.
-        upos: universal POS tags; when given, punctuation is ``upos == "PUNCT"`` (the treebank's
-            own decision), else :func:`is_punctuation` of the word.
-    """
-    if upos is not None:
-        if len(upos) != len(words):
-            raise ValueError(f"{len(upos)} POS tags for {len(words)} words")
-        return [tag != "PUNCT" for tag in upos]
-    return [not is_punctuation(w) for w in words]
 
 
 def _ints(values: Iterable[Any]) -> list[int]:
@@ -72,7 +52,7 @@ class AttachmentScore:
         Args:
             gold_heads, pred_heads: head index per word (ints, or a 1-D integer tensor).
             gold_rels, pred_rels: relation per word; required iff ``labeled``.
-            mask: True for words to score (e.g. :func:`non_punct_mask`); None = all words.
+            mask: True for words to score (``structkd.depdata.punct``); None = all words.
 
         Raises:
             ValueError: for lengths that differ, or relations given or missing against
