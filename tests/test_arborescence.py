@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from oracle import best_tree_score, reaches_root
-from structkd.depdata.trees import is_tree
+from structkd.data.trees import is_tree
 from structkd.structures import DependencyCRF
 from structkd.structures.arborescence import chu_liu_edmonds, max_arborescence
 

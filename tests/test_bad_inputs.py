@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from structkd.data.conll import read_ner
+from structkd.data.conllu import read_dep
+from structkd.data.errors import DataError
 from structkd.data.tags import detect_scheme, to_spans
-from structkd.depdata.conllu import DataError, read_dep
-from structkd.depdata.trees import is_tree
+from structkd.data.trees import is_tree
 
 
 def _conllu_row(i: int, word: str, head: int) -> str:

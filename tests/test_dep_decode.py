@@ -10,15 +10,15 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from structkd.depdata.seqlabel import (
+from structkd.data.trees import is_tree
+from structkd.models.seqlabel_decode import (
     _greedy_heads,
     batch_label_arc_scores,
     decode_batch,
     decode_scores,
-    format_label,
     label_arc_scores,
 )
-from structkd.depdata.trees import is_tree
+from structkd.structures.relative_labels import format_label
 
 OFFSETS = (-9, -3, -2, -1, 1, 2, 3, 9)  # +-9 point outside every test sentence
 

@@ -13,12 +13,13 @@ import torch
 from dep_tiny import DEP_TINY
 from oracle import trees
 from structkd.config import DistillConfig, load_config
-from structkd.depdata import parse_label, read_dep
+from structkd.data.conllu import read_dep
 from structkd.kd.methods import get_method
 from structkd.models.depbase import DepModel
 from structkd.models.pairs import pair_of
 from structkd.models.parser import BiaffineParser
 from structkd.models.seqlabel import SeqLabelParser
+from structkd.structures.relative_labels import parse_label
 from structkd.structures.sibling import SiblingDependencyCRF
 from structkd.tasks import get_task
 

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from structkd.config import EncoderConfig, ModelConfig, ParserConfig
-from structkd.depdata import DepSentence, is_tree, read_conllu, read_malttab
+from structkd.data.conllu import DepSentence, read_conllu, read_malttab
+from structkd.data.trees import is_tree
 from structkd.models.base import predict_sentences as predict_trees
 from structkd.models.checkpoint import load_model, save_model
 from structkd.models.depbase import DepModel

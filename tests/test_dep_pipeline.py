@@ -14,7 +14,8 @@ from dep_tiny import DEP_TINY
 from structkd.cli import main
 from structkd.config import ConfigError, DistillConfig, EncoderConfig, ModelConfig, load_config
 from structkd.data.conll import read_ner
-from structkd.depdata import is_tree, read_conllu, read_dep
+from structkd.data.conllu import read_conllu, read_dep
+from structkd.data.trees import is_tree
 from structkd.models.checkpoint import load_model
 from structkd.models.depbase import DepModel
 from structkd.models.seqlabel import SeqLabelParser

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from structkd.depdata.conllu import (
-    DataError,
+from structkd.data.conllu import (
     DepSentence,
     detect_format,
     iter_dep,
@@ -22,8 +21,9 @@ from structkd.depdata.conllu import (
     read_malttab,
     write_conllu,
 )
-from structkd.depdata.punct import punct_mask
-from structkd.depdata.trees import is_projective, is_tree
+from structkd.data.errors import DataError
+from structkd.data.punct import punct_mask
+from structkd.data.trees import is_projective, is_tree
 
 from shared_data import shared_file
 

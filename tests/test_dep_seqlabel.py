@@ -12,17 +12,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oracle import best_tree_score, tree_array
-from structkd.depdata.conllu import read_conllu, read_malttab
-from structkd.depdata.seqlabel import (
-    arc_marginals_to_label_marginals,
-    decode_labels,
-    decode_scores,
-    encode_relative,
-    format_label,
-    label_arc_scores,
-    parse_label,
-)
-from structkd.depdata.trees import is_projective, is_tree
+from structkd.data.conllu import read_conllu, read_malttab
+from structkd.data.deplabels import decode_labels, encode_relative
+from structkd.data.trees import is_projective, is_tree
+from structkd.kd.arc_labels import arc_marginals_to_label_marginals
+from structkd.models.seqlabel_decode import decode_scores, label_arc_scores
+from structkd.structures.relative_labels import format_label, parse_label
 
 from shared_data import shared_file
 

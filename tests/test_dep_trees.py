@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from oracle import best_tree_score, is_projective_by_descendants, reaches_root, tree_array
-from structkd.depdata.trees import find_cycles, is_projective, is_tree
+from structkd.data.trees import find_cycles, is_projective, is_tree
 from structkd.structures.arborescence import chu_liu_edmonds
 
 

@@ -15,9 +15,10 @@ import structkd as sk
 from structkd.cli import main
 from structkd.config import EncoderConfig, HeadConfig, ModelConfig, ParserConfig
 from structkd.data.conll import read_ner
+from structkd.data.conllu import read_dep
 from structkd.data.errors import DataError
 from structkd.data.resources import resolve_path
-from structkd.depdata import is_tree, read_dep
+from structkd.data.trees import is_tree
 from structkd.export import ExportedModel, export_model
 from structkd.export.decode import best_spans, eisner_heads, viterbi
 from structkd.export.graph import ExportGraph, reverse_within

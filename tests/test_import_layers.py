@@ -24,7 +24,6 @@ RANKS = {
     "data": 3,
     "nn": 3,
     "devices": 3,
-    "depdata": 4,
     "metrics": 4,
     "models": 5,
     "tasks": 6,

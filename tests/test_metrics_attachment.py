@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from structkd.depdata.punct import is_punctuation, non_punct_mask
+from structkd.data.punct import is_punctuation, non_punct_mask
 from structkd.metrics.attachment import AttachmentScore
 
 WORDS = ["She", "reads", "books", "."]

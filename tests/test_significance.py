@@ -153,7 +153,8 @@ def test_module_main_writes_the_counts_of_a_trained_model(tmp_path: Path) -> Non
 
 def test_dependency_counts_sum_to_the_attachment_scores(monkeypatch: pytest.MonkeyPatch) -> None:
     import structkd.tasks.dep as dep
-    from structkd.depdata import DepSentence, punct_mask
+    from structkd.data.conllu import DepSentence
+    from structkd.data.punct import punct_mask
     from structkd.metrics.attachment import AttachmentScore
 
     sentences = [

@@ -24,7 +24,7 @@ from structkd.cli import main
 from structkd.config import DistillConfig, EncoderConfig, HeadConfig, ModelConfig, load_config
 from structkd.data.batching import bucket_batches
 from structkd.data.conll import read_ner
-from structkd.depdata import read_dep
+from structkd.data.conllu import read_dep
 from structkd.kd.methods import get_method
 from structkd.models.base import Model
 from structkd.models.pairs import pair_of

@@ -12,7 +12,7 @@ import torch
 
 from structkd.config import ConfigError, EncoderConfig, HeadConfig, ModelConfig, ParserConfig
 from structkd.data.conll import read_ner
-from structkd.depdata.conllu import read_conllu
+from structkd.data.conllu import read_conllu
 from structkd.models.base import predict_sentences as predict_trees
 from structkd.models.checkpoint import load_model, save_model
 from structkd.models.tagger import build_tagger

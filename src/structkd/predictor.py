@@ -27,10 +27,10 @@ from typing import Any, TextIO
 import torch
 
 from structkd.data.conll import iter_sentences, write_conll
+from structkd.data.conllu import format_conllu
 from structkd.data.resources import resolve_path
 from structkd.data.tags import to_spans
 from structkd.data.tokenize import Token, join_tokens, tokenize
-from structkd.depdata import format_conllu
 from structkd.export.bundle import is_export_dir
 from structkd.export.runtime import ExportedModel
 from structkd.models.base import Model

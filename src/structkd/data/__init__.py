@@ -1,4 +1,9 @@
-"""Data layer: readers and writers (CoNLL, WikiAnn, plain text), tag schemes, vocabularies."""
+"""Data layer, by format: NER corpora (CoNLL, WikiAnn, plain text: ``conll``), treebanks
+(CoNLL-U, CoNLL-X, MaltTab: ``conllu``), tag schemes (``tags``), tree checks (``trees``),
+punctuation (``punct``), the relative-head label codec (``deplabels``), vocabularies and
+length-bucketed batching. The names below are the NER reader's; import the treebank names from
+their modules (``conllu.detect_format`` is not ``conll.detect_format``).
+"""
 
 from structkd.data.conll import (
     FORMATS,

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from structkd.depdata.seqlabel import decode_scores
+from structkd.models.seqlabel_decode import decode_scores
 from structkd.structures.eisner import NEG
 from structkd.structures.matrix_tree import best_tree
 
@@ -92,7 +92,7 @@ def seqlabel_trees(
     log_probs: np.ndarray, lengths: np.ndarray, labels: Sequence[str]
 ) -> list[tuple[list[int], list[str] | None]]:
     """Trees of a sequence-labeling parser from label log-probabilities [B, N, K]
-    (``depdata.seqlabel.decode_scores`` per sentence, the tree ``decode_batch`` returns)."""
+    (``models.seqlabel_decode.decode_scores`` per sentence, the tree ``decode_batch`` returns)."""
     return [
         decode_scores(log_probs[b, :n], labels) if n else ([], None)
         for b, n in enumerate(lengths.tolist())

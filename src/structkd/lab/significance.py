@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from structkd.depdata import punct_mask
+from structkd.data.punct import punct_mask
 from structkd.io import atomic_write_bytes
 from structkd.metrics.attachment import AttachmentScore
 from structkd.metrics.span_f1 import SpanF1

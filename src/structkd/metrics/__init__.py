@@ -1,5 +1,5 @@
 """Evaluation metrics: conlleval span F1 for NER, attachment scores for parsing (the words they
-count come from the caller's mask, ``structkd.depdata.punct``)."""
+count come from the caller's mask, ``structkd.data.punct``)."""
 
 from structkd.metrics.attachment import AttachmentScore
 from structkd.metrics.span_f1 import SpanF1, prf

@@ -2,7 +2,7 @@
 
 UAS is the share of scored tokens whose predicted head is right; LAS, whose head and relation are
 both right. Scored tokens are those the caller's ``mask`` keeps: parsing papers (Chen & Manning
-2014; Dozat & Manning 2017; SuPar) exclude punctuation, which ``structkd.depdata.punct`` decides
+2014; Dozat & Manning 2017; SuPar) exclude punctuation, which ``structkd.data.punct`` decides
 (one module for every punctuation rule: treebank tags, UPOS, or the words' characters).
 """
 
@@ -52,7 +52,7 @@ class AttachmentScore:
         Args:
             gold_heads, pred_heads: head index per word (ints, or a 1-D integer tensor).
             gold_rels, pred_rels: relation per word; required iff ``labeled``.
-            mask: True for words to score (``structkd.depdata.punct``); None = all words.
+            mask: True for words to score (``structkd.data.punct``); None = all words.
 
         Raises:
             ValueError: for lengths that differ, or relations given or missing against

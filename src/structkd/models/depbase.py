@@ -1,9 +1,9 @@
 """What every dependency model shares: vocabularies, padded batches with gold trees, the output
 type and the base class.
 
-Trees follow ``structkd.depdata``: a sentence of n words has heads ``1..n -> 0..n`` (0 = ROOT) and
-one relation per word. Tensors use the structures' arc layout: position 0 is ROOT, words are
-1..n, so gold heads are LongTensor [B, N+1] with index 0 and padding unused.
+Trees follow ``structkd.data.conllu``: a sentence of n words has heads ``1..n -> 0..n``
+(0 = ROOT) and one relation per word. Tensors use the structures' arc layout: position 0 is
+ROOT, words are 1..n, so gold heads are LongTensor [B, N+1] with index 0 and padding unused.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from structkd.depdata.seqlabel import encode_relative
-from structkd.depdata.trees import is_projective
+from structkd.data.deplabels import encode_relative
+from structkd.data.trees import is_projective
 from structkd.models.base import Model
 from structkd.models.inputs import Batch, Vocabularies
 from structkd.structures.base import Structure
@@ -35,7 +35,7 @@ class DepVocab:
         chars: character list; 0 = padding, 1 = unknown.
         rels: relation inventory (sorted); empty for an unlabeled parser.
         labels: relative-offset labels of a sequence-labeling parser (sorted; see
-            ``structkd.depdata.seqlabel``), empty for graph-based parsers.
+            ``structkd.structures.relative_labels``), empty for graph-based parsers.
     """
 
     words: list[str]

@@ -27,11 +27,8 @@ from torch import Tensor
 
 from structkd import kd
 from structkd.config import ConfigError
-from structkd.depdata import (
-    arc_marginals_to_label_marginals,
-    arc_scores_to_label_scores,
-    is_projective,
-)
+from structkd.data.trees import is_projective
+from structkd.kd.arc_labels import arc_marginals_to_label_marginals, arc_scores_to_label_scores
 from structkd.kd.methods.base import Layout, Stats
 from structkd.kd.projections import tempered_projection
 from structkd.models.base import Model

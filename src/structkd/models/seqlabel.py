@@ -1,11 +1,12 @@
 """Dependency parsing as sequence labeling: the student of the paper's cases 1b and 2b.
 
 Strzyz, Vilares & Gomez-Rodriguez (NAACL 2019): each word is tagged with its head's relative
-offset and its relation (``"+2@obj"``, ``"ROOT@root"``; see ``structkd.depdata.seqlabel``) by an
-encoder and a softmax per word, a ``TokenSoftmax`` whose parts are exactly (word, label) pairs.
-The tags need not form a tree, so decoding takes the maximum spanning tree of the arc scores the
-label distributions imply (``decode_scores``, batched as ``decode_batch``): the output is always
-a well-formed tree.
+offset and its relation (``"+2@obj"``, ``"ROOT@root"``; see
+``structkd.structures.relative_labels``) by an encoder and a softmax per word, a
+``TokenSoftmax`` whose parts are exactly (word, label) pairs. The tags need not form a tree, so
+decoding takes the maximum spanning tree of the arc scores the label distributions imply
+(``structkd.models.seqlabel_decode``: ``decode_scores``, batched as ``decode_batch``): the
+output is always a well-formed tree.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from structkd.config import ModelConfig
-from structkd.depdata.seqlabel import decode_batch
 from structkd.models.depbase import DepBatch, DepModel, DepVocab, ParserOutput
 from structkd.models.encoder import Encoder
+from structkd.models.seqlabel_decode import decode_batch
 from structkd.structures.token_softmax import TokenSoftmax
 
 

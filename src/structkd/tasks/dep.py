@@ -17,16 +17,10 @@ from typing import Any, TextIO
 
 from structkd.config import ConfigError, ModelConfig
 from structkd.data.conll import Sentence, iter_text
+from structkd.data.conllu import FORMATS, DepSentence, format_conllu, iter_dep, read_dep
+from structkd.data.punct import punct_mask
 from structkd.data.resources import resolve_path
-from structkd.depdata import (
-    FORMATS,
-    DepSentence,
-    format_conllu,
-    is_projective,
-    iter_dep,
-    punct_mask,
-    read_dep,
-)
+from structkd.data.trees import is_projective
 from structkd.metrics.attachment import AttachmentScore
 from structkd.models.base import Model
 

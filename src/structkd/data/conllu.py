@@ -16,6 +16,10 @@ the file and 1-based line: wrong column count, non-integer or non-consecutive or
 heads out of range, a gold graph with a cycle or without a root, several roots (unless
 ``multiroot=True``), an empty file, bytes that are not UTF-8. A UTF-8 BOM and CRLF line ends are
 accepted. Non-projective trees are valid (see ``trees.is_projective``).
+
+This is an own parser, not the PyPI ``conllu`` package: the checks above and their exact
+``FILE:LINE`` messages are what the tests (and docs/reliability.md) pin down, the same reader
+takes CoNLL-X and MaltTab, and it costs no extra dependency.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from structkd.data.errors import DataError
-from structkd.depdata.trees import find_cycles
+from structkd.data.trees import find_cycles
 from structkd.io import text_output
 
 

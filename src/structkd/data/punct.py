@@ -12,7 +12,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Collection, Sequence
 
-from structkd.depdata.conllu import DepSentence
+from structkd.data.conllu import DepSentence
 
 PTB_PUNCT_TAGS = frozenset({"``", "''", ",", ".", ":", "-LRB-", "-RRB-", "#", "$"})
 """Penn Treebank tags treated as punctuation. Chen & Manning (EMNLP 2014) and most PTB parsing
