@@ -16,8 +16,8 @@ import argparse
 import torch
 
 from structkd.data.conll import read_ner
-from structkd.data.tags import from_spans, to_spans
 from structkd.models.checkpoint import load_model
+from structkd.structures.tags import from_spans, to_spans
 
 
 def calibration(model_dir: str, path: str, limit: int) -> dict[str, tuple[float, float]]:

@@ -15,8 +15,8 @@ import pytest
 from structkd.data.conll import read_ner
 from structkd.data.conllu import read_dep
 from structkd.data.errors import DataError
-from structkd.data.tags import detect_scheme, to_spans
 from structkd.data.trees import is_tree
+from structkd.structures.tags import detect_scheme, to_spans
 
 
 def _conllu_row(i: int, word: str, head: int) -> str:

@@ -14,12 +14,12 @@ from oracle import tag_sequences
 from structkd.cli import main
 from structkd.config import EncoderConfig, ModelConfig
 from structkd.data.conll import read_ner
-from structkd.data.tags import allowed_transitions, from_spans, to_spans
 from structkd.export import export_model
 from structkd.models.base import predict_sentences as predict_tags
 from structkd.models.checkpoint import load_model, save_model
 from structkd.models.heads import MaxEntHead
 from structkd.models.tagger import build_tagger
+from structkd.structures.tags import allowed_transitions, from_spans, to_spans
 from structkd.structures.token_softmax import TokenSoftmax
 
 FIXTURES = Path(__file__).parent / "fixtures" / "pipeline"

@@ -26,7 +26,7 @@ from structkd.data.conll import (
 )
 from structkd.data.errors import DataError
 from structkd.data.resources import resource_path
-from structkd.data.tags import to_spans
+from structkd.structures.tags import to_spans
 
 from shared_data import shared_file
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from structkd.data.tags import SCHEMES, to_spans
 from structkd.data.vocab import Vocab, tag_vocab
+from structkd.structures.tags import SCHEMES, to_spans
 
 
 class TestVocab:

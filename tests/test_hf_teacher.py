@@ -14,11 +14,11 @@ from oracle import tag_sequences
 from structkd.cli import main
 from structkd.config import DistillConfig, EncoderConfig, HeadConfig, ModelConfig
 from structkd.data.conll import read_ner
-from structkd.data.tags import from_spans, to_spans
 from structkd.data.vocab import tag_vocab
 from structkd.kd.label_map import LabelMapError, TagMap
 from structkd.models.hf_teacher import HFTagger, load_teacher, windows
 from structkd.models.tagger import build_tagger
+from structkd.structures.tags import from_spans, to_spans
 from structkd.train.distill import Distiller
 
 ROOT = Path(__file__).parent.parent

@@ -41,9 +41,7 @@ rank (the config reads the KD method registry, so kd sits below it)."""
 ONLY = {"io": set(), "structures": set(), "kd": {"structures", "io"}}
 """The pure layers: all they may import of structkd."""
 
-EXCEPTIONS = {
-    ("structkd.kd.label_map", "data"): "tag-scheme helpers (data.tags); issue 15 point 1",
-}
+EXCEPTIONS: dict[tuple[str, str], str] = {}
 """(module, layer) imports that break the rule today, each with the reason it is tolerated. An
 exception that no longer occurs fails ``test_every_exception_is_still_needed``: delete it."""
 

@@ -9,8 +9,8 @@ import pytest
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 
 from structkd.data.conll import read_conll
-from structkd.data.tags import convert
 from structkd.metrics.span_f1 import SpanF1, prf
+from structkd.structures.tags import convert
 
 from shared_data import shared_file
 

@@ -29,12 +29,12 @@ import torch
 from structkd.data.conll import iter_sentences, write_conll
 from structkd.data.conllu import format_conllu
 from structkd.data.resources import resolve_path
-from structkd.data.tags import to_spans
 from structkd.data.tokenize import Token, join_tokens, tokenize
 from structkd.export.bundle import is_export_dir
 from structkd.export.runtime import ExportedModel
 from structkd.models.base import Model
 from structkd.models.checkpoint import load_model
+from structkd.structures.tags import to_spans
 from structkd.tasks import get_task
 from structkd.tasks.dep import attachment_scores, iter_parse_input
 from structkd.tasks.ner import span_scores

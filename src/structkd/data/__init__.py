@@ -21,7 +21,8 @@ from structkd.data.conll import (
 )
 from structkd.data.errors import DataError
 from structkd.data.resources import UNLABELED_EN, WIKIANN_EN, resource_path
-from structkd.data.tags import (
+from structkd.data.vocab import Vocab, tag_vocab
+from structkd.structures.tags import (
     SCHEMES,
     Span,
     convert,
@@ -31,7 +32,6 @@ from structkd.data.tags import (
     parse_tag,
     to_spans,
 )
-from structkd.data.vocab import Vocab, tag_vocab
 
 __all__ = [
     "FORMATS",

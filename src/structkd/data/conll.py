@@ -7,8 +7,8 @@ whatever the bytes (tested by fuzzing).
 
 Common rules: lines end at ``\\n`` (CRLF tolerated), a UTF-8 byte-order mark is dropped, and a
 file that is not valid UTF-8 is read as Latin-1 unless ``encoding`` is given. A file without any
-sentence is an error. Tags are validated (``structkd.data.tags.parse_tag``) but their scheme is
-not: that is a property of a corpus (``tags.detect_scheme``).
+sentence is an error. Tags are validated (``structkd.structures.tags.parse_tag``) but their
+scheme is not: that is a property of a corpus (``tags.detect_scheme``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from structkd.data.errors import DataError
-from structkd.data.tags import parse_tag
 from structkd.data.textio import PathLike, iter_lines, resolve_encoding
 from structkd.data.tokenize import tokenize
 from structkd.io import text_output
+from structkd.structures.tags import parse_tag
 
 FORMATS: tuple[str, ...] = ("auto", "conll", "wikiann", "text", "raw", "conllu")
 """Values of the ``fmt`` argument of :func:`iter_sentences` / :func:`read_ner`."""

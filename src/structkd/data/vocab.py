@@ -6,7 +6,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from structkd.data.tags import SCHEME_PREFIXES, check_scheme
+from structkd.structures.tags import SCHEME_PREFIXES, check_scheme
 
 
 class Vocab:

@@ -21,10 +21,10 @@ from safetensors.numpy import load_file
 
 from structkd.data.batching import bucket_batches
 from structkd.data.errors import DataError
-from structkd.data.tags import from_spans, to_spans
 from structkd.export.bundle import read_export_meta
 from structkd.export.decode import best_spans, eisner_heads, mst_heads, seqlabel_trees, viterbi
 from structkd.nn.embeddings import MAX_WORD_CHARS, casing_class
+from structkd.structures.tags import from_spans, to_spans
 
 Tree = tuple[list[int], list[str] | None]
 

@@ -4,10 +4,10 @@ A teacher that structkd did not train (a Hugging Face token classifier, a file o
 distributions) labels tokens with its own inventory: ``B-PER``/``I-PER`` (BIO), BIOES, IOB1, in
 any order, perhaps with more or fewer entity types. Its tokens are independent (a MaxEnt
 teacher), so it defines a distribution over its label sequences; every label sequence decodes to
-one set of entity spans (``structkd.data.tags.to_spans``, conlleval's rules), which the student's
-scheme writes as one tag sequence. ``TagMap.apply`` returns the exact per-token marginals of the
-student's tags under that distribution. Labels that are the student's own tags in the student's
-order are taken as they are, as a structkd teacher's are.
+one set of entity spans (``structkd.structures.tags.to_spans``, conlleval's rules), which the
+student's scheme writes as one tag sequence. ``TagMap.apply`` returns the exact per-token
+marginals of the student's tags under that distribution. Labels that are the student's own tags in
+the student's order are taken as they are, as a structkd teacher's are.
 
 Why it is exact and cheap: whether token ``i`` (label ``b``) starts an entity depends only on the
 label of token ``i - 1``, whether it ends one only on the label of token ``i + 1`` (conlleval's
@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from structkd.data.tags import parse_tag, to_spans
+from structkd.structures.tags import parse_tag, to_spans
 
 
 class LabelMapError(ValueError):

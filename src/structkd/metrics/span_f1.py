@@ -3,7 +3,8 @@
 An entity counts as correct only if the prediction has an entity with the same first token, last
 token and type. Scores are micro-averaged over entities (each entity weighs the same, whatever its
 type) and given in percent, like ``conlleval``. Entities come from
-:func:`structkd.data.tags.to_spans`, which applies conlleval's boundary rules to ill-formed tags.
+:func:`structkd.structures.tags.to_spans`, which applies conlleval's boundary rules to ill-formed
+tags.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from structkd.data.tags import Span, check_scheme, to_spans
+from structkd.structures.tags import Span, check_scheme, to_spans
 
 
 def prf(correct: int, predicted: int, gold: int) -> dict[str, float]:

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from structkd.data.tags import allowed_transitions, from_spans
 from structkd.models.inputs import Batch, Vocabularies
 from structkd.nn.layers import MLP, Biaffine
 from structkd.structures.linear_chain import LinearChainCRF
 from structkd.structures.semi_markov import SemiMarkovCRF
+from structkd.structures.tags import allowed_transitions, from_spans
 from structkd.structures.token_softmax import TokenSoftmax
 
 
@@ -33,7 +33,7 @@ DECODINGS: tuple[str, ...] = ("constrained", "argmax")
 
 def constraint_scores(vocab: Vocabularies, like: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
     """The tag scheme's well-formedness as CRF potentials: ``(start [L], transitions [L, L],
-    end [L])``, 0 where allowed and -inf where not (``data.tags.allowed_transitions``), in
+    end [L])``, 0 where allowed and -inf where not (``structures.tags.allowed_transitions``), in
     ``like``'s dtype and device; None for a scheme without constraints (IOB1)."""
     if vocab.tag_scheme not in ("BIOES", "BIO"):
         return None

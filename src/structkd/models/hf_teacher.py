@@ -30,12 +30,12 @@ import torch
 from torch import Tensor
 
 from structkd.config import ConfigError, EncoderConfig, HeadConfig, ModelConfig
-from structkd.data.tags import parse_tag
 from structkd.kd.label_map import LabelMapError, TagMap
 from structkd.models.base import Model
 from structkd.models.checkpoint import CheckpointError, load_model, read_model_config
 from structkd.models.inputs import Vocabularies
 from structkd.nn.transformer import _transformers
+from structkd.structures.tags import parse_tag
 from structkd.structures.token_softmax import TokenSoftmax
 
 POOLINGS = ("first", "mean")

@@ -3,7 +3,7 @@
 Tensors are built from token lists by ``Vocabularies.collate``; nothing is stored on sentence
 objects. Tag ids follow ``structkd.data.vocab.tag_vocab``, the layout the KD projections rely on:
 index 0 is ``O`` and entity type r (types sorted) owns ``B=1+4r, I=2+4r, E=3+4r, S=4+4r`` in BIOES.
-Spans are half-open ``(start, end, type)`` as in ``structkd.data.tags``.
+Spans are half-open ``(start, end, type)`` as in ``structkd.structures.tags``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from structkd.data.tags import Span, from_spans, to_spans
 from structkd.data.vocab import tag_vocab
 from structkd.nn.embeddings import MAX_WORD_CHARS
+from structkd.structures.tags import Span, from_spans, to_spans
 
 PAD, UNK = "<pad>", "<unk>"
 

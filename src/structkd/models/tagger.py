@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from structkd.config import ModelConfig
-from structkd.data.tags import detect_scheme, from_spans, to_spans
 from structkd.models.base import Model
 from structkd.models.checkpoint import register_loader
 from structkd.models.encoder import Encoder
@@ -18,6 +17,7 @@ from structkd.models.inputs import Batch, Vocabularies
 from structkd.models.pretrained import PretrainedInputs
 from structkd.nn.transformer import resolve_transformer_path
 from structkd.structures.base import Structure
+from structkd.structures.tags import detect_scheme, from_spans, to_spans
 
 
 class Tagger(Model):

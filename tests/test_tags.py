@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from seqeval.metrics.sequence_labeling import get_entities
 
 from structkd.data.conll import read_conll
-from structkd.data.tags import (
+from structkd.structures.tags import (
     SCHEME_PREFIXES,
     SCHEMES,
     Span,

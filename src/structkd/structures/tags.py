@@ -10,6 +10,10 @@ A tag is ``"O"`` or ``PREFIX-TYPE`` with ``PREFIX`` one of ``B I E S`` and a non
 
 Spans are ``(start, end, type)`` with **half-open** token offsets, ``tokens[start:end]``.
 
+The module sits in ``structures`` beside ``relative_labels`` (the grammar of a sequence-labeling
+parser's labels): pure Python that the KD projections and label maps of ``kd`` read, which may
+import nothing above ``structures``.
+
 Decoding (:func:`to_spans`) uses the chunk-boundary rules of ``conlleval`` (Tjong Kim Sang,
 CoNLL-2000 evaluation script), extended to ``S-`` tags as in its Python port and in ``seqeval``'s
 default mode. The same rules decode all three schemes, and on ill-formed sequences they do what
