@@ -1,5 +1,6 @@
 """Knowledge distillation between structures: projections, Structural KD and baselines."""
 
+from structkd.kd.arc_labels import LabeledArcs
 from structkd.kd.losses import (
     kbest_nll,
     kbest_targets,
@@ -23,6 +24,7 @@ from structkd.kd.span_projection import (
 )
 
 __all__ = [
+    "LabeledArcs",
     "kbest_nll",
     "kbest_targets",
     "kbest_weights",

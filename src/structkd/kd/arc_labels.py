@@ -3,17 +3,28 @@
 marginals onto the marginals of the student's labels, for structural KD and token KD, and its
 arc (and relation) scores onto the scores of the same labels, for sub-structure score matching.
 
+``LabeledArcs`` is the teacher's side as a structure: its arcs (any graph-based structure) with
+its relation scores, read in the student's label inventory. Its projection onto the student's
+``TokenSoftmax`` is registered like every other pair (a ``partial`` one: heads and relations no
+label expresses lose their mass), so ``kd.projections.tempered_projection`` tempers it globally
+(``LabeledArcs.tempered``: the arcs' potentials and the relation scores) or locally, as it does
+every teacher.
+
 Pure tensor functions of the teacher's tensors and the student's label inventory.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, NoReturn
 
 import torch
 from torch import Tensor
 
+from structkd.kd.projections import register_projection
+from structkd.structures.base import Structure
 from structkd.structures.relative_labels import label_heads, label_layout, parse_label, word_mask
+from structkd.structures.token_softmax import TokenSoftmax
 
 
 def arc_marginals_to_label_marginals(
@@ -159,3 +170,85 @@ def arc_scores_to_label_scores(
         scores = scores + flat.gather(2, cell)
     valid &= torch.isfinite(scores)
     return torch.where(valid, scores, torch.zeros((), dtype=scores.dtype, device=device)), valid
+
+
+class LabeledArcs(Structure):
+    """A graph-based teacher's labeled arcs, read in a sequence-labeling student's labels.
+
+    ``P(head of d = h)`` comes from ``arcs`` (a ``DependencyCRF``, ``HeadSelection`` or
+    ``SiblingDependencyCRF``: its marginals), ``P(rel | d, h) = softmax(rel_scores / T)``.
+    Only its part marginals, through the registered projection onto a ``TokenSoftmax`` of
+    ``len(label_vocab)`` labels, and ``tempered`` are defined: it is a teacher to project.
+
+    Args:
+        arcs: the teacher's arc structure, lengths [B].
+        rel_scores: [B, N+1, N+1, R] relation scores, or None (labels without relations).
+        rel_vocab: the R relation names (None without ``rel_scores``).
+        label_vocab: the student's K labels (``offset@rel`` or ``offset``).
+        temperature: T of the relation softmax (the arcs carry their own).
+    """
+
+    def __init__(
+        self,
+        arcs: Structure,
+        rel_scores: Tensor | None,
+        rel_vocab: Sequence[str] | None,
+        label_vocab: Sequence[str],
+        temperature: float = 1.0,
+    ) -> None:
+        self.arcs = arcs
+        self.rel_scores = rel_scores
+        self.rel_vocab = rel_vocab
+        self.label_vocab = tuple(label_vocab)
+        self.temperature = temperature
+        self.lengths = arcs.lengths
+
+    def _refuse(self) -> NoReturn:
+        raise TypeError("LabeledArcs is a teacher to project onto relative-head labels")
+
+    def _log_partition(self) -> Tensor:
+        self._refuse()
+
+    def _part_marginals(self) -> Any:
+        """Label marginals [B, N, K] (``arc_marginals_to_label_marginals``), detached."""
+        rel_probs = None
+        if self.rel_scores is not None:
+            rel_probs = torch.softmax(self.rel_scores / self.temperature, -1)
+        marginals, _ = arc_marginals_to_label_marginals(
+            self.arcs.marginals, rel_probs, self.label_vocab, self.rel_vocab, self.lengths
+        )
+        return marginals.detach()
+
+    def expected_score(self, part_marginals: Any) -> Tensor:
+        self._refuse()
+
+    def _argmax(self) -> Any:
+        self._refuse()
+
+    def score(self, y: Any) -> Tensor:
+        self._refuse()
+
+    def tempered(self, temperature: float) -> LabeledArcs:
+        """The arcs tempered (their potentials over ``temperature``) and the relation softmax
+        at ``temperature`` too: the product of the two tempered distributions, as structkd has
+        always tempered a parser teacher for a sequence-labeling student. (The tempered joint
+        distribution of labeled trees would differ: each arc's relation normalizer, raised to
+        1/T, would reweigh the arcs.)"""
+        return LabeledArcs(
+            self.arcs.tempered(temperature),
+            self.rel_scores,
+            self.rel_vocab,
+            self.label_vocab,
+            self.temperature * temperature,
+        )
+
+
+@register_projection(LabeledArcs, TokenSoftmax, partial=True)
+def _labeled_arcs_to_labels(teacher: LabeledArcs, student: TokenSoftmax, _: str) -> Tensor:
+    labels = int(student.logits.shape[-1])
+    if labels != len(teacher.label_vocab):
+        raise ValueError(
+            f"the student scores {labels} labels, the teacher reads {len(teacher.label_vocab)}"
+        )
+    marginals: Tensor = teacher.part_marginals
+    return marginals

@@ -36,13 +36,27 @@ from structkd.structures.token_softmax import TokenSoftmax
 
 Projection = Callable[[Any, Any, str], Any]
 _PROJECTIONS: dict[tuple[type, type], Projection] = {}
+_PARTIAL: set[tuple[type, type]] = set()
 
 
-def register_projection(teacher: type, student: type) -> Callable[[Projection], Projection]:
-    """Decorator registering ``fn(teacher, student, tag_scheme) -> student part marginals``."""
+def register_projection(
+    teacher: type, student: type, partial: bool = False
+) -> Callable[[Projection], Projection]:
+    """Decorator registering ``fn(teacher, student, tag_scheme) -> student part marginals``.
+
+    Args:
+        teacher: the teacher's structure type.
+        student: the student's structure type.
+        partial: the student's parts may not express all of the teacher's mass (a word's
+            marginals then sum to less than 1, e.g. heads beyond a sequence-labeling parser's
+            label inventory). Local tempering (``tempered_projection``) then keeps each slot's
+            expressed mass instead of renormalizing it to 1.
+    """
 
     def wrap(fn: Projection) -> Projection:
         _PROJECTIONS[(teacher, student)] = fn
+        if partial:
+            _PARTIAL.add((teacher, student))
         return fn
 
     return wrap
@@ -209,8 +223,14 @@ def tempered_projection(
 ) -> Any:
     """Teacher marginals on the student's parts at temperature ``temperature`` (what Structural
     KD and the teacher cache use): ``global`` tempers the teacher's potentials, ``local`` each
-    slot of its marginals."""
+    slot of its marginals (keeping the slot's mass for a ``partial`` projection). The one place
+    where Structural KD's temperature meets the teacher."""
     if mode == "global" and temperature != 1.0:
         return project(teacher.tempered(temperature), student, tag_scheme)
     marginals = project(teacher, student, tag_scheme)
-    return local_temper(marginals, temperature) if temperature != 1.0 else marginals
+    if temperature == 1.0:
+        return marginals
+    tempered = local_temper(marginals, temperature)
+    if (type(teacher), type(student)) in _PARTIAL:  # each slot keeps what the student expresses
+        return tempered * marginals.sum(-1, keepdim=True)
+    return tempered

@@ -5,7 +5,8 @@ sections 3.1-3.2).
 Into a sequence-labeling student (``kind: seqlabel``) the teacher's arc marginals times its
 relation probabilities give the marginal of each student label
 ``P(offset@rel of d) = P(head of d = d + offset) P(rel | d, head)``
-(``kd.arc_labels.arc_marginals_to_label_marginals``); Structural KD is the student's log Z minus
+(``kd.arc_labels``: the teacher as ``LabeledArcs``, projected and tempered like any teacher);
+Structural KD is the student's log Z minus
 its expected score under those label marginals. A (head, relation) pair no student label
 expresses loses its mass: the loss reports it as ``kd_lost_mass`` (per word) and renormalizes
 each word's label marginals over the student's labels. Into a graph-based student the teacher's
@@ -28,7 +29,7 @@ from torch import Tensor
 from structkd import kd
 from structkd.config import ConfigError
 from structkd.data.trees import is_projective
-from structkd.kd.arc_labels import arc_marginals_to_label_marginals, arc_scores_to_label_scores
+from structkd.kd.arc_labels import LabeledArcs, arc_scores_to_label_scores
 from structkd.kd.methods.base import Layout, Stats
 from structkd.kd.projections import tempered_projection
 from structkd.models.base import Model
@@ -37,7 +38,7 @@ from structkd.models.marginal_teacher import DepMarginalTeacher
 from structkd.models.pair import Pair
 from structkd.models.parser import BiaffineParser
 from structkd.models.seqlabel import SeqLabelParser
-from structkd.structures.base import as_list
+from structkd.structures.base import Structure, as_list
 from structkd.structures.dependency import DependencyCRF
 from structkd.structures.head_selection import HeadSelection
 from structkd.structures.sibling import SiblingDependencyCRF
@@ -76,9 +77,7 @@ class ParserPair(Pair):
 
     def __init__(self, teacher: Model, student: Model) -> None:
         if not isinstance(student, DepModel):
-            raise ConfigError(
-                f"task dep needs a dependency model, got a {type(student).__name__}"
-            )
+            raise ConfigError(f"task dep needs a dependency model, got a {type(student).__name__}")
         super().__init__(teacher, student)
         self.parser = student
         self.labels = isinstance(student, SeqLabelParser)
@@ -126,19 +125,24 @@ class ParserPair(Pair):
     def student_parts(self, words: list[list[str]]) -> list[Tensor]:
         return [self.parser.structure(self.parser.collate(words)).marginals]
 
-    def _label_marginals(
-        self, output: ParserOutput, arc_marginals: Tensor, temperature: float
-    ) -> Tensor:
-        """[B, N, K] student-label marginals from teacher arc marginals [B, N+1, N+1]."""
+    def labeled(self, output: ParserOutput, arcs: Structure | None = None) -> LabeledArcs:
+        """The teacher's output as labeled arcs read in the student's labels (its own arc
+        structure, or ``arcs``); relations only when the student's labels carry them."""
         student = self.parser
         assert isinstance(student, SeqLabelParser)
         teacher = self.graph_teacher
-        rel_probs = teacher.rel_probs(output, temperature) if student.vocab.rels else None
-        rels = teacher.vocab.rels if rel_probs is not None else None
-        marginals, _ = arc_marginals_to_label_marginals(
-            arc_marginals, rel_probs, student.vocab.labels, rels, output.structure.lengths
+        rel_scores = output.rel_scores if student.vocab.rels else None
+        rels = teacher.vocab.rels if rel_scores is not None else None
+        return LabeledArcs(
+            output.structure if arcs is None else arcs, rel_scores, rels, student.vocab.labels
         )
-        return marginals.detach()
+
+    def _label_slots(self, labeled: LabeledArcs) -> TokenSoftmax:
+        """The student's label structure's shape (a projection reads no scores)."""
+        lengths = labeled.lengths
+        width = _arc_scores(labeled.arcs).shape[-1] - 1  # N of [B, N+1, N+1]
+        shape = (len(lengths), width, len(labeled.label_vocab))
+        return TokenSoftmax(torch.zeros(shape, device=lengths.device), lengths)
 
     def project(self, words: list[list[str]], temperature: float, mode: str) -> list[Tensor]:
         teacher = self.teacher
@@ -147,14 +151,9 @@ class ParserPair(Pair):
             target = self.parser.structure(self.parser.collate(words))
             return as_list(tempered_projection(output.structure, target, temperature, mode))
         assert isinstance(teacher, BiaffineParser)
-        if mode == "local" or temperature == 1.0:
-            raw = self._label_marginals(output, output.structure.marginals, 1.0)
-            if temperature == 1.0:
-                return [raw]
-            # Each word's slot tempered; its total (what the labels can express) kept.
-            return [kd.local_temper(raw, temperature) * raw.sum(-1, keepdim=True)]
-        arcs = output.structure.tempered(temperature).marginals
-        return [self._label_marginals(output, arcs, temperature)]
+        labeled = self.labeled(output)
+        slots = self._label_slots(labeled)
+        return as_list(tempered_projection(labeled, slots, temperature, mode))
 
     def structural_loss(self, parts: Any, output: Any, temperature: float, stats: Stats) -> Tensor:
         structure = output.structure
@@ -174,8 +173,8 @@ class ParserPair(Pair):
         if not self.labels:
             return [kd.token_kd_targets(source.structure, temperature)]
         arcs = source.structure
-        local = HeadSelection(arcs.arc_scores / temperature, arcs.lengths).marginals
-        return [self._label_marginals(source, local, temperature)]
+        local = self.labeled(source, HeadSelection(arcs.arc_scores, arcs.lengths))
+        return as_list(kd.project(local.tempered(temperature), self._label_slots(local)))
 
     def local_loss(
         self, targets: list[Tensor], output: Any, temperature: float, stats: Stats
