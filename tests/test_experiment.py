@@ -90,6 +90,12 @@ def test_grid_runs_records_and_skips_on_rerun(tmp_path: Path) -> None:
     for run_id, m in measured["models"].items():
         assert m["parameters"] == parameter_count(tmp_path / "runs/tiny" / run_id / "model")
         assert m["sentences"] == 6 and m["tokens_per_second"] > 0 and m["batch_size"] == 4
+    # a second measurement of one model keeps the other's record; an unknown run id is refused
+    again = run_speed(spec, results, threads=1, batch_size=4, limit=3, only=["case2a-none-s1"])
+    assert again["models"]["teacher-crf"] == measured["models"]["teacher-crf"]
+    assert again["models"]["case2a-none-s1"]["sentences"] == 3
+    with pytest.raises(ConfigError, match="--only case9-none-s1: not measured by"):
+        run_speed(spec, results, threads=1, only=["case9-none-s1"])
     # a finished run recorded without counts gets them on the next call (its model is kept)
     counted = (out / "case2a-structural-s1/test_counts.json").read_text()
     (out / "case2a-structural-s1/test_counts.json").unlink()

@@ -259,6 +259,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_device(speed, "cpu")
     speed.add_argument("--runs-dir", help="replaces the file's runs_dir (model: teachers)")
+    speed.add_argument(
+        "--only",
+        action="append",
+        metavar="RUN_ID",
+        help="measure only this teacher or student (repeatable); the others already in "
+        "speed.json are kept",
+    )
     report = commands.add_parser("report", help="Markdown tables (and plots) of results/")
     report.add_argument("results", help="results root (one folder per experiment)")
     report.add_argument("--out", default="docs/results.md", help="Markdown file to write")
@@ -360,6 +367,7 @@ def _run(args: argparse.Namespace) -> int:
             args.repeats,
             device=check_device(args.device),
             runs_dir=args.runs_dir,
+            only=args.only,
         )
     elif args.command == "report":
         write_report(args.results, args.out, plots=not args.no_plots)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -92,16 +93,20 @@ def run_speed(
     log: Any = print,
     device: str = "cpu",
     runs_dir: str | None = None,
+    only: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Measures the teachers and one student per case of experiment ``path``; writes
     ``results_root/NAME/speed.json`` and returns its content.
 
     A teacher given by its ``model`` (trained elsewhere, under ``runs_dir``) is measured on the
     test file of the first student case that distils from it; one that no case uses, or whose
-    model is not there, is skipped.
+    model is not there, is skipped. With ``only`` (run ids such as ``teacher-crf`` or
+    ``case1a-none-s1``) just those are measured, and the other models of an existing speed.json
+    are kept (a grid measured in parts, e.g. a second pass with new cases).
 
     Raises:
-        ConfigError: when a model to measure has not been trained yet.
+        ConfigError: when a model to measure has not been trained yet, or ``only`` names a run
+            id the experiment does not measure.
     """
     spec = load_experiment(path)
     name = Path(path).stem
@@ -123,6 +128,15 @@ def run_speed(
         run_id = f"{s.name}-{next(iter(s.methods))}-s{s.seeds[0]}"
         jobs.append((run_id, work / run_id / "model", _test(s.data, s.name)))
     models: dict[str, Any] = {}
+    target = Path(results_root) / name
+    if only:
+        unknown = sorted(set(only) - {run_id for run_id, _, _ in jobs})
+        if unknown:
+            known = ", ".join(run_id for run_id, _, _ in jobs)
+            raise ConfigError(f"--only {unknown[0]}: not measured by {path} (it measures {known})")
+        jobs = [job for job in jobs if job[0] in only]
+        if (target / "speed.json").exists():
+            models = dict(json.loads((target / "speed.json").read_text(encoding="utf-8"))["models"])
     for run_id, model_dir, test in jobs:
         if not (model_dir / "model.safetensors").exists():
             raise ConfigError(f"{model_dir}: not trained yet; run the experiment first")
@@ -151,7 +165,6 @@ def run_speed(
         "batch_size": batch_size,
         "models": models,
     }
-    target = Path(results_root) / name
     target.mkdir(parents=True, exist_ok=True)
     atomic_write_json(target / "speed.json", record)
     return json.loads(json.dumps(record))
