@@ -59,6 +59,10 @@ def test_full_grids_cover_cases_and_methods(name: str) -> None:
         small = [r for r in runs if r.group == "case1a-small" and r.method != "none"]
         assert len(small) == 12
         assert all(r.teachers == ["teacher-glove-minilm-crf"] for r in small)
+        # the dev probe: the same student and teacher without unlabeled text
+        expected["case1a-small-labeled"] = {"structural"}
+        (probe,) = [r for r in runs if r.group == "case1a-small-labeled"]
+        assert "--unlabeled" not in probe.args and probe.teachers == small[0].teachers
     assert methods == expected
     heads = {"case1a": "crf", "case2a": "maxent", "case3": "crf", "case4": "maxent"}
     vectors = "glove-6b-50d" if name == "conll03-full" else "use-multilingual"
@@ -74,12 +78,14 @@ def test_full_grids_cover_cases_and_methods(name: str) -> None:
         config = load_config(ROOT / run.args[1], sets)
         assert config.model.head.kind == heads.get(run.group, "crf")
         assert config.model.encoder.pretrained_vectors == vectors
-        if run.group == "case1a-small":  # no char CNN: casing comes from the casing feature
+        if run.group.startswith("case1a-small"):  # no char CNN: casing comes from the casing feature
             assert config.model.encoder.char_filters == 0 and config.model.encoder.casing_dim > 0
         else:
             assert config.model.encoder.char_filters > 0  # a char CNN
         if run.method == "none":  # no teacher, no unlabeled text
             assert "--unlabeled" not in run.args and "--teacher" not in run.args
+        elif run.group == "case1a-small-labeled":  # the probe without unlabeled text
+            assert "--unlabeled" not in run.args and "--teacher" in run.args
         else:
             assert "--unlabeled" in run.args
             temperature = 2.0 if run.method == "structural-T2" else 1.0
