@@ -61,6 +61,7 @@ def test_full_grids_cover_cases_and_methods(name: str) -> None:
         assert all(r.teachers == ["teacher-glove-minilm-crf"] for r in small)
         # the dev probe: the same student and teacher without unlabeled text
         expected["case1a-small-labeled"] = {"structural"}
+        expected["case1a-small-fixed"] = {"structural"}
         (probe,) = [r for r in runs if r.group == "case1a-small-labeled"]
         assert "--unlabeled" not in probe.args and probe.teachers == small[0].teachers
     assert methods == expected
