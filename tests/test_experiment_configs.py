@@ -33,7 +33,7 @@ def test_every_run_has_a_valid_run_config_and_relative_paths(name: str) -> None:
     for run in runs:
         sets = [b for a, b in zip(run.args, run.args[1:]) if a == "--set"]
         config = load_config(ROOT / run.args[1], sets)  # unknown keys or bad values raise
-        assert config.train.max_epochs == 10
+        assert config.train.max_epochs == (20 if run.group == "case1a-small-20ep" else 10)
         if run.teacher:
             teacher = run.args[run.args.index("--teacher") + 1]
             assert teacher.startswith("RUNS/") and teacher.endswith("/model")
@@ -62,6 +62,7 @@ def test_full_grids_cover_cases_and_methods(name: str) -> None:
         # the dev probe: the same student and teacher without unlabeled text
         expected["case1a-small-labeled"] = {"structural"}
         expected["case1a-small-fixed"] = {"structural"}
+        expected["case1a-small-20ep"] = {"none", "structural"}
         (probe,) = [r for r in runs if r.group == "case1a-small-labeled"]
         assert "--unlabeled" not in probe.args and probe.teachers == small[0].teachers
     assert methods == expected
