@@ -80,7 +80,7 @@ def test_full_grids_cover_cases_and_methods(name: str) -> None:
         config = load_config(ROOT / run.args[1], sets)
         assert config.model.head.kind == heads.get(run.group, "crf")
         assert config.model.encoder.pretrained_vectors == vectors
-        if run.group.startswith("case1a-small"):  # no char CNN: casing comes from the casing feature
+        if run.group.startswith("case1a-small"):  # no char CNN: casing from the casing feature
             assert config.model.encoder.char_filters == 0 and config.model.encoder.casing_dim > 0
         else:
             assert config.model.encoder.char_filters > 0  # a char CNN
