@@ -26,9 +26,6 @@ from typing import Any, TextIO
 
 import torch
 
-from structkd.data.conll import iter_sentences, write_conll
-from structkd.data.conllu import format_conllu
-from structkd.data.resources import resolve_path
 from structkd.data.tokenize import Token, join_tokens, tokenize
 from structkd.export.bundle import is_export_dir
 from structkd.export.runtime import ExportedModel
@@ -36,8 +33,6 @@ from structkd.models.base import Model
 from structkd.models.checkpoint import load_model
 from structkd.structures.tags import to_spans
 from structkd.tasks import get_task
-from structkd.tasks.dep import attachment_scores, iter_parse_input
-from structkd.tasks.ner import span_scores
 
 CHUNK = 2048  # sentences a file is read and written by
 
@@ -195,38 +190,22 @@ class Predictor:
         start = time.perf_counter()
         predicted = self.predict_words([task.words(s) for s in sentences])
         seconds = time.perf_counter() - start
-        if self.task == "ner":
-            scores = span_scores(sentences, predicted)
-        else:
-            scores = attachment_scores(sentences, predicted, bool(self._rels), include_punct)
+        scores = task.score(sentences, predicted, include_punct)
         tokens = sum(len(task.words(s)) for s in sentences)
         return {**scores, "tokens_per_second": tokens / max(seconds, 1e-9)}
-
-    @property
-    def _rels(self) -> list[str]:
-        assert self.exported is not None
-        return list(self.exported.vocab.get("rels", []))
 
     def predict_file(self, path: str, fmt: str, out: TextIO) -> int:
         """Predicts every sentence of a file, streamed, and writes CoNLL (NER) or CoNLL-U
         (parsing), as ``structkd predict``; returns the sentence count."""
         if self.model is not None:
             return get_task(self.task).predict_file(self.model, path, fmt, out)
+        task = get_task(self.task)
+        sentences = task.within_max_words(task.read_inputs(path, fmt), path)
         count = 0
-        if self.task == "ner":
-            task = get_task(self.task)
-            task.check_format(fmt)
-            sentences = task.within_max_words(iter_sentences(resolve_path(path), fmt), path)
-            while chunk := list(itertools.islice(sentences, CHUNK)):
-                count += write_conll(chunk, self.predict_words([s.tokens for s in chunk]), out)
-                out.flush()
-            return count
-        trees = get_task(self.task).within_max_words(iter_parse_input(path, fmt), path)
-        while parses := list(itertools.islice(trees, CHUNK)):
-            predicted = self.predict_words([s.words for s in parses])
-            out.write("".join(format_conllu(s, h, r) for s, (h, r) in zip(parses, predicted)))
+        while chunk := list(itertools.islice(sentences, CHUNK)):
+            predicted = self.predict_words([task.words(s) for s in chunk])
+            count += task.write_predictions(chunk, predicted, out)
             out.flush()
-            count += len(parses)
         return count
 
 

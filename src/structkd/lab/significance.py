@@ -30,10 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from structkd.data.punct import punct_mask
 from structkd.io import atomic_write_bytes
-from structkd.metrics.attachment import AttachmentScore
-from structkd.metrics.span_f1 import SpanF1
 from structkd.models.checkpoint import load_model
 from structkd.tasks import get_task
 
@@ -167,7 +164,7 @@ def sentence_counts(
     """Each labeled test sentence's counts under ``model``'s predictions.
 
     Args:
-        task_name: ``ner`` or ``dep``.
+        task_name: a registered task (``ner``, ``dep``): its ``sentence_counts`` count.
         model: a loaded model of that task.
         sentences: labeled sentences as the task reads them.
         include_punct: parsing: score punctuation too (as ``data.include_punct``).
@@ -180,30 +177,7 @@ def sentence_counts(
     task = get_task(task_name)
     words = [task.words(s) for s in sentences]
     predicted = task.predict(model, words)
-    rows: list[tuple[int, int, int]] = []
-    if task_name == "ner":
-        metric = "f1"
-        for sentence, tags in zip(sentences, predicted):
-            one = SpanF1()
-            one.update(sentence.tags, tags)
-            rows.append(
-                (sum(one.correct.values()), sum(one.predicted.values()), sum(one.gold.values()))
-            )
-    else:
-        labeled = all(rels is not None for _, rels in predicted) and all(
-            s.rels is not None for s in sentences
-        )
-        metric = "las" if labeled else "uas"
-        for sentence, (heads, rels) in zip(sentences, predicted):
-            attach = AttachmentScore(labeled)
-            mask = punct_mask(sentence, include_punct)
-            if labeled:
-                attach.update(sentence.heads, heads, sentence.rels, rels, mask)
-            else:
-                attach.update(sentence.heads, heads, mask=mask)
-            rows.append(
-                (attach.correct_heads, attach.correct_labeled if labeled else 0, attach.tokens)
-            )
+    metric, rows = task.sentence_counts(sentences, predicted, include_punct)
     array = np.array(rows, dtype=np.int64).reshape(-1, 3)
     digest = hashlib.sha256(json.dumps(words, ensure_ascii=False).encode("utf-8")).hexdigest()
     return {

@@ -163,6 +163,37 @@ class Task(ABC):
     def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
         """Predicts every sentence of a file, streamed, and writes them; returns the count."""
 
+    @abstractmethod
+    def read_inputs(self, path: str, fmt: str) -> Iterator[Any]:
+        """The sentences of a prediction input, streamed (``input_formats``; gold outputs, where
+        the file has them, are ignored).
+
+        Raises:
+            ConfigError: for a format the task does not read.
+        """
+
+    @abstractmethod
+    def write_predictions(
+        self, sentences: Sequence[Any], predicted: Sequence[Any], out: TextIO
+    ) -> int:
+        """Writes the sentences with their predicted outputs (``predict``'s) in the task's
+        output format; returns how many were written."""
+
+    @abstractmethod
+    def score(
+        self, sentences: Sequence[Any], predicted: Sequence[Any], include_punct: bool = False
+    ) -> dict[str, Any]:
+        """``evaluate``'s scores (percent, without the speed) of predicted outputs against the
+        sentences' gold ones."""
+
+    @abstractmethod
+    def sentence_counts(
+        self, sentences: Sequence[Any], predicted: Sequence[Any], include_punct: bool = False
+    ) -> tuple[str, list[tuple[int, int, int]]]:
+        """The metric the task's score is (``f1``, ``las`` or ``uas``) and, per sentence, the
+        three counts it is computed from (for paired significance tests,
+        ``structkd.lab.significance``)."""
+
 
 T = TypeVar("T", bound=type[Task])
 

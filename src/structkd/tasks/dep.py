@@ -171,11 +171,47 @@ class DepTask(Task):
     def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
         """Parses a treebank (its trees are replaced) or plain text (one sentence per line,
         whitespace-separated words) and writes CoNLL-U, 2048 sentences at a time."""
-        sentences = self.within_max_words(iter_parse_input(path, fmt), path)
+        sentences = self.within_max_words(self.read_inputs(path, fmt), path)
         count = 0
         while chunk := list(itertools.islice(sentences, 2048)):
             trees = predict_trees(_dep(model), [s.words for s in chunk])
-            out.write("".join(format_conllu(s, h, r) for s, (h, r) in zip(chunk, trees)))
+            count += self.write_predictions(chunk, trees, out)
             out.flush()
-            count += len(chunk)
         return count
+
+    def read_inputs(self, path: str, fmt: str) -> Iterator[DepSentence]:
+        return iter_parse_input(path, fmt)
+
+    def write_predictions(
+        self, sentences: Sequence[Any], predicted: Sequence[Any], out: TextIO
+    ) -> int:
+        out.write("".join(format_conllu(s, h, r) for s, (h, r) in zip(sentences, predicted)))
+        return len(sentences)
+
+    def score(
+        self, sentences: Sequence[Any], predicted: Sequence[Any], include_punct: bool = False
+    ) -> dict[str, Any]:
+        """As ``evaluate``: LAS where the predictions carry relations."""
+        with_relations = bool(predicted) and all(rels is not None for _, rels in predicted)
+        return attachment_scores(sentences, predicted, with_relations, include_punct)
+
+    def sentence_counts(
+        self, sentences: Sequence[Any], predicted: Sequence[Any], include_punct: bool = False
+    ) -> tuple[str, list[tuple[int, int, int]]]:
+        """(correct heads, correct labeled heads, scored words) per sentence; the metric is LAS
+        when predictions and gold trees both have relations, else UAS."""
+        labeled = all(rels is not None for _, rels in predicted) and all(
+            s.rels is not None for s in sentences
+        )
+        rows = []
+        for sentence, (heads, rels) in zip(sentences, predicted):
+            attach = AttachmentScore(labeled)
+            mask = punct_mask(sentence, include_punct)
+            if labeled:
+                attach.update(sentence.heads, heads, sentence.rels, rels, mask)
+            else:
+                attach.update(sentence.heads, heads, mask=mask)
+            rows.append(
+                (attach.correct_heads, attach.correct_labeled if labeled else 0, attach.tokens)
+            )
+        return ("las" if labeled else "uas"), rows

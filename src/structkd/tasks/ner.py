@@ -155,6 +155,32 @@ class NERTask(Task):
         )
 
     def predict_file(self, model: Model, path: str, fmt: str, out: TextIO) -> int:
-        self.check_format(fmt)
-        sentences = self.within_max_words(iter_sentences(resolve_path(path), fmt), path)
+        sentences = self.within_max_words(self.read_inputs(path, fmt), path)
         return predict_stream(_tagger(model), sentences, out)
+
+    def read_inputs(self, path: str, fmt: str) -> Iterator[Sentence]:
+        self.check_format(fmt)
+        return iter_sentences(resolve_path(path), fmt)
+
+    def write_predictions(
+        self, sentences: Sequence[Any], predicted: Sequence[Any], out: TextIO
+    ) -> int:
+        return write_conll(sentences, predicted, out)
+
+    def score(
+        self, sentences: Sequence[Any], predicted: Sequence[Any], include_punct: bool = False
+    ) -> dict[str, Any]:
+        return span_scores(sentences, predicted)
+
+    def sentence_counts(
+        self, sentences: Sequence[Any], predicted: Sequence[Any], include_punct: bool = False
+    ) -> tuple[str, list[tuple[int, int, int]]]:
+        """Span F1's (correct, predicted, gold) entity counts per sentence."""
+        rows = []
+        for sentence, tags in zip(sentences, predicted):
+            one = SpanF1()
+            one.update(sentence.tags, tags)
+            rows.append(
+                (sum(one.correct.values()), sum(one.predicted.values()), sum(one.gold.values()))
+            )
+        return "f1", rows

@@ -51,9 +51,7 @@ def get_method(name: str) -> KDMethod:
     try:
         return _METHODS[name]
     except KeyError:
-        raise KeyError(
-            f"unknown KD method {name!r}; choose one of {', '.join(_METHODS)}"
-        ) from None
+        raise KeyError(f"unknown KD method {name!r}; choose one of {', '.join(_METHODS)}") from None
 
 
 for _method in (StructuralKD(), TokenKD(), PosteriorKD(), TOPK, TOPWK, TOP1, SubstructureKD()):

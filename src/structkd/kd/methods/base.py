@@ -72,9 +72,7 @@ class KDPair(Protocol):
         ``structkd.kd.stored``, may stand in for the projected marginals); else None."""
         ...
 
-    def structural_loss(
-        self, parts: Any, output: Any, temperature: float, stats: Stats
-    ) -> Tensor:
+    def structural_loss(self, parts: Any, output: Any, temperature: float, stats: Stats) -> Tensor:
         """Structural KD [B] of the student's ``output`` from projected marginals ``parts``."""
         ...
 
@@ -152,17 +150,13 @@ class KDMethod(ABC):
         return None
 
     @abstractmethod
-    def targets(
-        self, pair: KDPair, source: Any, words: list[list[str]], config: Any
-    ) -> Any:
+    def targets(self, pair: KDPair, source: Any, words: list[list[str]], config: Any) -> Any:
         """What the teacher's output ``source`` on a batch of ``words`` gives the student:
         batch-first tensors in ``layout``'s layout (or, without a layout, whatever ``loss``
         reads). ``config`` is the run's ``DistillConfig``."""
 
     @abstractmethod
-    def loss(
-        self, pair: KDPair, targets: Any, output: Any, config: Any, stats: Stats
-    ) -> Tensor:
+    def loss(self, pair: KDPair, targets: Any, output: Any, config: Any, stats: Stats) -> Tensor:
         """The KD loss [B] of the student's ``output`` from batched ``targets``."""
 
     def check_rows(self, row: Sequence[Tensor]) -> Sequence[Tensor]:
