@@ -2,6 +2,7 @@
 
 from structkd.kd.arc_labels import LabeledArcs
 from structkd.kd.losses import (
+    has_local_scores,
     kbest_nll,
     kbest_targets,
     kbest_weights,
@@ -24,6 +25,7 @@ from structkd.kd.span_projection import (
 )
 
 __all__ = [
+    "has_local_scores",
     "LabeledArcs",
     "kbest_nll",
     "kbest_targets",

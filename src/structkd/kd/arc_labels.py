@@ -16,11 +16,12 @@ Pure tensor functions of the teacher's tensors and the student's label inventory
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 from torch import Tensor
 
+from structkd.kd.given import ProjectOnly
 from structkd.kd.projections import register_projection
 from structkd.structures.base import Structure
 from structkd.structures.relative_labels import label_heads, label_layout, parse_label, word_mask
@@ -172,7 +173,7 @@ def arc_scores_to_label_scores(
     return torch.where(valid, scores, torch.zeros((), dtype=scores.dtype, device=device)), valid
 
 
-class LabeledArcs(Structure):
+class LabeledArcs(ProjectOnly):
     """A graph-based teacher's labeled arcs, read in a sequence-labeling student's labels.
 
     ``P(head of d = h)`` comes from ``arcs`` (a ``DependencyCRF``, ``HeadSelection`` or
@@ -187,6 +188,8 @@ class LabeledArcs(Structure):
         label_vocab: the student's K labels (``offset@rel`` or ``offset``).
         temperature: T of the relation softmax (the arcs carry their own).
     """
+
+    refusal = "is a teacher to project onto relative-head labels"
 
     def __init__(
         self,
@@ -203,12 +206,6 @@ class LabeledArcs(Structure):
         self.temperature = temperature
         self.lengths = arcs.lengths
 
-    def _refuse(self) -> NoReturn:
-        raise TypeError("LabeledArcs is a teacher to project onto relative-head labels")
-
-    def _log_partition(self) -> Tensor:
-        self._refuse()
-
     def _part_marginals(self) -> Any:
         """Label marginals [B, N, K] (``arc_marginals_to_label_marginals``), detached."""
         rel_probs = None
@@ -218,15 +215,6 @@ class LabeledArcs(Structure):
             self.arcs.marginals, rel_probs, self.label_vocab, self.rel_vocab, self.lengths
         )
         return marginals.detach()
-
-    def expected_score(self, part_marginals: Any) -> Tensor:
-        self._refuse()
-
-    def _argmax(self) -> Any:
-        self._refuse()
-
-    def score(self, y: Any) -> Tensor:
-        self._refuse()
 
     def tempered(self, temperature: float) -> LabeledArcs:
         """The arcs tempered (their potentials over ``temperature``) and the relation softmax

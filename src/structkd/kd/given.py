@@ -33,21 +33,18 @@ from structkd.structures.linear_chain import LinearChainCRF
 from structkd.structures.token_softmax import TokenSoftmax
 
 
-class _Given(Structure):
-    """Fixed marginals: a teacher to project, never a distribution to score or decode."""
+class ProjectOnly(Structure):
+    """A teacher to project, never a distribution to score or decode: a subclass defines only
+    ``_part_marginals`` (and ``lengths``, perhaps ``tempered``); the rest refuses with a
+    TypeError saying ``refusal``."""
 
-    def __init__(self, parts: Any, lengths: Tensor) -> None:
-        self.parts = parts
-        self.lengths = lengths
+    refusal = "is a teacher to project only"
 
     def _refuse(self) -> NoReturn:
-        raise TypeError(f"{type(self).__name__} holds marginals only (a marginal-file teacher)")
+        raise TypeError(f"{type(self).__name__} {self.refusal}")
 
     def _log_partition(self) -> Tensor:
         self._refuse()
-
-    def _part_marginals(self) -> Any:
-        return self.parts
 
     def expected_score(self, part_marginals: Any) -> Tensor:
         self._refuse()
@@ -57,6 +54,19 @@ class _Given(Structure):
 
     def score(self, y: Any) -> Tensor:
         self._refuse()
+
+
+class _Given(ProjectOnly):
+    """Fixed marginals: a teacher to project, never a distribution to score or decode."""
+
+    refusal = "holds marginals only (a marginal-file teacher)"
+
+    def __init__(self, parts: Any, lengths: Tensor) -> None:
+        self.parts = parts
+        self.lengths = lengths
+
+    def _part_marginals(self) -> Any:
+        return self.parts
 
     def tempered(self, temperature: float) -> _Given:
         raise TypeError(

@@ -100,6 +100,16 @@ def structural_kd_loss_from_marginals(
 # ---- baselines ------------------------------------------------------------------------------
 
 
+LOCALLY_SCORED = (LinearChainCRF, TokenSoftmax, HeadSelection, DependencyCRF, SiblingDependencyCRF)
+"""The structures with per-token scores (emissions, logits, per-word head scores): those Token
+KD and sub-structure MSE can read."""
+
+
+def has_local_scores(structure: Structure) -> bool:
+    """Whether Token KD and sub-structure MSE can read ``structure``'s per-token scores."""
+    return isinstance(structure, LOCALLY_SCORED)
+
+
 def _local_logits(structure: Structure) -> tuple[Tensor, Tensor]:
     """Per-slot scores [B, N, K] and slot mask [B, N] of a structure with local parts."""
     if isinstance(structure, LinearChainCRF):

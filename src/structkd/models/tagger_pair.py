@@ -16,8 +16,6 @@ from structkd.models.base import Model, evaluating
 from structkd.models.pair import Pair
 from structkd.models.tagger import Tagger
 from structkd.structures.base import Structure, as_list
-from structkd.structures.linear_chain import LinearChainCRF
-from structkd.structures.token_softmax import TokenSoftmax
 
 
 class TaggerPair(Pair):
@@ -49,7 +47,7 @@ class TaggerPair(Pair):
         except (TypeError, ValueError) as error:
             raise ConfigError(f"teacher {index + 1}: {error}") from error
         self.teacher_kind = type(structure).__name__
-        if not isinstance(structure, (LinearChainCRF, TokenSoftmax)):  # e.g. a span teacher
+        if not kd.has_local_scores(structure):  # e.g. a span teacher
             # no per-token scores: Token KD and score matching have nothing to match
             self.provides = tuple(p for p in self.provides if p not in ("local", "scores"))
 

@@ -84,12 +84,24 @@ def attachment_scores(
     labeled = with_relations and all(s.rels is not None for s in sentences)
     metric = AttachmentScore(labeled)
     for sentence, (heads, rels) in zip(sentences, predicted):
-        mask = punct_mask(sentence, include_punct)
-        if labeled:
-            metric.update(sentence.heads, heads, sentence.rels, rels, mask)
-        else:
-            metric.update(sentence.heads, heads, mask=mask)
+        _attach(metric, sentence, heads, rels, include_punct)
     return {"las": None, "lcm": None, "per_relation": {}, **metric.compute()}
+
+
+def _attach(
+    metric: AttachmentScore,
+    sentence: DepSentence,
+    heads: Sequence[int],
+    rels: Sequence[str] | None,
+    include_punct: bool,
+) -> None:
+    """Adds one predicted tree to ``metric`` (relations too when it scores them), punctuation
+    excluded unless ``include_punct``."""
+    mask = punct_mask(sentence, include_punct)
+    if metric.labeled:
+        metric.update(sentence.heads, heads, sentence.rels, rels, mask)
+    else:
+        metric.update(sentence.heads, heads, mask=mask)
 
 
 @register_task
@@ -206,11 +218,7 @@ class DepTask(Task):
         rows = []
         for sentence, (heads, rels) in zip(sentences, predicted):
             attach = AttachmentScore(labeled)
-            mask = punct_mask(sentence, include_punct)
-            if labeled:
-                attach.update(sentence.heads, heads, sentence.rels, rels, mask)
-            else:
-                attach.update(sentence.heads, heads, mask=mask)
+            _attach(attach, sentence, heads, rels, include_punct)
             rows.append(
                 (attach.correct_heads, attach.correct_labeled if labeled else 0, attach.tokens)
             )
