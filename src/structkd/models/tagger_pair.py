@@ -65,15 +65,20 @@ class TaggerPair(Pair):
         structure: Structure = teacher(teacher.collate(words))  # a tagger's forward: its structure
         return structure
 
-    def stored_structures(self, words: list[list[str]]) -> tuple[Structure, Structure, str]:
+    def _target(self, words: list[list[str]]) -> Structure:
+        """The student's structure on ``words`` as a projection needs it: its type, sizes and
+        lengths, never its scores, so its head runs on zero features (in eval mode: no dropout
+        draw) and its encoder not at all."""
         tagger = self.tagger
-        # A projection reads the student's structure type, sizes and lengths, never its scores:
-        # its head on zero features gives them without running its encoder.
         lengths = torch.tensor([len(w) for w in words], device=tagger.device)
         width = max(int(lengths.max()), 1) if len(words) else 1  # as collate pads
         hidden = torch.zeros(len(words), width, tagger.encoder.dim, device=tagger.device)
-        target = tagger.from_features(hidden, lengths)
-        return self.teacher_structure(words), target, self.scheme
+        with evaluating(tagger):
+            target: Structure = tagger.from_features(hidden, lengths)
+        return target
+
+    def stored_structures(self, words: list[list[str]]) -> tuple[Structure, Structure, str]:
+        return self.teacher_structure(words), self._target(words), self.scheme
 
     def project(self, words: list[list[str]], temperature: float, mode: str) -> list[Tensor]:
         teacher_structure, target, scheme = self.stored_structures(words)
@@ -100,10 +105,7 @@ class TaggerPair(Pair):
         return [[0, None]]
 
     def posterior(self, source: Any, words: list[list[str]]) -> list[Tensor]:
-        tagger = self.tagger
-        with evaluating(tagger):
-            target = tagger.structure(tagger.collate(words))
-        projected = kd.project(source, target, self.scheme)
+        projected = kd.project(source, self._target(words), self.scheme)
         return [projected[0] if isinstance(projected, tuple) else projected]
 
     def posterior_loss(self, targets: list[Tensor], output: Any) -> Tensor:
