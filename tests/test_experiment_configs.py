@@ -11,7 +11,7 @@ from structkd.lab.experiment import load_experiment, plan_runs, run_experiment
 from structkd.lab.spec import ExperimentSpec
 
 ROOT = Path(__file__).parents[1]
-GRIDS = ["conll03-full", "wikiann-de-full", "conll03-size"]
+GRIDS = ["conll03-full", "wikiann-de-full", "conll03-size", "conll03-pareto"]
 KD = ["token", "posterior", "topk", "topwk", "substructure", "structural", "structural-T2"]
 
 
@@ -143,3 +143,19 @@ def test_seeds_of_a_method_share_one_teacher_cache_and_methods_do_not() -> None:
         caches.setdefault((run.group, run.method), set()).add(found[0])
     assert all(len(c) == 1 for c in caches.values())  # one per (case, method), all seeds
     assert len({next(iter(c)) for c in caches.values()}) == len(caches)  # none shared
+
+
+def test_cases_naming_one_cache_share_the_teacher_pass_of_each_method() -> None:
+    """The student sizes of conll03-pareto name one ``cache``: all their Structural KD runs
+    read one teacher cache (the teacher annotates the sentences once), and runs without KD
+    read none."""
+    spec, runs = _plan("conll03-pareto")
+    assert {s.cache for s in spec.students.values()} == {"sizes"}
+    found: dict[str, set[str]] = {}
+    for run in runs:
+        sets = [b for a, b in zip(run.args, run.args[1:]) if a == "--set"]
+        for s in sets:
+            if s.startswith("distill.cache_dir="):
+                found.setdefault(run.method, set()).add(s.split("=", 1)[1])
+    assert found == {"structural": {"WORK/cache/sizes-structural"}}
+    assert len([r for r in runs if r.method == "structural"]) == 12

@@ -200,8 +200,9 @@ def plan_runs(
             # training and unlabeled sentences (the slowest step of a distillation run with a
             # large teacher) then runs once per method instead of once per seed. Its content
             # depends on the data, the student's structure, the teachers and the temperature,
-            # not on the seed, and the cache's key checks that (structkd.train.cache).
-            cache = work / "cache" / f"{s.name}-{planned.method}"
+            # not on the seed, and the cache's key checks that (structkd.train.cache). Cases
+            # that name one ``cache`` (e.g. student sizes) share it likewise.
+            cache = work / "cache" / f"{s.cache or s.name}-{planned.method}"
             args += ["--method", method.kind, *sets, "--set", f"distill.cache_dir={cache}"]
         runs.append(Run(planned, [*args, "--seed", str(planned.seed)], data[1::2]))
     return runs

@@ -100,6 +100,10 @@ class StudentSpec:
         data: split -> data items.
         sets: ``KEY=VALUE`` overrides of every run.
         methods: label -> method, in the file's order.
+        cache: the name its teacher caches go by (``work_dir/cache/CACHE-METHOD``): cases that
+            give one name share the teacher pass of a method, e.g. students of several sizes on
+            the same data and teacher (their cache key, which names the data, the student's
+            structure and the teachers, refuses what differs); default its own name.
     """
 
     name: str
@@ -109,6 +113,7 @@ class StudentSpec:
     data: dict[str, tuple[DataItem, ...]]
     sets: tuple[str, ...]
     methods: dict[str, MethodSpec]
+    cache: str = ""
 
 
 @dataclass(frozen=True)
@@ -310,4 +315,5 @@ def _student(
         data=_data(s.get("data"), source, f"student {name}"),
         sets=tuple(s.get("set", [])),
         methods=methods,
+        cache=str(s.get("cache", name)),
     )

@@ -10,7 +10,7 @@ from torch import Tensor
 from structkd.structures import eisner, matrix_tree
 from structkd.structures.base import Structure
 from structkd.structures.eisner import NEG, EisnerChart
-from structkd.structures.head_selection import check_arc_scores, score_heads
+from structkd.structures.head_selection import arc_weight, check_arc_scores, score_heads
 
 
 class DependencyCRF(Structure):
@@ -48,15 +48,29 @@ class DependencyCRF(Structure):
         projective: bool = True,
         multiroot: bool = False,
     ) -> None:
-        self.lengths, self.arc_mask = check_arc_scores(arc_scores, lengths)
-        # where() rather than masked_fill: the same values, in about half the time on the CPU
-        self.arc_scores = torch.where(self.arc_mask, arc_scores, 0.0)  # [B, L, L]
+        self.lengths, finite = check_arc_scores(arc_scores, lengths)
+        # [B, L, L], 1 on valid arcs
+        self._arc_weight = arc_weight(self.lengths, arc_scores.shape[-1], arc_scores.dtype)
+        # finite scores are masked by a product, which on the CPU takes a fifth of where()'s
+        # time; where() keeps -inf (forbidden arcs) and anything in the padding out of the sum
+        if finite:
+            self.arc_scores = arc_scores * self._arc_weight  # [B, L, L]
+        else:
+            self.arc_scores = torch.where(self.arc_mask, arc_scores, 0.0)
+        self._finite = finite
         self.projective = projective
         self.multiroot = multiroot
 
     @cached_property
+    def arc_mask(self) -> Tensor:
+        """BoolTensor [B, L, L]: the valid arcs (``head_selection.arc_mask``)."""
+        return self._arc_weight > 0
+
+    @cached_property
     def _scores(self) -> Tensor:
         """[B, L, L] scores for inference: ``NEG`` on invalid and forbidden (-inf) arcs."""
+        if self._finite:  # 0 + NEG off the mask, x + 0 on it: exact
+            return self.arc_scores + self._arc_weight.mul(-NEG).add_(NEG)
         return torch.where(self.arc_mask, self.arc_scores, NEG).clamp_min(NEG)
 
     @cached_property
@@ -80,11 +94,11 @@ class DependencyCRF(Structure):
             marginals = eisner.ArcMarginals.apply(self._scores, self._chart)
         else:
             marginals = self._matrix_tree[1]
-        return torch.where(self.arc_mask, marginals, 0.0)
+        return marginals * self._arc_weight  # the routes' marginals are finite
 
     def expected_score(self, part_marginals: Tensor) -> Tensor:
         """``sum_{d,h} mu[b,d,h] * arc_scores[b,d,h]`` over valid arcs [B]; mu [B, L, L]."""
-        return (part_marginals * self.arc_scores * self.arc_mask).sum((1, 2))
+        return (part_marginals * self.arc_scores * self._arc_weight).sum((1, 2))
 
     def _argmax(self) -> Tensor:
         scores = self._scores.detach()

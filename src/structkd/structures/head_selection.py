@@ -7,6 +7,8 @@ never used, and for a sentence of ``n`` words the valid block is ``[0..n] x [0..
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -21,23 +23,35 @@ def arc_mask(lengths: Tensor, size: int) -> Tensor:
     return dep[:, :, None] & head[:, None, :] & (pos[:, None] != pos[None, :])
 
 
+def arc_weight(lengths: Tensor, size: int, dtype: torch.dtype) -> Tensor:
+    """``arc_mask`` as 0/1 numbers of ``dtype`` [B, L, L], built in that dtype (converting the
+    boolean mask takes longer than building this on the CPU)."""
+    pos = torch.arange(size, device=lengths.device)
+    head = (pos[None, :] <= lengths[:, None]).to(dtype)  # [B, L]
+    dep = head * (pos[None, :] >= 1)  # [B, L]
+    off_diagonal = (pos[:, None] != pos[None, :]).to(dtype)  # [L, L]
+    return dep[:, :, None] * head[:, None, :] * off_diagonal
+
+
 def block_mask(lengths: Tensor, size: int) -> Tensor:
     """BoolTensor [B, L, L], true on a sentence's block ``[0..n] x [0..n]`` (checked for NaN)."""
     inside = torch.arange(size, device=lengths.device)[None, :] <= lengths[:, None]  # [B, L]
     return inside[:, :, None] & inside[:, None, :]
 
 
-def check_arc_scores(arc_scores: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Validates [B, L, L] arc scores; returns (lengths LongTensor [B], arc mask [B, L, L])."""
+def check_arc_scores(arc_scores: Tensor, lengths: Tensor | None) -> tuple[Tensor, bool]:
+    """Validates [B, L, L] arc scores; returns (lengths LongTensor [B], whether every entry of
+    ``arc_scores`` is finite, padding included)."""
     if arc_scores.dim() != 3 or arc_scores.shape[1] != arc_scores.shape[2]:
         raise ValueError(f"arc_scores must be [B, N+1, N+1], got {list(arc_scores.shape)}")
     batch, size, _ = arc_scores.shape
     lengths = lengths_or_full(lengths, batch, size - 1, arc_scores.device)
     # the sum is NaN whenever an element is (and sometimes from inf - inf): a cheap first test,
-    # the masked check only when it fires
-    if bool(torch.isnan(arc_scores.detach().sum())):
+    # the masked check only when it fires; a finite sum means finite entries
+    total = float(arc_scores.detach().sum())
+    if math.isnan(total):
         check_finite("arc_scores", arc_scores, block_mask(lengths, size))
-    return lengths, arc_mask(lengths, size)
+    return lengths, math.isfinite(total)
 
 
 def score_heads(arc_scores: Tensor, heads: Tensor, lengths: Tensor) -> Tensor:
@@ -66,7 +80,8 @@ class HeadSelection(Structure):
     """
 
     def __init__(self, arc_scores: Tensor, lengths: Tensor | None = None) -> None:
-        self.lengths, self.arc_mask = check_arc_scores(arc_scores, lengths)
+        self.lengths, _ = check_arc_scores(arc_scores, lengths)
+        self.arc_mask = arc_mask(self.lengths, arc_scores.shape[-1])
         self.arc_scores = arc_scores.masked_fill(~self.arc_mask, 0.0)  # [B, L, L]
         # rows without any valid head (ROOT row, padding) become all-zero, never all -inf
         self.word_mask = self.arc_mask.any(-1)  # [B, L]
