@@ -144,3 +144,34 @@ def test_float32_fast_path_agrees_with_float64_and_hands_over_what_it_cannot_vou
         torch.testing.assert_close(z32.double(), z64, atol=1e-3, rtol=1e-6)
         z32.sum().backward()  # what training differentiates
         assert low.grad is not None and torch.isfinite(low.grad).all()
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_float32_route_gradients_match_float64_autograd(threads: int) -> None:
+    """Training differentiates log Z and the marginals (KD losses weigh student scores by
+    them); the float32 route's hand-written backward of its float64 inverse, with the batch
+    split across torch's threads or not, gives the gradients float64 autograd through the
+    whole determinant route gives, first and second order."""
+    from structkd.structures import matrix_tree
+
+    gen = torch.Generator().manual_seed(3)
+    scores = torch.randn(5, 21, 21, generator=gen, dtype=torch.float64)
+    lengths = torch.tensor([20, 20, 7, 1, 16])
+    weight = torch.randn(5, 21, 21, generator=gen, dtype=torch.float64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for multiroot in (False, True):
+            masked = DependencyCRF(scores, lengths, projective=False, multiroot=multiroot)._scores
+            grads = []
+            for dtype in (torch.float32, torch.float64):
+                leaf = masked.to(dtype).requires_grad_()
+                z, mu = log_partition_and_marginals(leaf, lengths, multiroot)
+                (grad,) = torch.autograd.grad(z.sum() + (mu * weight.to(dtype)).sum(), leaf)
+                grads.append(grad.double())
+            torch.testing.assert_close(grads[0], grads[1], atol=2e-4, rtol=1e-4)
+        lap = torch.randn(4, 17, 17, generator=gen, dtype=torch.float64) + 17 * torch.eye(17)
+        lap.requires_grad_()
+        assert torch.autograd.gradgradcheck(matrix_tree._InverseAndLogDet.apply, (lap,))
+    finally:
+        torch.set_num_threads(before)

@@ -31,7 +31,10 @@ a sum of positive terms, so nothing cancels; their marginals then come from auto
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +50,9 @@ _FAST_MAX_COND = 1e3
 """Largest condition number ``||M||_1 ||M^-1||_1`` the float32 route accepts. In random tests
 (n = 10-60, scores x1-x50) the float32 marginals' error stayed below ``2e-8 cond``, 2e-5 here;
 sentences above it take the float64 route."""
+_POOL_MIN_SIZE = 16
+"""Sentences this long or longer split the float64 LU work of a batch across torch's threads
+(``_inverse_and_log_det``); below it a thread's start costs more than it saves."""
 _FAST_MIN_LOG = -80.0
 """Arc weights below ``exp(-80)`` count as 0 in float32: they would be denormal numbers, slow
 to compute with and, next to the best arc's weight of 1, below float32's resolution anyway."""
@@ -168,7 +174,8 @@ def _fast_closed_form(
     are small, so the count of operations weighs as much as their size). Weights, Laplacian and
     marginals are float32; only the LU factorization and the inverse run in float64, where
     MKL's batched solve takes about half the time of float32's at n = 30-60 (one thread) and
-    the inverse adds no rounding of its own to the float32 Laplacian's. Trusted: a 1-norm
+    the inverse adds no rounding of its own to the float32 Laplacian's (``_InverseAndLogDet``:
+    the batch split across torch's threads, a backward of two matrix products). Trusted: a 1-norm
     condition number ``||M||_1 ||M^-1||_1`` at most ``_FAST_MAX_COND`` (finite, so the
     determinant is finite and, as a Laplacian's determinant, positive; and the marginals are
     accurate), and every word's marginals summing to one within ``_FAST_ROW_SUM_TOL`` with
@@ -177,12 +184,8 @@ def _fast_closed_form(
     size = scores.shape[-1] - 1
     weights, shift, words = _weights(scores, lengths)  # [B, N, L]
     lap_t = _laplacian(weights, words, multiroot)  # [B, N, N]
-    lu, pivots, _ = torch.linalg.lu_factor_ex(lap_t.double())
-    # the right-hand side column-major, as LAPACK takes it (no copy inside); K^-1 comes back
-    # column-major, so that its transpose X is row-major like the weights
-    eye = torch.eye(size, dtype=lu.dtype, device=lu.device).expand_as(lu).contiguous().mT
-    inv = torch.linalg.lu_solve(lu, pivots, eye).mT.float()  # [B, N, N] = X
-    log_det = lu.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1).float()  # [B]
+    inv_t, log_det = _InverseAndLogDet.apply(lap_t)  # K^-1 column-major, log |det K|
+    inv = inv_t.mT  # [B, N, N] = X, row-major
     diag_x = inv.diagonal(dim1=-2, dim2=-1)  # [B, N]
     if multiroot:
         to_root, minus = diag_x, inv
@@ -203,6 +206,75 @@ def _fast_closed_form(
     )
     marginals = torch.nn.functional.pad(inner, (0, 0, 1, 0))  # [B, L, L], ROOT's row empty
     return log_det + (shift * words).sum(-1), marginals, trusted
+
+
+_POOLS: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A thread pool of ``workers`` threads for this process (a forked child makes its own)."""
+    key = (os.getpid(), workers)
+    if key not in _POOLS:
+        _POOLS[key] = ThreadPoolExecutor(workers, thread_name_prefix="structkd-lu")
+    return _POOLS[key]
+
+
+def _inverse64(lap: Tensor) -> tuple[Tensor, Tensor]:
+    """``K^-1`` [B, N, N] (column-major per matrix) and ``log |det K|`` [B] by an LU
+    factorization in float64, returned in ``lap``'s dtype; no autograd.
+
+    torch runs the LAPACK calls of a CPU batch one matrix after another on one thread, so with
+    ``torch.get_num_threads() > 1`` the batch is split into that many slices, factorized and
+    solved at once on a thread pool (torch releases the GIL inside its operators). O(B N^3).
+    """
+    batch, size = lap.shape[0], lap.shape[-1]
+    inv = torch.empty_strided(
+        lap.shape, (size * size, 1, size), dtype=torch.float64, device=lap.device
+    )
+    log_det = torch.empty(batch, dtype=torch.float64, device=lap.device)
+    eye = torch.eye(size, dtype=torch.float64, device=lap.device)
+
+    def solve(lo: int, hi: int) -> None:
+        lu, pivots, _ = torch.linalg.lu_factor_ex(lap[lo:hi].double())
+        # the right-hand side column-major, as LAPACK takes it (no copy inside)
+        rhs = eye.expand(hi - lo, size, size).contiguous().mT
+        torch.linalg.lu_solve(lu, pivots, rhs, out=inv[lo:hi])
+        log_det[lo:hi] = lu.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1)
+
+    workers = min(torch.get_num_threads(), batch)
+    if workers < 2 or size < _POOL_MIN_SIZE or lap.device.type != "cpu":
+        solve(0, batch)
+    else:
+        bounds = [batch * w // workers for w in range(workers + 1)]
+        list(_pool(workers).map(solve, bounds[:-1], bounds[1:]))
+    return inv.to(lap.dtype), log_det.to(lap.dtype)
+
+
+class _InverseAndLogDet(torch.autograd.Function):
+    """``(K^-1, log |det K|)`` of a batch ``K`` [B, N, N] by ``_inverse64``, differentiable.
+
+    Backward by the matrix identities ``d K^-1 = -K^-1 dK K^-1`` and
+    ``d log |det K| = tr(K^-1 dK)``: ``grad K = K^-T (g_det I - G K^-T)``, two batched
+    products in ``K``'s dtype instead of autograd through LAPACK's factorization. Saving the
+    output keeps the backward itself differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, lap: Tensor) -> tuple[Tensor, Tensor]:
+        inv, log_det = _inverse64(lap.detach())
+        ctx.save_for_backward(inv)
+        return inv, log_det
+
+    @staticmethod
+    def backward(ctx: Any, grad_inv: Tensor | None, grad_log_det: Tensor | None) -> Tensor:
+        (inv,) = ctx.saved_tensors
+        inv_t = inv.mT
+        grad = torch.zeros_like(inv_t)
+        if grad_log_det is not None:
+            grad = grad + inv_t * grad_log_det[:, None, None]
+        if grad_inv is not None:
+            grad = grad - inv_t @ grad_inv @ inv_t
+        return grad
 
 
 def _eliminate(log_arcs: Tensor, log_root: Tensor) -> Tensor:
