@@ -170,6 +170,9 @@ def test_float32_route_gradients_match_float64_autograd(threads: int) -> None:
                 (grad,) = torch.autograd.grad(z.sum() + (mu * weight.to(dtype)).sum(), leaf)
                 grads.append(grad.double())
             torch.testing.assert_close(grads[0], grads[1], atol=2e-4, rtol=1e-4)
+            with torch.inference_mode():  # prediction: the pool's threads must follow the mode
+                _, frozen = log_partition_and_marginals(masked.float(), lengths, multiroot)
+            torch.testing.assert_close(frozen, mu.detach().float(), atol=1e-4, rtol=0)
         lap = torch.randn(4, 17, 17, generator=gen, dtype=torch.float64) + 17 * torch.eye(17)
         lap.requires_grad_()
         assert torch.autograd.gradgradcheck(matrix_tree._InverseAndLogDet.apply, (lap,))

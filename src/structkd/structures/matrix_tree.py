@@ -233,13 +233,15 @@ def _inverse64(lap: Tensor) -> tuple[Tensor, Tensor]:
     )
     log_det = torch.empty(batch, dtype=torch.float64, device=lap.device)
     eye = torch.eye(size, dtype=torch.float64, device=lap.device)
+    inference = torch.is_inference_mode_enabled()  # thread-local: the pool's threads follow suit
 
     def solve(lo: int, hi: int) -> None:
-        lu, pivots, _ = torch.linalg.lu_factor_ex(lap[lo:hi].double())
-        # the right-hand side column-major, as LAPACK takes it (no copy inside)
-        rhs = eye.expand(hi - lo, size, size).contiguous().mT
-        torch.linalg.lu_solve(lu, pivots, rhs, out=inv[lo:hi])
-        log_det[lo:hi] = lu.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1)
+        with torch.inference_mode(inference):
+            lu, pivots, _ = torch.linalg.lu_factor_ex(lap[lo:hi].double())
+            # the right-hand side column-major, as LAPACK takes it (no copy inside)
+            rhs = eye.expand(hi - lo, size, size).contiguous().mT
+            torch.linalg.lu_solve(lu, pivots, rhs, out=inv[lo:hi])
+            log_det[lo:hi] = lu.diagonal(dim1=-2, dim2=-1).abs().log().sum(-1)
 
     workers = min(torch.get_num_threads(), batch)
     if workers < 2 or size < _POOL_MIN_SIZE or lap.device.type != "cpu":
