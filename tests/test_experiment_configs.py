@@ -150,12 +150,15 @@ def test_cases_naming_one_cache_share_the_teacher_pass_of_each_method() -> None:
     read one teacher cache (the teacher annotates the sentences once), and runs without KD
     read none."""
     spec, runs = _plan("conll03-pareto")
-    assert {s.cache for s in spec.students.values()} == {"sizes"}
+    sizes = {name for name, s in spec.students.items() if s.cache == "sizes"}
+    assert {"linear", "bilstm-25", "bilstm-50", "bilstm-100"} <= sizes
     found: dict[str, set[str]] = {}
     for run in runs:
+        if run.group not in sizes:
+            continue
         sets = [b for a, b in zip(run.args, run.args[1:]) if a == "--set"]
         for s in sets:
             if s.startswith("distill.cache_dir="):
                 found.setdefault(run.method, set()).add(s.split("=", 1)[1])
     assert found == {"structural": {"WORK/cache/sizes-structural"}}
-    assert len([r for r in runs if r.method == "structural"]) == 12
+    assert len([r for r in runs if r.method == "structural" and r.group in sizes]) == 9
