@@ -39,8 +39,8 @@ def test_every_run_has_a_valid_run_config_and_relative_paths(name: str) -> None:
             assert teacher.startswith("RUNS/") and teacher.endswith("/model")
         for path in run.data:
             assert path.startswith("DATA/")
-    # one run per method and seed; three seeds
-    assert {r.seed for r in runs} == {1, 2, 3}
+    # one run per method and seed; three seeds (two in the size sweep)
+    assert {r.seed for r in runs} == ({1, 2} if name == "conll03-pareto" else {1, 2, 3})
     assert len({r.run_id for r in runs}) == len(runs)
 
 
