@@ -74,6 +74,17 @@ def test_stored_forms_decode_to_the_projected_marginals_exactly(
     one = form.expand(cut[3], form.constants(teacher), temperature, mode, "BIOES")
     torch.testing.assert_close(one[0], expected[0][3, :4])  # alone: other padding, rounding
     torch.testing.assert_close(one[1], expected[1][3, :3])
+    # What the loss reads: a CRF teacher's tag pairs summed over the positions (unless a local
+    # temperature re-normalizes each position), giving the same KD loss.
+    targets = form.loss_targets(padded, form.constants(teacher), student, temperature, mode, "")
+    summed = teacher_kind == "crf" and (mode == "global" or temperature == 1.0)
+    assert targets[1].shape == ((4, 5, 5) if summed else (4, 5, 5, 5))
+    torch.testing.assert_close(targets[0], expected[0])
+    pairs = expected[1].sum(1) if summed else expected[1]
+    torch.testing.assert_close(targets[1], pairs, atol=1e-5, rtol=1e-5)
+    loss = kd.structural_kd_loss_from_marginals(targets, student, temperature, "none")
+    want = kd.structural_kd_loss_from_marginals(expected, student, temperature, "none")
+    torch.testing.assert_close(loss, want, atol=1e-5, rtol=1e-5)
 
 
 def test_pairs_without_a_smaller_form_store_their_marginals() -> None:

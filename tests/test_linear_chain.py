@@ -229,3 +229,70 @@ def test_bad_shapes_raise() -> None:
         LinearChainCRF(emissions, torch.zeros(N_TAGS, N_TAGS), start=torch.zeros(2))
     with pytest.raises(ValueError, match="NaN"):
         LinearChainCRF(emissions, torch.full((N_TAGS, N_TAGS), float("nan")))
+
+
+def _no_pair_tensor(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Makes any use of the [B, N-1, L, L] pair tensor fail, so a test sees the fast route."""
+
+    def refuse(self: LinearChainCRF) -> torch.Tensor:
+        raise AssertionError("the pair tensor was built")
+
+    monkeypatch.setattr(LinearChainCRF, "pair_marginals", property(refuse))
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_pair_marginal_sums_match_brute_force(
+    shared: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``sum_i P(y_i = a, y_{i+1} = c)`` by enumerating every tag sequence (lengths 0, 1, 3,
+    5), taken without the pair tensor, per-sentence or shared transitions."""
+    gen = torch.Generator().manual_seed(21)
+    pots = BATCHED.draw(gen, 4, 5)
+    if shared:
+        pots["transitions"] = pots["transitions"][0]
+    lengths = torch.tensor([5, 3, 1, 0])
+    crf = LinearChainCRF(**pots, lengths=lengths)
+    _no_pair_tensor(monkeypatch)
+    got = crf.pair_marginal_sums  # [B, L, L]
+    assert got.shape == (4, N_TAGS, N_TAGS)
+    for b, n in enumerate(lengths.tolist()):
+        want = torch.zeros(N_TAGS, N_TAGS, dtype=torch.float64)
+        scores = [chain_score(pots, b, y) for y in enumerate_tags(n)]
+        log_z = torch.logsumexp(torch.tensor(scores, dtype=torch.float64), 0)
+        for y, s in zip(enumerate_tags(n), scores):
+            want += math.exp(s - float(log_z)) * tag_pair_parts(y, n, N_TAGS).sum(0)
+        torch.testing.assert_close(got[b], want, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e3, 1e5, 1e8])
+def test_pair_marginal_sums_equal_the_summed_pair_tensor_at_any_scale(scale: float) -> None:
+    """In float32 at scores up to x1e8, and with forbidden (-inf) transitions: finite, each
+    sentence's sums total ``n - 1``, and equal to summing ``pair_marginals`` (the route the
+    fast one falls back to where a step's normalizer would underflow)."""
+    crf = _random_crf(22, dtype=torch.float32, scale=scale)
+    trans = crf.transitions.clone()
+    trans[:, 0, 1] = -torch.inf
+    crf = LinearChainCRF(crf.emissions, trans, crf.lengths, crf.start, crf.end)
+    got = crf.pair_marginal_sums
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got, crf.pair_marginals.sum(1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        got.sum((1, 2)), (crf.lengths - 1).clamp(min=0).float(), atol=1e-5, rtol=0
+    )
+    assert float(got[:, 0, 1].abs().sum()) == 0.0
+
+
+def test_expected_score_takes_pairs_summed_over_positions() -> None:
+    """The student's expected score, and its gradient, from ``(unary, pair sums)`` equal those
+    from the full marginals."""
+    teacher = _random_crf(23)
+    gen = torch.Generator().manual_seed(24)
+    pots = {k: v.clone().requires_grad_() for k, v in BATCHED.draw(gen, 4, 5).items()}
+    student = LinearChainCRF(**pots, lengths=teacher.lengths)
+    full = student.expected_score(teacher.part_marginals)
+    summed = student.expected_score((teacher.marginals, teacher.pair_marginal_sums))
+    torch.testing.assert_close(summed, full, atol=1e-12, rtol=0)
+    grads_full = torch.autograd.grad(full.sum(), list(pots.values()), retain_graph=True)
+    grads_summed = torch.autograd.grad(summed.sum(), list(pots.values()))
+    for a, b in zip(grads_summed, grads_full):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)

@@ -13,7 +13,10 @@ pair (teacher -> student)                   stored per token                deco
 =========================================== =============================== ====================
 LinearChainCRF -> LinearChainCRF            teacher emissions [n, L]        forward-backward on
                                             (transitions, start, end: from  the rebuilt teacher
-                                            the teacher, once)              CRF, O(B N L^2)
+                                            the teacher, once)              CRF, O(B N L^2); the
+                                                                            loss reads the tag
+                                                                            pairs summed over
+                                                                            positions
 TokenSoftmax -> LinearChainCRF              projected unary [n, L]          pair = outer product
 =========================================== =============================== ====================
 
@@ -34,6 +37,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from structkd.kd.projections import local_temper, project, tempered_projection
@@ -92,6 +96,20 @@ class StoredForm(ABC):
             constants: ``constants(teacher)`` of the teacher of this batch.
             student: the student's structure on the batch (sizes and lengths are read).
         """
+
+    def loss_targets(
+        self,
+        rows: list[Tensor],
+        constants: dict[str, Tensor],
+        student: Structure,
+        temperature: float,
+        mode: str,
+        scheme: str,
+    ) -> Any:
+        """What Structural KD reads of a batch: ``decode``'s marginals, or a smaller record the
+        student's ``expected_score`` takes in their place (the same loss up to float32
+        rounding). Same arguments as ``decode``."""
+        return self.decode(rows, constants, student, temperature, mode, scheme)
 
     def expand(
         self,
@@ -156,6 +174,39 @@ class ChainPotentials(StoredForm):
             constants["end"].to(like),
         )
         return tempered_projection(teacher, student, temperature, mode, scheme)
+
+    def loss_targets(
+        self,
+        rows: list[Tensor],
+        constants: dict[str, Tensor],
+        student: Structure,
+        temperature: float,
+        mode: str,
+        scheme: str,
+    ) -> Any:
+        """``(unary [B, N, L], pair sums [B, L, L])``: the student's transitions do not depend
+        on the position, so the loss needs the teacher's tag-pair marginals only summed over
+        the positions, which ``LinearChainCRF.pair_marginal_sums`` computes without the
+        [B, N-1, L, L] pair tensor (the bulk of a decode's cost). A local temperature re-
+        normalizes each position's pairs, so it decodes them in full."""
+        if mode == "local" and temperature != 1.0:
+            return self.decode(rows, constants, student, temperature, mode, scheme)
+        (emissions,) = rows
+        if not isinstance(student, LinearChainCRF) or (
+            student.emissions.shape[-1] != emissions.shape[-1]
+        ):
+            return self.decode(rows, constants, student, temperature, mode, scheme)  # its error
+        teacher = LinearChainCRF(
+            emissions,
+            constants["transitions"].to(emissions),
+            student.lengths,
+            constants["start"].to(emissions),
+            constants["end"].to(emissions),
+        )
+        if temperature != 1.0:
+            teacher = teacher.tempered(temperature)
+        with torch.no_grad():
+            return teacher.marginals, teacher.pair_marginal_sums
 
 
 class IndependentUnary(StoredForm):

@@ -275,11 +275,46 @@ class LinearChainCRF(Structure):
         log_pair = alphas[:, :-1, :, None] + self._edges + self._betas[:, 1:, None, :]
         return _normalized_exp(log_pair, self.mask[:, 1:], 2)  # [B, N-1, L, L]
 
+    @cached_property
+    def pair_marginal_sums(self) -> Tensor:
+        """[B, L, L] ``sum_i P(y_i = a, y_{i+1} = c)``: all ``expected_score`` needs of the pair
+        marginals, since the transitions do not depend on the position.
+
+        Computed without the [B, N-1, L, L] pair tensor where that is safe: at step i the pair
+        marginal is ``A_i[a] E[a, c] R_i[c] / Z_i`` with ``A_i = exp(alpha_i - max alpha_i)``,
+        ``R_i = exp(emissions_{i+1} + beta_{i+1} - max)``, ``E = exp(transitions - max)`` (all
+        in [0, 1]) and ``Z_i`` their sum over (a, c), so the sum over steps is
+        ``E * (A^T diag(1 / Z) R)``: one batched matrix product, O(B N L^2) time and O(B N L)
+        memory. Each step is normalized by its own ``Z_i``, as in ``pair_marginals``. Where some
+        ``Z_i`` falls below 1e-30 (a term lost to underflow could then weigh more than 1e-15 of
+        its step, e.g. at scores x1000) the sums are taken over ``pair_marginals`` instead.
+        """
+        batch, max_len, n_tags = self.emissions.shape
+        if max_len <= 1:
+            return self.emissions.new_zeros(batch, n_tags, n_tags)
+        trans = self._batched_transitions  # [B or 1, L, L]
+        top = trans.amax((1, 2), keepdim=True)  # [B or 1, 1, 1]
+        if not bool(torch.isfinite(top).all()):
+            return self.pair_marginals.sum(1)
+        real = self.mask[:, 1:]  # [B, N-1]
+        left = self._forward[0][:, :-1]  # [B, N-1, L], finite (carried through padding)
+        right = (self.emissions[:, 1:] + self._betas[:, 1:]).masked_fill(~real[:, :, None], 0.0)
+        a = torch.exp(left - left.amax(-1, keepdim=True))  # [B, N-1, L]
+        r = torch.exp(right - right.amax(-1, keepdim=True))  # [B, N-1, L]
+        e = torch.exp(trans - top)  # [B or 1, L, L]
+        z = (a * torch.matmul(r, e.transpose(1, 2))).sum(-1)  # [B, N-1]
+        z = z.masked_fill(~real, 1.0)
+        if not bool((z >= 1e-30).all()) or not bool(torch.isfinite(z).all()):
+            return self.pair_marginals.sum(1)
+        weights = (a / z[:, :, None]).masked_fill(~real[:, :, None], 0.0)  # [B, N-1, L]
+        return e * torch.bmm(weights.transpose(1, 2), r)  # [B, L, L]
+
     def _part_marginals(self) -> tuple[Tensor, Tensor]:
         return self.marginals, self.pair_marginals
 
     def expected_score(self, part_marginals: tuple[Tensor, Tensor]) -> Tensor:
-        """``<mu, theta>`` [B] for marginals ``(unary [B, N, L], pair [B, N-1, L, L])``.
+        """``<mu, theta>`` [B] for marginals ``(unary [B, N, L], pair [B, N-1, L, L])``; ``pair``
+        may also be summed over the positions already, [B, L, L] (``pair_marginal_sums``).
 
         Sums ``<unary, emissions> + sum_i <pair_i, transitions> + <unary_first, start>
         + <unary_last, end>`` over each sentence's own words; anything in the padding of the given
@@ -288,10 +323,10 @@ class LinearChainCRF(Structure):
         unary, pair = part_marginals
         batch, max_len, n_tags = self.emissions.shape
         unary = unary.masked_fill(~self.mask[:, :, None], 0.0)  # [B, N, L]
-        pair = pair.masked_fill(~self.mask[:, 1:, None, None], 0.0)  # [B, N-1, L, L]
+        if pair.dim() == 4:  # per position: transitions do not depend on it, so sum first
+            pair = pair.masked_fill(~self.mask[:, 1:, None, None], 0.0).sum(1)  # [B, L, L]
         total = _dot(unary, self.emissions).sum((1, 2))  # [B]
-        # Transitions do not depend on the position: sum the pair marginals first.
-        total = total + _dot(pair.sum(1), self._batched_transitions).sum((1, 2))
+        total = total + _dot(pair, self._batched_transitions).sum((1, 2))
         if max_len == 0:
             return total
         nonempty = self.lengths > 0  # [B]

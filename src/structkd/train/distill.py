@@ -416,8 +416,9 @@ class Distiller:
         return self.method.loss(pair, targets, output, self.config, self.stats)
 
     def _batch_marginals(self, output: Any, batch: Any, indices: Sequence[int]) -> Any:
-        """The projected marginals of a batch, read from the cache (and decoded from the pair's
-        stored form, with the constants of the batch's teacher)."""
+        """The projected marginals of a batch read from the cache, or, with a stored form, what
+        the loss reads of them (``StoredForm.loss_targets``, with the constants of the batch's
+        teacher)."""
         assert self.stored is not None
         like = torch.zeros((), device=self.student.device)
         rows = self.stored.rows(indices)
@@ -428,7 +429,7 @@ class Distiller:
         structure = output if isinstance(output, Structure) else output.structure
         constants = {k: v.to(like.device) for k, v in self._constants_of(indices[0]).items()}
         config = self.config
-        return self.form.decode(
+        return self.form.loss_targets(
             padded, constants, structure, config.temperature, config.temperature_mode, self.scheme
         )
 
