@@ -164,16 +164,20 @@ class ChainPotentials(StoredForm):
         mode: str,
         scheme: str,
     ) -> Any:
-        (emissions,) = rows
-        like = emissions
-        teacher = LinearChainCRF(
-            emissions,
-            constants["transitions"].to(like),
-            student.lengths,
-            constants["start"].to(like),
-            constants["end"].to(like),
-        )
+        teacher = self._teacher(rows, constants, student)
         return tempered_projection(teacher, student, temperature, mode, scheme)
+
+    @staticmethod
+    def _teacher(rows: list[Tensor], constants: dict[str, Tensor], student: Structure) -> Any:
+        """The teacher's CRF on a batch, rebuilt from its emissions and constants."""
+        (emissions,) = rows
+        return LinearChainCRF(
+            emissions,
+            constants["transitions"].to(emissions),
+            student.lengths,
+            constants["start"].to(emissions),
+            constants["end"].to(emissions),
+        )
 
     def loss_targets(
         self,
@@ -191,18 +195,11 @@ class ChainPotentials(StoredForm):
         normalizes each position's pairs, so it decodes them in full."""
         if mode == "local" and temperature != 1.0:
             return self.decode(rows, constants, student, temperature, mode, scheme)
-        (emissions,) = rows
         if not isinstance(student, LinearChainCRF) or (
-            student.emissions.shape[-1] != emissions.shape[-1]
+            student.emissions.shape[-1] != rows[0].shape[-1]
         ):
             return self.decode(rows, constants, student, temperature, mode, scheme)  # its error
-        teacher = LinearChainCRF(
-            emissions,
-            constants["transitions"].to(emissions),
-            student.lengths,
-            constants["start"].to(emissions),
-            constants["end"].to(emissions),
-        )
+        teacher = self._teacher(rows, constants, student)
         if temperature != 1.0:
             teacher = teacher.tempered(temperature)
         with torch.no_grad():
