@@ -220,10 +220,12 @@ def _sweep(root: Path) -> Path:
         "report": "pareto",
         "teachers": {"crf": {"model": "x/model"}},
         "students": {
-            g: {"teacher": "crf", "seeds": [1], "methods": methods} for g in ("small", "big")
+            **{g: {"teacher": "crf", "seeds": [1], "methods": methods} for g in ("small", "big")},
+            "probe": {"teacher": "crf", "seeds": [1], "methods": {"structural": "structural"}},
         },
     }
     planned = ["teacher-crf", *(f"{g}-{m}-s1" for g in ("small", "big") for m in methods)]
+    planned.append("probe-structural-s1")
     meta = {"file": "s.yaml", "data_root": "d", "machine": "m", "runs": planned, "spec": spec}
     (exp / "experiment.json").write_text(json.dumps(meta))
     _run(exp, "teacher-crf", "teacher", "crf", "teacher", 1, (92.0, 90.0))
@@ -236,6 +238,7 @@ def _sweep(root: Path) -> Path:
     for key, score in scores.items():
         group, method = key.split("-")
         _run(exp, f"{key}-s1", "student", group, method, 1, (score, score))
+    _run(exp, "probe-structural-s1", "student", "probe", "structural", 1, (60.0, 60.0))
     speed = {
         "command": "c",
         "threads": 2,
@@ -245,6 +248,7 @@ def _sweep(root: Path) -> Path:
             "teacher-crf": {"tokens_per_second": 1000.0, "parameters": 1000},
             "small-none-s1": {"tokens_per_second": 90000.0, "parameters": 10},
             "big-none-s1": {"tokens_per_second": 20000.0, "parameters": 100},
+            "probe-structural-s1": {"tokens_per_second": 50000.0, "parameters": 10},
         },
     }
     (exp / "speed.json").write_text(json.dumps(speed))
@@ -257,9 +261,10 @@ def test_pareto_points_and_plot(tmp_path: Path) -> None:
     exp = _sweep(tmp_path / "results")
     write_report(tmp_path / "results", tmp_path / "docs/results.md", plots=False)
     points = pareto_points(json.loads((exp / "summary.json").read_text()))
+    # the sizes in the file's order; a probe group with KD rows only is no size
     assert points["methods"] == {
-        "none": [("big", 20000.0, 84.0, 0.0), ("small", 90000.0, 70.0, 0.0)],
-        "structural": [("big", 20000.0, 86.0, 0.0), ("small", 90000.0, 75.0, 0.0)],
+        "none": [("small", 90000.0, 70.0, 0.0), ("big", 20000.0, 84.0, 0.0)],
+        "structural": [("small", 90000.0, 75.0, 0.0), ("big", 20000.0, 86.0, 0.0)],
     }
     assert points["teachers"] == [("crf", 1000.0, 90.0)]
     assert not (tmp_path / "docs/results/sweep-pareto.png").exists()

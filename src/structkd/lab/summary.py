@@ -244,8 +244,14 @@ def summary_rows(
 
 def pareto_points(summary: list[dict[str, Any]]) -> dict[str, Any]:
     """The size sweep's points from ``summary.json`` rows: ``{"methods": {method: [(group,
-    tokens/s, test mean, test std), ...] by speed}, "teachers": [(group, tokens/s, test)]}``;
-    rows without a score or a measured speed are left out."""
+    tokens/s, test mean, test std), ...]}, "teachers": [(group, tokens/s, test)]}``.
+
+    A size is a group with a student trained without KD; groups with KD rows only (one-off
+    probes of a size, such as another KD weight) are left out, as are rows without a score or a
+    measured speed. Points keep the experiment file's order of the sizes (not their measured
+    speeds, which can tie or swap within the noise of a shared machine), so each method's line
+    runs from one size to the next."""
+    sizes = {r["group"] for r in summary if r["method"] == "none"}
     methods: dict[str, list[tuple[str, float, float, float]]] = {}
     teachers = []
     for r in summary:
@@ -253,11 +259,9 @@ def pareto_points(summary: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         if r["method"] == "teacher":
             teachers.append((r["group"], r["tokens_per_s"], r["test_mean"]))
-        else:
+        elif r["group"] in sizes:
             point = (r["group"], r["tokens_per_s"], r["test_mean"], r["test_std"] or 0.0)
             methods.setdefault(r["method"], []).append(point)
-    for points in methods.values():
-        points.sort(key=lambda p: p[1])
     return {"methods": methods, "teachers": teachers}
 
 
