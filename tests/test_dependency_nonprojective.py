@@ -173,7 +173,10 @@ def test_float32_route_gradients_match_float64_autograd(threads: int) -> None:
             with torch.inference_mode():  # prediction: the pool's threads must follow the mode
                 _, frozen = log_partition_and_marginals(masked.float(), lengths, multiroot)
             torch.testing.assert_close(frozen, mu.detach().float(), atol=1e-4, rtol=0)
-        lap = torch.randn(4, 17, 17, generator=gen, dtype=torch.float64) + 17 * torch.eye(17)
+        # two matrices at the pool's smallest size: split across 2 threads, one each
+        size = matrix_tree._POOL_MIN_SIZE
+        lap = torch.randn(2, size, size, generator=gen, dtype=torch.float64)
+        lap = lap + size * torch.eye(size, dtype=torch.float64)
         lap.requires_grad_()
         assert torch.autograd.gradgradcheck(matrix_tree._InverseAndLogDet.apply, (lap,))
     finally:
