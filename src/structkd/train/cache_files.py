@@ -81,6 +81,11 @@ def read_tensor(handle: BinaryIO, start: int, entry: Any, begin: int = 0, end: i
     if not 0 <= begin <= end <= count:
         raise ValueError(f"elements {begin}:{end} of a tensor of {count}")
     buffer = _read_exact(handle, start + first + begin * width, (end - begin) * width)
+    return _as_tensor(buffer, dtype)
+
+
+def _as_tensor(buffer: bytearray, dtype: torch.dtype) -> Tensor:
+    """The flat tensor a buffer holds (``frombuffer`` refuses an empty one)."""
     return torch.frombuffer(buffer, dtype=dtype) if buffer else torch.empty(0, dtype=dtype)
 
 
@@ -98,9 +103,10 @@ class Part:
             self.start, self.header = _header(handle)
             self.index = read_tensor(handle, self.start, self.header["index"]).clone()
             self.shapes: list[list[list[int]]] = []
-            self.offsets: list[Tensor] = []  # per kind: [rows + 1] element offsets
+            # per kind: dtype, bytes per value and where its data begins; and its rows' element
+            # offsets [rows + 1] (numpy: reading one is ~10x cheaper than indexing a tensor)
             self._kinds: list[tuple[torch.dtype, int, int]] = []
-            self._bounds: list[Any] = []
+            self._offsets: list[Any] = []
             rows = self.index.numel()
             c = 0
             while f"c{c}.data" in self.header:
@@ -119,12 +125,9 @@ class Part:
                 if width == 0 or int(offsets[-1]) != stored:
                     raise ValueError(f"rows of {int(offsets[-1])} values, data of {stored}")
                 self.shapes.append(shapes.tolist())
-                self.offsets.append(offsets)
                 dtype = DTYPES[data["dtype"]]
-                # per kind: dtype, bytes per value, where its data begins, row offsets (numpy:
-                # reading one is ~10x cheaper than indexing a tensor, and as small)
                 self._kinds.append((dtype, width, self.start + data["data_offsets"][0]))
-                self._bounds.append(offsets.numpy())
+                self._offsets.append(offsets.numpy())
                 c += 1
             self.kinds = c
 
@@ -133,9 +136,9 @@ class Part:
         out = []
         for c in range(self.kinds):
             dtype, width, base = self._kinds[c]
-            begin, end = int(self._bounds[c][r]), int(self._bounds[c][r + 1])
+            begin, end = int(self._offsets[c][r]), int(self._offsets[c][r + 1])
             buffer = _read_exact(handle, base + begin * width, (end - begin) * width)
-            flat = torch.frombuffer(buffer, dtype=dtype) if buffer else torch.empty(0, dtype=dtype)
+            flat = _as_tensor(buffer, dtype)
             out.append(flat.view(self.shapes[c][r]))
         return out
 
