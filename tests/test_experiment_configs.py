@@ -65,6 +65,9 @@ def test_full_grids_cover_cases_and_methods(name: str) -> None:
         expected["case1a-small-20ep"] = {"none", "structural"}
         (probe,) = [r for r in runs if r.group == "case1a-small-labeled"]
         assert "--unlabeled" not in probe.args and probe.teachers == small[0].teachers
+        sets = [b for a, b in zip(probe.args, probe.args[1:]) if a == "--set"]
+        # no unlabeled text at all, not the base config's bundled sentences
+        assert load_config(ROOT / probe.args[1], sets).data.unlabeled == []
     assert methods == expected
     heads = {"case1a": "crf", "case2a": "maxent", "case3": "crf", "case4": "maxent"}
     vectors = "glove-6b-50d" if name == "conll03-full" else "use-multilingual"

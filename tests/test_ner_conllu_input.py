@@ -74,3 +74,22 @@ def test_a_broken_treebank_line_is_named(tmp_path: Path) -> None:
     path.write_text(TREEBANK.replace("4\tknow\tknow", "4\tknow know"), encoding="utf-8")
     with pytest.raises(DataError, match=r":8: expected a CoNLL-U line of 10 tab-separated fields"):
         list(iter_sentences(path, "conllu"))
+
+
+def test_a_malttab_treebank_gives_its_words_as_unlabeled_sentences(tmp_path: Path) -> None:
+    path = tmp_path / "wsj.malttab"
+    path.write_text(
+        "Pierre\tNNP\t2\nVinken\tNNP\t0\n\nIt\tPRP\t2\nrose\tVBD\t0\n.\t.\t2\n", encoding="utf-8"
+    )
+    assert detect_format(path) == "malttab"
+    got = list(get_task("ner").iter_unlabeled(str(path)))
+    assert [s.tokens for s in got] == [["Pierre", "Vinken"], ["It", "rose", "."]]
+    assert all(s.tags is None for s in got)
+    assert [s.line for s in iter_sentences(path)] == [1, 4]
+
+
+def test_a_malformed_malttab_line_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "bad.malttab"
+    path.write_text("Pierre\tNNP\t2\nVinken NNP 0\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"bad\.malttab.*2|2.*bad\.malttab"):
+        list(iter_sentences(path))

@@ -200,6 +200,8 @@ class DistillConfig:
             ``structural`` is Wang et al. (ACL 2021), the others are baselines.
         anneal: teacher annealing, lambda going from 1 to 0 over training (Clark et al., 2019).
         lam: the fixed KD weight lambda when ``anneal`` is false.
+        unlabeled_weight: the weight of an unlabeled sentence's KD loss against a labeled
+            sentence's loss (1: equal; lambda and its annealing act on labeled sentences only).
         temperature: softens the teacher and the student.
         temperature_mode: ``global`` (whole structure) or ``local`` (per factor).
         k: the k of topk/topwk (``top1`` is topk with k = 1).
@@ -233,6 +235,7 @@ class DistillConfig:
     method: str = "structural"
     anneal: bool = True
     lam: float = 0.5
+    unlabeled_weight: float = 1.0
     temperature: float = 1.0
     temperature_mode: Literal["global", "local"] = "global"
     k: int = 5
@@ -329,6 +332,7 @@ RANGES: dict[str, Range] = {
     "train.clip": Range(0),
     "train.patience": _SIZE,
     "distill.lam": Range(0, 1),
+    "distill.unlabeled_weight": Range(0),
     "distill.temperature": _POSITIVE,
     "data.unlabeled_min_words": _SIZE,
     "data.unlabeled_max_words": _SIZE,

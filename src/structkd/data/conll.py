@@ -20,13 +20,14 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
+from structkd.data.conllu import iter_dep
 from structkd.data.errors import DataError
 from structkd.data.textio import PathLike, iter_lines, resolve_encoding
 from structkd.data.tokenize import tokenize
 from structkd.io import text_output
 from structkd.structures.tags import parse_tag
 
-FORMATS: tuple[str, ...] = ("auto", "conll", "wikiann", "text", "raw", "conllu")
+FORMATS: tuple[str, ...] = ("auto", "conll", "wikiann", "text", "raw", "conllu", "malttab")
 """Values of the ``fmt`` argument of :func:`iter_sentences` / :func:`read_ner`."""
 
 DOCSTART = "-DOCSTART-"
@@ -309,7 +310,7 @@ def _ends_with_tag(fields: Sequence[str]) -> bool:
 
 def detect_format(path: PathLike, encoding: str | None = None) -> str:
     """Guesses ``"conllu"``, ``"wikiann"``, ``"conll"`` or ``"text"`` from the first 200
-    non-blank lines.
+    non-blank lines (``"malttab"`` for a file named ``*.malttab``).
 
     * ``"conllu"`` (a treebank: its words are read, see :func:`iter_conllu_words`) if at least
       half of the lines that are not ``#`` comments are 10 tab-separated fields starting with a
@@ -332,6 +333,8 @@ def detect_format(path: PathLike, encoding: str | None = None) -> str:
     Raises:
         DataError: if the file cannot be opened or decoded.
     """
+    if os.fspath(path).lower().endswith(".malttab"):
+        return "malttab"
     lines = iter_lines(path, encoding)
     sample: list[list[str]] = []
     wikiann = tagged = conllu = comments = 0
@@ -375,8 +378,8 @@ def iter_sentences(
     Args:
         path: the file.
         fmt: ``"auto"`` (see :func:`detect_format`), ``"conll"``, ``"wikiann"``, ``"text"``
-            (whitespace-separated words), ``"raw"`` (text for the rule-based tokenizer) or
-            ``"conllu"`` (words only).
+            (whitespace-separated words), ``"raw"`` (text for the rule-based tokenizer),
+            ``"conllu"`` or ``"malttab"`` (a treebank's words only).
         tag_column: for CoNLL files, see :func:`iter_conll`.
         encoding: None = UTF-8 with Latin-1 fallback.
 
@@ -395,7 +398,20 @@ def iter_sentences(
         return iter_text(path, encoding, raw=fmt == "raw")
     if fmt == "conllu":
         return iter_conllu_words(path, encoding)
+    if fmt == "malttab":
+        return iter_malttab_words(path)
     return iter_conll(path, tag_column, encoding)
+
+
+def iter_malttab_words(path: PathLike) -> Iterator[Sentence]:
+    """Streams the words of a MaltTab treebank (``word<TAB>POS<TAB>head``, e.g. the Penn
+    Treebank sample) as unlabeled sentences, checked by the treebank reader.
+
+    Raises:
+        DataError: for a malformed line (see :func:`structkd.data.conllu.iter_dep`).
+    """
+    for s in iter_dep(path, "malttab", multiroot=True):
+        yield Sentence(list(s.words), line=s.line)
 
 
 def read_ner(

@@ -192,6 +192,9 @@ def plan_runs(
             args = ["train", config, *data, "--set", "data.unlabeled=[]", *sets]
         else:
             args = ["distill", config, *data]
+            if s.data and not s.data.get("unlabeled"):
+                # A data block without unlabeled text means none, not the base config's.
+                args += ["--set", "data.unlabeled=[]"]
             for teacher in method.teachers:
                 model = spec.teachers[teacher].model
                 where = runs_dir / model if model else work / f"teacher-{teacher}" / "model"

@@ -99,14 +99,17 @@ def batch_loss(
     distiller: Distiller | None,
     lam: float,
 ) -> Tensor:
-    """Mean per-sentence loss: gold NLL, or ``lam KD + (1 - lam) NLL`` (KD only if unlabeled)."""
+    """Mean per-sentence loss: gold NLL, or ``lam KD + (1 - lam) NLL`` for a labeled sentence and
+    ``w KD`` for an unlabeled one (``w``: ``distill.unlabeled_weight``)."""
     output = net(batch)  # through the DDP wrapper when distributed
     nll = model.nll(batch, output)  # [B]
     labeled = batch.labeled.to(nll.device)
     if distiller is None:
         return nll.sum() / labeled.sum().clamp(min=1)
     kd_loss = distiller.losses(output, batch, indices)  # [B]
-    return torch.where(labeled, lam * kd_loss + (1 - lam) * nll, kd_loss).mean()
+    weight = distiller.config.unlabeled_weight
+    unlabeled = kd_loss if weight == 1.0 else weight * kd_loss
+    return torch.where(labeled, lam * kd_loss + (1 - lam) * nll, unlabeled).mean()
 
 
 def progress_enabled(config: TrainConfig) -> bool:
