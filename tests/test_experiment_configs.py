@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from unittest import mock
 
 import pytest
 
 from structkd.config import load_config
+from structkd.lab import experiment
 from structkd.lab.experiment import load_experiment, plan_runs, run_experiment
 from structkd.lab.spec import ExperimentSpec
 
@@ -18,7 +20,8 @@ KD = ["token", "posterior", "topk", "topwk", "substructure", "structural", "stru
 def _plan(name: str) -> tuple[ExperimentSpec, list]:
     spec = load_experiment(ROOT / f"configs/experiments/{name}.yaml")
     root = Path("DATA")
-    return spec, plan_runs(spec, root, Path("WORK/data"), Path("WORK"), Path("RUNS"))
+    with mock.patch.object(experiment, "_slice"):  # slices of corpora: not written here
+        return spec, plan_runs(spec, root, Path("WORK/data"), Path("WORK"), Path("RUNS"))
 
 
 @pytest.mark.parametrize("name", GRIDS)
@@ -37,8 +40,8 @@ def test_every_run_has_a_valid_run_config_and_relative_paths(name: str) -> None:
         if run.teacher:
             teacher = run.args[run.args.index("--teacher") + 1]
             assert teacher.startswith("RUNS/") and teacher.endswith("/model")
-        for path in run.data:
-            assert path.startswith("DATA/")
+        for path in run.data:  # a file under the data root, or a slice of one
+            assert path.startswith(("DATA/", "WORK/data/"))
     # one run per method and seed; three seeds (two in the size sweep)
     assert {r.seed for r in runs} == ({1, 2} if name == "conll03-pareto" else {1, 2, 3})
     assert len({r.run_id for r in runs}) == len(runs)
@@ -164,4 +167,7 @@ def test_cases_naming_one_cache_share_the_teacher_pass_of_each_method() -> None:
             if s.startswith("distill.cache_dir="):
                 found.setdefault(run.method, set()).add(s.split("=", 1)[1])
     assert found == {"structural": {"WORK/cache/sizes-structural"}}
-    assert len([r for r in runs if r.method == "structural" and r.group in sizes]) == 9
+    # 4 sizes x 2 seeds, and the fixed-lambda and unlabeled-weight probes
+    assert len([r for r in runs if r.method == "structural" and r.group in sizes]) == 10
+    labeled = [r for r in runs if r.group.endswith("-labeled-only")]
+    assert len(labeled) == 2 and all("WORK/cache/labeled-structural" in r.args[-3] for r in labeled)
