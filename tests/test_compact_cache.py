@@ -20,6 +20,7 @@ from structkd import kd
 from structkd.config import DistillConfig
 from structkd.data.batching import bucket_batches
 from structkd.io import atomic_write_bytes, atomic_write_json, sha256
+from structkd.kd import projections
 from structkd.kd.stored import ChainPotentials, IndependentUnary, stored_form, tempered_projection
 from structkd.models.checkpoint import tensors_to_bytes
 from structkd.models.pairs import pair_of
@@ -85,6 +86,34 @@ def test_stored_forms_decode_to_the_projected_marginals_exactly(
     loss = kd.structural_kd_loss_from_marginals(targets, student, temperature, "none")
     want = kd.structural_kd_loss_from_marginals(expected, student, temperature, "none")
     torch.testing.assert_close(loss, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_tempered_pair_sums_are_the_tempered_projections_pairs_summed(temperature: float) -> None:
+    gen = torch.Generator().manual_seed(7)
+    lengths = torch.tensor([5, 1, 3])
+    teacher, student = _chain(gen, lengths), _chain(gen, lengths)
+    unary, sums = projections.tempered_pair_sums(teacher, student, temperature)
+    expected = tempered_projection(teacher, student, temperature, "global")
+    torch.testing.assert_close(unary, expected[0])
+    torch.testing.assert_close(sums, expected[1].sum(1), atol=1e-6, rtol=1e-6)
+    assert not unary.requires_grad and not sums.requires_grad
+    with pytest.raises(ValueError, match="tag sets differ in size: 5 vs 4"):
+        projections.tempered_pair_sums(teacher, _chain(gen, lengths, tags=4))
+    with pytest.raises(ValueError, match="lengths"):
+        projections.tempered_pair_sums(teacher, _chain(gen, torch.tensor([5, 2, 3])))
+
+
+def test_a_chain_teacher_gives_a_token_student_its_projection() -> None:
+    """Compact CRF -> MaxEnt (case 2a): the loss reads the projected unary marginals."""
+    gen = torch.Generator().manual_seed(8)
+    lengths = torch.tensor([4, 2])
+    teacher = _chain(gen, lengths)
+    student = TokenSoftmax(torch.randn(2, 4, 5, generator=gen), lengths)
+    form = ChainPotentials()
+    rows = form.encode(teacher, student, 1.0, "global", "BIOES")
+    got = form.loss_targets(rows, form.constants(teacher), student, 1.0, "global", "BIOES")
+    assert torch.equal(got, tempered_projection(teacher, student))
 
 
 def test_pairs_without_a_smaller_form_store_their_marginals() -> None:

@@ -234,3 +234,33 @@ def tempered_projection(
     if (type(teacher), type(student)) in _PARTIAL:  # each slot keeps what the student expresses
         return tempered * marginals.sum(-1, keepdim=True)
     return tempered
+
+
+def tempered_pair_sums(
+    teacher: LinearChainCRF, student: LinearChainCRF, temperature: float = 1.0
+) -> tuple[Tensor, Tensor]:
+    """A CRF teacher's marginals for a CRF student in the form its loss reads, at a global
+    ``temperature``: the student's transitions do not depend on the position, so the loss needs
+    the tag-pair marginals only summed over positions (``LinearChainCRF.pair_marginal_sums``),
+    never the [B, N-1, L, L] pair tensor. ``structural_kd_loss_from_marginals`` gives the same
+    loss from these as from ``tempered_projection`` (up to float rounding).
+
+    Args:
+        teacher: the teacher's chain, [B, N, L] emissions.
+        student: the student's chain (only its label count and lengths are read).
+        temperature: divides the teacher's potentials (a local temperature re-normalizes each
+            position's pairs, so it needs ``tempered_projection``).
+
+    Returns:
+        (unary [B, N, L], pair sums [B, L, L]), detached. O(B N L^2) time, O(B N L) memory.
+
+    Raises:
+        ValueError: when the two disagree on the tag set or the sentence lengths.
+    """
+    _check_labels(teacher.emissions.shape[-1], student.emissions.shape[-1], "tag sets")
+    _check_lengths(teacher, student)
+    if temperature != 1.0:
+        teacher = teacher.tempered(temperature)
+    with torch.no_grad():
+        return teacher.marginals.detach(), teacher.pair_marginal_sums.detach()
+

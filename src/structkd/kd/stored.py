@@ -37,10 +37,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-import torch
 from torch import Tensor
 
-from structkd.kd.projections import local_temper, project, tempered_projection
+from structkd.kd.projections import local_temper, project, tempered_pair_sums, tempered_projection
 from structkd.structures.base import Structure
 from structkd.structures.linear_chain import LinearChainCRF
 from structkd.structures.token_softmax import TokenSoftmax
@@ -188,22 +187,13 @@ class ChainPotentials(StoredForm):
         mode: str,
         scheme: str,
     ) -> Any:
-        """``(unary [B, N, L], pair sums [B, L, L])``: the student's transitions do not depend
-        on the position, so the loss needs the teacher's tag-pair marginals only summed over
-        the positions, which ``LinearChainCRF.pair_marginal_sums`` computes without the
-        [B, N-1, L, L] pair tensor (the bulk of a decode's cost). A local temperature re-
-        normalizes each position's pairs, so it decodes them in full."""
-        if mode == "local" and temperature != 1.0:
+        """``(unary [B, N, L], pair sums [B, L, L])`` for a CRF student at a global temperature
+        (``tempered_pair_sums``: no [B, N-1, L, L] pair tensor, the bulk of a decode's cost);
+        what ``decode`` gives otherwise (another student, or a local temperature, which
+        re-normalizes each position's pairs)."""
+        if not isinstance(student, LinearChainCRF) or (mode == "local" and temperature != 1.0):
             return self.decode(rows, constants, student, temperature, mode, scheme)
-        if not isinstance(student, LinearChainCRF) or (
-            student.emissions.shape[-1] != rows[0].shape[-1]
-        ):
-            return self.decode(rows, constants, student, temperature, mode, scheme)  # its error
-        teacher = self._teacher(rows, constants, student)
-        if temperature != 1.0:
-            teacher = teacher.tempered(temperature)
-        with torch.no_grad():
-            return teacher.marginals, teacher.pair_marginal_sums
+        return tempered_pair_sums(self._teacher(rows, constants, student), student, temperature)
 
 
 class IndependentUnary(StoredForm):
