@@ -16,6 +16,7 @@ from structkd.config import ConfigError, DistillConfig, EncoderConfig, ModelConf
 from structkd.data.conll import read_ner
 from structkd.data.conllu import read_conllu, read_dep
 from structkd.data.trees import is_tree
+from structkd.kd.stored import HalfMarginals
 from structkd.models.checkpoint import load_model
 from structkd.models.depbase import DepModel
 from structkd.models.seqlabel import SeqLabelParser
@@ -277,3 +278,36 @@ def test_minilm_teacher_is_configured() -> None:
     config = load_config(CONFIGS / "teacher-minilm-biaffine.yaml")
     assert config.task == "dep" and config.model.encoder.transformer == "all-MiniLM-L6-v2"
     assert config.model.encoder.lstm_hidden == 0 and config.model.parser.kind == "head_selection"
+
+
+@pytest.mark.parametrize("student", ["seqlabel", "head_selection"])
+def test_compact_cache_stores_parser_targets_in_float16(
+    teachers: dict[str, Path], student: str, tmp_path: Path
+) -> None:
+    """``distill.stored: compact``: a parser teacher's labeled arcs (sequence-labeling student)
+    or arcs (graph student) are cached in float16, half the bytes of the exact cache, and every
+    sentence's KD loss stays within 1e-3 of the exact cache's."""
+    task = get_task("dep")
+    sentences = read_dep(EWT)
+    config = load_config(CONFIGS / "case1b.yaml", [*TINY, f"model.parser.kind={student}"])
+    torch.manual_seed(0)
+    model = task.build_model(config.model, sentences).eval()
+    words = [s.words for s in sentences]
+    teacher = load_model(teachers["teacher-biaffine-crf"] / "model")
+    made = {
+        stored: Distiller(
+            [teacher], DistillConfig(stored=stored), words, [0] * len(words), model,  # type: ignore[arg-type]
+            tmp_path / stored, ["t"],
+        )
+        for stored in ("exact", "compact")
+    }
+    assert made["exact"].form is None and isinstance(made["compact"].form, HalfMarginals)
+    size = {k: sum(f.stat().st_size for f in (tmp_path / k).rglob("*.safetensors")) for k in made}
+    assert 0.45 < size["compact"] / size["exact"] < 0.6, size
+    batch = task.collate(model, sentences)
+    indices = list(range(len(words)))
+    with torch.no_grad():
+        output = model(batch)
+        exact, half = (made[k].losses(output, batch, indices) for k in ("exact", "compact"))
+    assert float(exact.abs().sum()) > 0
+    assert bool(((half - exact).abs() <= 1e-3 * exact.abs().clamp(min=1)).all())

@@ -18,14 +18,17 @@ LinearChainCRF -> LinearChainCRF            teacher emissions [n, L]        forw
                                                                             pairs summed over
                                                                             positions
 TokenSoftmax -> LinearChainCRF              projected unary [n, L]          pair = outer product
+SemiMarkovCRF -> any tagger; any tree or    the projected marginals in      cast to float32
+label student of a graph-based parser       float16 (half the bytes)
 =========================================== =============================== ====================
 
 The second is ``bitwise``: its decoded marginals are the projected ones bit for bit. The first is
-exact up to float32 rounding (forward-backward on other batch-mates than the teacher's pass), so
-it is used only when asked for (``distill.stored: compact``), keeping earlier runs reproducible.
-Every other pair stores the projected marginals themselves (``stored_form`` returns None): where the
-student's parts are per token (a MaxEnt student, arc or label marginals of a parser) they are
-already as small as the teacher's potentials, and need no work per batch.
+exact up to float32 rounding (forward-backward on other batch-mates than the teacher's pass), and
+the third rounds each marginal to float16 (a relative error of at most 2^-11, which moves a KD
+loss by far less than 1e-3 of itself: ``tests/test_compact_cache.py``), so both are used only
+when asked for (``distill.stored: compact``), keeping earlier runs reproducible. Every other pair
+stores the projected marginals themselves in float32 (``stored_form`` returns None): a MaxEnt
+student's unary marginals from a chain or token teacher are as small as the teacher's potentials.
 
 Temperature is applied exactly as ``tempered_projection`` applies it without a stored form: the
 ``global`` mode tempers the rebuilt teacher's potentials (or, for token teachers, the stored unary
@@ -37,11 +40,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, float16, float32
 
+from structkd.kd.arc_labels import LabeledArcs
+from structkd.kd.given import SpanMarginals
 from structkd.kd.projections import local_temper, project, tempered_pair_sums, tempered_projection
-from structkd.structures.base import Structure
+from structkd.structures.base import Structure, as_list
+from structkd.structures.dependency import DependencyCRF
+from structkd.structures.head_selection import HeadSelection
 from structkd.structures.linear_chain import LinearChainCRF
+from structkd.structures.semi_markov import SemiMarkovCRF
+from structkd.structures.sibling import SiblingDependencyCRF
 from structkd.structures.token_softmax import TokenSoftmax
 
 
@@ -54,13 +63,16 @@ class StoredForm(ABC):
             (per tensor and non-batch dimension: ``size - N`` if it grows with N, else None).
         needs_student: ``encode`` reads the student's structure (else it may be None).
         bitwise: ``decode`` gives the projected marginals bit for bit whatever the batch; else
-            up to float32 rounding (a dynamic program run on other batch-mates).
+            up to float32 rounding (a dynamic program run on other batch-mates) or float16's.
+        marginals: the rows are (rounded) projected marginals, checked as probabilities before
+            they are cached; else potentials, checked as finite numbers.
     """
 
     name: str
     offsets: list[list[int | None]]
     needs_student: bool = False
     bitwise: bool = False
+    marginals: bool = False
 
     @abstractmethod
     def constants(self, teacher: Structure) -> dict[str, Tensor]:
@@ -238,12 +250,77 @@ class IndependentUnary(StoredForm):
         return marginals
 
 
-def stored_form(teacher: Structure, student: Structure) -> StoredForm | None:
+class HalfMarginals(StoredForm):
+    """Any pair's projected marginals, stored in float16 and read back in float32: for the
+    pairs whose student parts are large (tag pairs of a span teacher's CRF student, a tree
+    student's n + 1 heads a word), at half the bytes. Built with the student's part layout."""
+
+    name = "half-marginals"
+    needs_student = True
+    marginals = True
+
+    def __init__(self, offsets: list[list[int | None]]) -> None:
+        self.offsets = offsets
+
+    def constants(self, teacher: Structure) -> dict[str, Tensor]:
+        return {}
+
+    def encode(
+        self,
+        teacher: Structure,
+        student: Structure | None,
+        temperature: float,
+        mode: str,
+        scheme: str,
+    ) -> list[Tensor]:
+        assert student is not None
+        projected = as_list(tempered_projection(teacher, student, temperature, mode, scheme))
+        return [t.detach().to(float16) for t in projected]
+
+    def decode(
+        self,
+        rows: list[Tensor],
+        constants: dict[str, Tensor],
+        student: Structure,
+        temperature: float,
+        mode: str,
+        scheme: str,
+    ) -> Any:
+        out = [t.to(float32) for t in rows]
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def expand(
+        self,
+        row: list[Tensor],
+        constants: dict[str, Tensor],
+        temperature: float,
+        mode: str,
+        scheme: str,
+    ) -> list[Tensor]:
+        return [t.to(float32) for t in row]
+
+
+def _half_stored(teacher: Any, student: Structure) -> bool:
+    """Pairs whose projected marginals go to float16 with ``distill.stored: compact``: a span
+    teacher's (any tagger student), a tree student's, and a parser's labeled arcs for a
+    sequence-labeling student."""
+    return isinstance(teacher, (SemiMarkovCRF, SpanMarginals, LabeledArcs)) or isinstance(
+        student, (DependencyCRF, HeadSelection, SiblingDependencyCRF)
+    )
+
+
+def stored_form(
+    teacher: Structure, student: Structure, offsets: list[list[int | None]] | None = None
+) -> StoredForm | None:
     """The stored form of a (teacher, student) pair, or None to store projected marginals.
 
     A linear-chain teacher qualifies only with one transition matrix for all sentences (per
     sentence ones would cost ``L^2`` a sentence, and no teacher of this library has them).
+    ``offsets`` (the layout of the student's parts, ``train.cache.position_offsets``) admits
+    :class:`HalfMarginals` for the pairs it serves.
     """
+    if offsets is not None and _half_stored(teacher, student):
+        return HalfMarginals(offsets)
     if not isinstance(student, LinearChainCRF):
         return None
     if type(teacher) is LinearChainCRF and teacher.transitions.dim() == 2:

@@ -144,16 +144,20 @@ class ParserPair(Pair):
         shape = (len(lengths), width, len(labeled.label_vocab))
         return TokenSoftmax(torch.zeros(shape, device=lengths.device), lengths)
 
-    def project(self, words: list[list[str]], temperature: float, mode: str) -> list[Tensor]:
+    def stored_structures(self, words: list[list[str]]) -> tuple[Any, Structure, str]:
+        """The teacher's arcs and the student's tree, or, for a sequence-labeling student, the
+        teacher's labeled arcs and the student's label slots."""
         teacher = self.teacher
         output = teacher(teacher.collate(words))
         if not self.labels:
-            target = self.parser.structure(self.parser.collate(words))
-            return as_list(tempered_projection(output.structure, target, temperature, mode))
+            return output.structure, self.parser.structure(self.parser.collate(words)), ""
         assert isinstance(teacher, BiaffineParser)
         labeled = self.labeled(output)
-        slots = self._label_slots(labeled)
-        return as_list(tempered_projection(labeled, slots, temperature, mode))
+        return labeled, self._label_slots(labeled), ""
+
+    def project(self, words: list[list[str]], temperature: float, mode: str) -> list[Tensor]:
+        source, target, _ = self.stored_structures(words)
+        return as_list(tempered_projection(source, target, temperature, mode))
 
     def structural_loss(self, parts: Any, output: Any, temperature: float, stats: Stats) -> Tensor:
         structure = output.structure

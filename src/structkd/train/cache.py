@@ -69,11 +69,15 @@ def position_offsets(
 
 
 def crop(parts: list[Tensor], b: int, length: int, offsets: list[list[int | None]]) -> Marginals:
-    """Sentence b's marginals, cut to its length."""
+    """Sentence b's marginals, cut to its length: float16 and bfloat16 tensors as they are (a
+    stored form that halves the cache), other floats in float32."""
     out = []
     for tensor, dims in zip(parts, offsets):
         index = tuple(slice(None) if o is None else slice(0, max(length + o, 0)) for o in dims)
-        out.append(tensor[b][index].detach().float().cpu().contiguous())
+        row = tensor[b][index].detach()
+        if row.dtype not in (torch.float16, torch.bfloat16):
+            row = row.float()
+        out.append(row.cpu().contiguous())
     return out
 
 

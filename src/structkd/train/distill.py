@@ -230,7 +230,7 @@ class Distiller:
             for bound in self.pairs:
                 probe = getattr(bound.teacher, "probe_words", [["a", "b"]])  # a file knows words
                 pair = bound.stored_structures(probe)
-                form = stored_form(pair[0], pair[1]) if pair is not None else None
+                form = stored_form(pair[0], pair[1], self.offsets) if pair is not None else None
                 if pair is None or form is None:
                     return
                 if self.config.stored == "exact" and not form.bitwise:
@@ -312,6 +312,10 @@ class Distiller:
                 bad = any(not bool(torch.isfinite(t).all()) for t in row)
                 return "NaN or infinite values" if bad else None
 
+            if form.marginals:
+                return self._per_sentence(
+                    form.offsets, encoded, lambda row: _not_probabilities(row, distributions=False)
+                )
             return self._per_sentence(form.offsets, encoded, finite)
 
         def mean(pairs: list[Pair], words: list[list[str]]) -> list[Tensor]:
