@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from structkd.config import ConfigError
+from structkd.config import ConfigError, load_config
+from structkd.lab.experiment import plan_runs
 from structkd.lab.spec import DataSlice, ExperimentSpec
 
 RAW = {
@@ -53,9 +56,44 @@ def test_the_plan_names_every_run_with_its_parts() -> None:
         ({"s": {"teacher": "nope"}}, "e.yaml: student s: unknown teacher 'nope'"),
         ({"s": {"methods": {"a": 1}}}, "e.yaml: student s: method a: expected str or map"),
         ({"s": {"data": {"train": [{"first": 3}]}}}, "e.yaml: student s: data entry"),
+        (
+            {"s": {"methods": {"a": {"unlabeled": "no"}}}},
+            "e.yaml: student s: method a: unlabeled: expected true or false",
+        ),
     ],
 )
 def test_a_malformed_file_is_refused_in_one_line(students: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=f"^{message}") as error:
         ExperimentSpec.from_dict({"students": students}, "e.yaml")
     assert "\n" not in str(error.value)
+
+
+def test_a_method_without_unlabeled_text_distils_on_the_labeled_sentences_only(
+    tmp_path: Path,
+) -> None:
+    """``unlabeled: false``: the case's unlabeled corpus is not passed, and the base config's
+    (e.g. bundled sentences) is emptied; the other KD methods keep the case's."""
+    spec = ExperimentSpec.from_dict(
+        {
+            "teachers": {"t": {"model": "x/model"}},
+            "students": {
+                "s": {
+                    "config": "configs/ner/case1a.yaml",
+                    "teacher": "t",
+                    "data": {"train": "a.txt", "unlabeled": "u.txt", "dev": "d.txt"},
+                    "methods": {
+                        "structural": "structural",
+                        "labeled-only": {"method": "structural", "unlabeled": False},
+                    },
+                }
+            },
+        }
+    )
+    runs = {r.method: r for r in plan_runs(spec, Path("D"), tmp_path, tmp_path)}
+    assert runs["structural"].args[runs["structural"].args.index("--unlabeled") + 1] == "D/u.txt"
+    only = runs["labeled-only"].args
+    assert "--unlabeled" not in only and "data.unlabeled=[]" in only
+    assert "D/u.txt" not in runs["labeled-only"].data
+    root = Path(__file__).parents[1]
+    sets = [b for a, b in zip(only, only[1:]) if a == "--set"]
+    assert load_config(root / only[1], sets).data.unlabeled == []

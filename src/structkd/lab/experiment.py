@@ -39,6 +39,7 @@ sentences ``skip .. skip+first`` of a corpus)::
         methods:                  # label -> KD method, or {method: M, set: [KEY=VALUE, ...]}
           none: none              # a plain ``train`` run: no teacher, no unlabeled data
           structural-local: {method: structural, set: [distill.temperature_mode=local]}
+          labeled-only: {method: structural, unlabeled: false}   # without the unlabeled text
           averaged: {method: structural, teacher: [crf, old],   # several teachers
                      set: [distill.teacher_binding=average]}
     also_evaluate: {src-dev: ner/other/dev.txt}   # every student also scored on these corpora
@@ -184,7 +185,8 @@ def plan_runs(
             continue
         s = spec.students[planned.group]
         method = s.methods[planned.method]
-        keep = SPLITS if method.teachers else ("train", "dev", "test")
+        unlabeled = bool(method.teachers) and method.unlabeled
+        keep = SPLITS if unlabeled else ("train", "dev", "test")
         data = _data_args(s.data, root, slices, keep)
         sets = [a for x in [*s.sets, *method.sets] for a in ("--set", x)]
         config = _config(s.config, f"student {s.name}")
@@ -192,7 +194,7 @@ def plan_runs(
             args = ["train", config, *data, "--set", "data.unlabeled=[]", *sets]
         else:
             args = ["distill", config, *data]
-            if s.data and not s.data.get("unlabeled"):
+            if not unlabeled or (s.data and not s.data.get("unlabeled")):
                 # A data block without unlabeled text means none, not the base config's.
                 args += ["--set", "data.unlabeled=[]"]
             for teacher in method.teachers:

@@ -80,12 +80,15 @@ class MethodSpec:
         kind: the KD method (``--method``); ``none``: a plain ``train`` run.
         sets: its own ``KEY=VALUE`` overrides, after the case's.
         teachers: the teachers it distils from (its own or the case's; none for ``none``).
+        unlabeled: it distils on the case's unlabeled text too (false: on its labeled
+            sentences only, e.g. to measure what the unlabeled text adds).
     """
 
     label: str
     kind: str
     sets: tuple[str, ...] = ()
     teachers: tuple[str, ...] = ()
+    unlabeled: bool = True
 
 
 @dataclass(frozen=True)
@@ -306,7 +309,13 @@ def _student(
                 raise ConfigError(f"{source}: student {name}: unknown teacher {teacher!r}")
         kind = method if isinstance(method, str) else method.get("method", "structural")
         sets = () if isinstance(method, str) else tuple(method.get("set", []))
-        methods[label] = MethodSpec(label, kind, sets, names if kind != "none" else ())
+        unlabeled = True if isinstance(method, str) else method.get("unlabeled", True)
+        if not isinstance(unlabeled, bool):
+            raise ConfigError(
+                f"{source}: student {name}: method {label}: unlabeled: expected true or false"
+            )
+        teachers_of = names if kind != "none" else ()
+        methods[label] = MethodSpec(label, kind, sets, teachers_of, unlabeled)
     return StudentSpec(
         name=name,
         config=s.get("config"),
