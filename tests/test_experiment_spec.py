@@ -57,8 +57,8 @@ def test_the_plan_names_every_run_with_its_parts() -> None:
         ({"s": {"methods": {"a": 1}}}, "e.yaml: student s: method a: expected str or map"),
         ({"s": {"data": {"train": [{"first": 3}]}}}, "e.yaml: student s: data entry"),
         (
-            {"s": {"methods": {"a": {"unlabeled": "no"}}}},
-            "e.yaml: student s: method a: unlabeled: expected true or false",
+            {"s": {"methods": {"a": {"unlabeled": 3}}}},
+            "e.yaml: student s: method a: unlabeled: expected true, false or a list of corpora",
         ),
     ],
 )
@@ -68,11 +68,10 @@ def test_a_malformed_file_is_refused_in_one_line(students: dict, message: str) -
     assert "\n" not in str(error.value)
 
 
-def test_a_method_without_unlabeled_text_distils_on_the_labeled_sentences_only(
-    tmp_path: Path,
-) -> None:
+def test_a_method_may_distil_without_unlabeled_text_or_on_its_own(tmp_path: Path) -> None:
     """``unlabeled: false``: the case's unlabeled corpus is not passed, and the base config's
-    (e.g. bundled sentences) is emptied; the other KD methods keep the case's."""
+    (e.g. bundled sentences) is emptied; ``unlabeled: [...]``: those corpora instead of the
+    case's; the other KD methods keep the case's."""
     spec = ExperimentSpec.from_dict(
         {
             "teachers": {"t": {"model": "x/model"}},
@@ -84,6 +83,7 @@ def test_a_method_without_unlabeled_text_distils_on_the_labeled_sentences_only(
                     "methods": {
                         "structural": "structural",
                         "labeled-only": {"method": "structural", "unlabeled": False},
+                        "news": {"method": "structural", "unlabeled": ["n.txt", "m.txt"]},
                     },
                 }
             },
@@ -94,6 +94,9 @@ def test_a_method_without_unlabeled_text_distils_on_the_labeled_sentences_only(
     only = runs["labeled-only"].args
     assert "--unlabeled" not in only and "data.unlabeled=[]" in only
     assert "D/u.txt" not in runs["labeled-only"].data
+    news = runs["news"].args
+    assert [b for a, b in zip(news, news[1:]) if a == "--unlabeled"] == ["D/n.txt", "D/m.txt"]
+    assert "data.unlabeled=[]" not in news
     root = Path(__file__).parents[1]
     sets = [b for a, b in zip(only, only[1:]) if a == "--set"]
     assert load_config(root / only[1], sets).data.unlabeled == []

@@ -40,6 +40,7 @@ sentences ``skip .. skip+first`` of a corpus)::
           none: none              # a plain ``train`` run: no teacher, no unlabeled data
           structural-local: {method: structural, set: [distill.temperature_mode=local]}
           labeled-only: {method: structural, unlabeled: false}   # without the unlabeled text
+          news: {method: structural, unlabeled: [other/news.txt]}  # other unlabeled text
           averaged: {method: structural, teacher: [crf, old],   # several teachers
                      set: [distill.teacher_binding=average]}
     also_evaluate: {src-dev: ner/other/dev.txt}   # every student also scored on these corpora
@@ -185,16 +186,19 @@ def plan_runs(
             continue
         s = spec.students[planned.group]
         method = s.methods[planned.method]
-        unlabeled = bool(method.teachers) and method.unlabeled
+        corpora = dict(s.data)
+        if method.unlabeled is not None:  # the method's own unlabeled text, or none
+            corpora["unlabeled"] = method.unlabeled
+        unlabeled = bool(method.teachers) and bool(corpora.get("unlabeled"))
         keep = SPLITS if unlabeled else ("train", "dev", "test")
-        data = _data_args(s.data, root, slices, keep)
+        data = _data_args(corpora, root, slices, keep)
         sets = [a for x in [*s.sets, *method.sets] for a in ("--set", x)]
         config = _config(s.config, f"student {s.name}")
         if not method.teachers:
             args = ["train", config, *data, "--set", "data.unlabeled=[]", *sets]
         else:
             args = ["distill", config, *data]
-            if not unlabeled or (s.data and not s.data.get("unlabeled")):
+            if not unlabeled and (s.data or method.unlabeled is not None):
                 # A data block without unlabeled text means none, not the base config's.
                 args += ["--set", "data.unlabeled=[]"]
             for teacher in method.teachers:

@@ -80,15 +80,17 @@ class MethodSpec:
         kind: the KD method (``--method``); ``none``: a plain ``train`` run.
         sets: its own ``KEY=VALUE`` overrides, after the case's.
         teachers: the teachers it distils from (its own or the case's; none for ``none``).
-        unlabeled: it distils on the case's unlabeled text too (false: on its labeled
-            sentences only, e.g. to measure what the unlabeled text adds).
+        unlabeled: the unlabeled corpora it distils on: None for the case's, ``()`` for none
+            (``unlabeled: false`` in the file: the labeled sentences only, e.g. to measure what
+            the unlabeled text adds), or its own (``unlabeled: [path or slice, ...]``, e.g. to
+            compare kinds of text).
     """
 
     label: str
     kind: str
     sets: tuple[str, ...] = ()
     teachers: tuple[str, ...] = ()
-    unlabeled: bool = True
+    unlabeled: tuple[DataItem, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -309,10 +311,17 @@ def _student(
                 raise ConfigError(f"{source}: student {name}: unknown teacher {teacher!r}")
         kind = method if isinstance(method, str) else method.get("method", "structural")
         sets = () if isinstance(method, str) else tuple(method.get("set", []))
-        unlabeled = True if isinstance(method, str) else method.get("unlabeled", True)
-        if not isinstance(unlabeled, bool):
+        given_text = True if isinstance(method, str) else method.get("unlabeled", True)
+        unlabeled: tuple[DataItem, ...] | None = None
+        if given_text is False:
+            unlabeled = ()
+        elif isinstance(given_text, (list, str)):
+            owner = f"student {name}: method {label}"
+            unlabeled = _data({"unlabeled": given_text}, source, owner)["unlabeled"]
+        elif given_text is not True:
             raise ConfigError(
-                f"{source}: student {name}: method {label}: unlabeled: expected true or false"
+                f"{source}: student {name}: method {label}: unlabeled: expected true, false "
+                "or a list of corpora"
             )
         teachers_of = names if kind != "none" else ()
         methods[label] = MethodSpec(label, kind, sets, teachers_of, unlabeled)
