@@ -166,7 +166,13 @@ def test_cases_naming_one_cache_share_the_teacher_pass_of_each_method() -> None:
         for s in sets:
             if s.startswith("distill.cache_dir="):
                 found.setdefault(run.method, set()).add(s.split("=", 1)[1])
-    assert found == {"structural": {"WORK/cache/sizes-structural"}}
+    assert found == {
+        "structural": {"WORK/cache/sizes-structural"},
+        "structural-wsj": {"WORK/cache/sizes-structural-wsj"},
+    }
+    wsj = [r for r in runs if r.method == "structural-wsj"]
+    news = "DATA/dep/ptb-sample/wsj_0001-0199.malttab"
+    assert len(wsj) == 8 and all(r.data[1] == news for r in wsj)
     # 4 sizes x 2 seeds, and the fixed-lambda and unlabeled-weight probes
     assert len([r for r in runs if r.method == "structural" and r.group in sizes]) == 10
     labeled = [r for r in runs if r.group.endswith("-labeled-only")]
