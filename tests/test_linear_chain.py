@@ -296,3 +296,48 @@ def test_expected_score_takes_pairs_summed_over_positions() -> None:
     grads_summed = torch.autograd.grad(summed.sum(), list(pots.values()))
     for a, b in zip(grads_summed, grads_full):
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_fused_passes_match_brute_force() -> None:
+    """One recursion for both directions (``fuse_passes``): unary marginals, tag-pair sums and
+    log Z by enumerating every tag sequence (lengths 0, 1, 3, 5), shared transitions."""
+    gen = torch.Generator().manual_seed(25)
+    pots = BATCHED.draw(gen, 4, 5)
+    pots["transitions"] = pots["transitions"][0]
+    check_fused(pots, torch.tensor([5, 3, 1, 0]))
+    # no empty sentence: steps where every forward state is real but not every backward one
+    check_fused(pots, torch.tensor([5, 4, 5, 2]))
+
+
+def check_fused(pots: dict[str, torch.Tensor], lengths: torch.Tensor) -> None:
+    crf = LinearChainCRF(**pots, lengths=lengths).fuse_passes()
+    assert "_forward" in crf.__dict__ and "_betas" in crf.__dict__  # computed together
+    for b, n in enumerate(lengths.tolist()):
+        scores = [chain_score(pots, b, y) for y in enumerate_tags(n)]
+        log_z = torch.logsumexp(torch.tensor(scores, dtype=torch.float64), 0)
+        unary = torch.zeros(5, N_TAGS, dtype=torch.float64)
+        pairs = torch.zeros(N_TAGS, N_TAGS, dtype=torch.float64)
+        for y, s in zip(enumerate_tags(n), scores):
+            p = math.exp(s - float(log_z))
+            unary += p * tag_parts(y, 5, N_TAGS)
+            pairs += p * tag_pair_parts(y, n, N_TAGS).sum(0)
+        assert float(crf.log_partition[b]) == pytest.approx(float(log_z) if n else 0.0, abs=1e-10)
+        torch.testing.assert_close(crf.marginals[b], unary, atol=1e-10, rtol=0)
+        torch.testing.assert_close(crf.pair_marginal_sums[b], pairs, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e3, 1e8])
+def test_fused_passes_equal_the_separate_passes_or_leave_them(scale: float) -> None:
+    """In float32 with a forbidden transition: the same marginals, sums and log Z as the two
+    separate passes; at scores where a rescaled step underflows (x1e3, x1e8) the fused pass
+    steps aside and the separate passes (with their log-space fallback) run."""
+    crf = _random_crf(26, dtype=torch.float32, scale=scale)
+    trans = crf.transitions[0].clone()
+    trans[0, 1] = -torch.inf
+    args = (crf.emissions, trans, crf.lengths, crf.start, crf.end)
+    separate, fused = LinearChainCRF(*args), LinearChainCRF(*args).fuse_passes()
+    assert ("_forward" in fused.__dict__) == (scale == 1.0)
+    for name in ("marginals", "pair_marginal_sums", "log_partition"):
+        torch.testing.assert_close(getattr(fused, name), getattr(separate, name))
+    per_sentence = LinearChainCRF(crf.emissions, crf.transitions, crf.lengths).fuse_passes()
+    assert "_forward" not in per_sentence.__dict__  # [B, L, L] transitions: not fused

@@ -252,7 +252,8 @@ def tempered_pair_sums(
             position's pairs, so it needs ``tempered_projection``).
 
     Returns:
-        (unary [B, N, L], pair sums [B, L, L]), detached. O(B N L^2) time, O(B N L) memory.
+        (unary [B, N, L], pair sums [B, L, L]), detached. O(B N L^2) time, O(B N L) memory;
+        one recursion over the words for both directions (``LinearChainCRF.fuse_passes``).
 
     Raises:
         ValueError: when the two disagree on the tag set or the sentence lengths.
@@ -262,5 +263,6 @@ def tempered_pair_sums(
     if temperature != 1.0:
         teacher = teacher.tempered(temperature)
     with torch.no_grad():
+        teacher.fuse_passes()  # both directions in one recursion: this runs per batch
         return teacher.marginals.detach(), teacher.pair_marginal_sums.detach()
 

@@ -100,6 +100,57 @@ def _scaled_pass(
     return torch.stack(states, 1)
 
 
+def _fused_scaled_passes(
+    start: Tensor, end: Tensor, trans: Tensor, emissions: Tensor, real: Tensor
+) -> tuple[Tensor, Tensor] | None:
+    """The forward and backward recursions of a shared-transition chain run together, or None
+    if a step underflows: ``(a [B, N, L], reversed betas [B, N, L])``.
+
+    The forward state is kept without its word's emission (``a_0 = start``, ``a_{t+1}[c] =
+    log sum_a exp(a_t[a] + emissions_t[a] + trans[a, c])``, so ``alpha_t = a_t +
+    emissions_t``), which makes both directions the same "add, then step" recursion; the two
+    states of a sentence sit side by side in one [B, 2L] row and each step is one product with
+    the block-diagonal matrix of the two rescaled kernels. One loop over the words instead of
+    two: the per-step cost on CPU is mostly the fixed cost of each small operation.
+
+    Args:
+        start, end: [L].
+        trans: [L, L] transitions.
+        emissions: [B, N, L], N >= 2.
+        real: BoolTensor [B, N - 1], ``mask[:, 1:]``.
+    """
+    batch, _, n_tags = emissions.shape
+    kernels, shifts = [], []
+    for matrix in (trans, trans.t()):
+        shift = matrix.amax(0, keepdim=True).detach()  # [1, L]: column max
+        shift = shift.clamp(min=torch.finfo(matrix.dtype).min)
+        kernels.append((matrix - shift).exp())
+        shifts.append(shift)
+    kernel = torch.block_diag(*kernels)  # [2L, 2L]
+    shift = torch.stack(shifts, 1)  # [1, 2, L]
+    pres = torch.stack([emissions[:, :-1], emissions[:, 1:].flip(1)], 2).unbind(1)  # [B, 2, L]
+    both_real = torch.stack([real, real.flip(1)], 2)  # [B, S, 2]: each direction's steps
+    reals = both_real[..., None].unbind(1)  # S x [B, 2, 1]
+    all_real = both_real.all(2).all(0).tolist()
+    state = torch.stack([start.expand(batch, n_tags), end.expand(batch, n_tags)], 1)
+    states, logs = [state], []
+    for t, before in enumerate(pres):
+        x = state + before  # [B, 2, L]
+        top = x.amax(-1, keepdim=True).detach()  # [B, 2, 1]
+        total = ((x - top).exp().view(batch, 2 * n_tags) @ kernel).view(batch, 2, n_tags)
+        log_sum = total.log()
+        new = log_sum + (top + shift)
+        state = new if all_real[t] else torch.where(reals[t], new, state)
+        states.append(state)
+        logs.append(log_sum)
+    floor = math.log(torch.finfo(emissions.dtype).tiny) + _SAFE_MARGIN
+    fine = torch.stack(logs, 1) >= floor  # [B, S, 2, L]; false for NaN too
+    if not bool((fine | ~torch.stack(reals, 1)).all()):
+        return None
+    both = torch.stack(states, 1)  # [B, N, 2, L]
+    return both[:, :, 0], both[:, :, 1]
+
+
 def chain_pass(
     init: Tensor, trans: Tensor, pre: Tensor | None, post: Tensor | None, real: Tensor
 ) -> Tensor:
@@ -252,6 +303,34 @@ class LinearChainCRF(Structure):
         )  # [B, N, L], last word first
         stacked = reversed_betas.flip(1)  # [B, N, L]
         return stacked.masked_fill(~self.mask[:, :, None], -torch.inf)
+
+    def fuse_passes(self) -> LinearChainCRF:
+        """Runs the forward and backward passes as one recursion (``_fused_scaled_passes``) and
+        keeps both, so that ``marginals``, ``pair_marginal_sums`` and ``log_partition`` read
+        them: about 1.5x faster than the two passes for a teacher whose marginals are read
+        (e.g. a compact cache's teacher, rebuilt per batch). Equal to the separate passes up
+        to float rounding. Nothing changes for per-sentence transitions, sentences of fewer
+        than two words, a pass already computed, or scores whose rescaled steps underflow
+        (the separate passes then run, with their own fallback). Returns ``self``."""
+        batch, max_len, _ = self.emissions.shape
+        if max_len < 2 or self.transitions.dim() != 2 or "_forward" in self.__dict__:
+            return self
+        fused = _fused_scaled_passes(
+            self.start, self.end, self.transitions, self.emissions, self.mask[:, 1:]
+        )
+        if fused is None:
+            return self
+        a, reversed_betas = fused
+        last = (self.lengths - 1).clamp(min=0)  # [B]
+        positions = torch.arange(max_len, device=a.device)
+        carried = torch.minimum(positions[None], last[:, None])  # past the end: the last word
+        alphas = (a + self.emissions).gather(1, carried[:, :, None].expand_as(a))
+        log_z = torch.logsumexp(alphas[:, -1] + self.end, dim=-1)
+        log_z = torch.where(self.lengths > 0, log_z, torch.zeros_like(log_z))
+        self.__dict__["_forward"] = (alphas, log_z)
+        betas = reversed_betas.flip(1).masked_fill(~self.mask[:, :, None], -torch.inf)
+        self.__dict__["_betas"] = betas
+        return self
 
     # ---- Structure API ------------------------------------------------------------------------
     def _log_partition(self) -> Tensor:
