@@ -42,8 +42,8 @@ def test_every_run_has_a_valid_run_config_and_relative_paths(name: str) -> None:
             assert teacher.startswith("RUNS/") and teacher.endswith("/model")
         for path in run.data:  # a file under the data root, or a slice of one
             assert path.startswith(("DATA/", "WORK/data/"))
-    # one run per method and seed; three seeds (two in the size sweep)
-    assert {r.seed for r in runs} == ({1, 2} if name == "conll03-pareto" else {1, 2, 3})
+    # one run per method and seed; three seeds
+    assert {r.seed for r in runs} == {1, 2, 3}
     assert len({r.run_id for r in runs}) == len(runs)
 
 
@@ -172,8 +172,8 @@ def test_cases_naming_one_cache_share_the_teacher_pass_of_each_method() -> None:
     }
     wsj = [r for r in runs if r.method == "structural-wsj"]
     news = "DATA/dep/ptb-sample/wsj_0001-0199.malttab"
-    assert len(wsj) == 8 and all(r.data[1] == news for r in wsj)
-    # 4 sizes x 2 seeds, and the fixed-lambda and unlabeled-weight probes
-    assert len([r for r in runs if r.method == "structural" and r.group in sizes]) == 10
+    assert len(wsj) == 12 and all(r.data[1] == news for r in wsj)
+    # 4 sizes x 3 seeds, and the fixed-lambda and unlabeled-weight probes
+    assert len([r for r in runs if r.method == "structural" and r.group in sizes]) == 14
     labeled = [r for r in runs if r.group.endswith("-labeled-only")]
     assert len(labeled) == 2 and all("WORK/cache/labeled-structural" in r.args[-3] for r in labeled)
