@@ -169,7 +169,11 @@ def test_cases_naming_one_cache_share_the_teacher_pass_of_each_method() -> None:
     assert found == {
         "structural": {"WORK/cache/sizes-structural"},
         "structural-wsj": {"WORK/cache/sizes-structural-wsj"},
+        "structural-labeled": {"WORK/cache/sizes-structural-labeled"},
     }
+    labeled_kd = [r for r in runs if r.method == "structural-labeled"]
+    assert {r.group for r in labeled_kd} == {"linear", "bilstm-25"} and len(labeled_kd) == 6
+    assert all("--unlabeled" not in r.args and "data.unlabeled=[]" in r.args for r in labeled_kd)
     wsj = [r for r in runs if r.method == "structural-wsj"]
     news = "DATA/dep/ptb-sample/wsj_0001-0199.malttab"
     assert len(wsj) == 12 and all(r.data[1] == news for r in wsj)
